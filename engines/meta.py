@@ -1,0 +1,80 @@
+"""`ModelMeta`: what a set of weights needs to be used correctly.
+
+It travels with the weights, in every checkpoint, ONNX file and TensorRT sidecar, and
+is read back as ``engine.meta``. The weights, not the architecture's name, fix the
+preprocessing, so input size, mean/std, crop framing and label names live here and
+nowhere else.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass, field
+
+from realtime.errors import RealtimeError
+
+#: The 8 Adience age groups, youngest first.
+AGE_LABELS: tuple[str, ...] = ("0-2", "4-6", "8-12", "15-20", "25-32", "38-43", "48-53", "60-100")
+#: Gender labels in the order of the gender head's outputs.
+GENDER_LABELS: tuple[str, ...] = ("female", "male")
+#: Version of the checkpoint/metadata format; bump when a field changes meaning.
+FORMAT_VERSION = 1
+
+
+@dataclass(frozen=True)
+class ModelMeta:
+    """Everything about a model that is not its weights.
+
+    Attributes:
+        arch: timm architecture name of the backbone, e.g. ``"mobilenetv3_small_100"``.
+        input_size: side of the square RGB input in pixels.
+        mean, std: per-channel normalisation of RGB values scaled to [0, 1].
+        crop_scale: side of the square face crop as a multiple of the detector box's
+            longer side (the framing the model was trained on).
+        age_labels, gender_labels: names of the heads' classes, in output order.
+        trained: False for randomly initialised weights; the app warns on every run.
+        trained_on: free text naming the training data and its terms.
+        format_version: version of this metadata format.
+    """
+
+    arch: str = "mobilenetv3_small_100"
+    input_size: int = 112
+    mean: tuple[float, float, float] = (0.485, 0.456, 0.406)
+    std: tuple[float, float, float] = (0.229, 0.224, 0.225)
+    crop_scale: float = 1.25
+    age_labels: tuple[str, ...] = AGE_LABELS
+    gender_labels: tuple[str, ...] = GENDER_LABELS
+    trained: bool = False
+    trained_on: str = ""
+    format_version: int = FORMAT_VERSION
+    extra: dict = field(default_factory=dict, compare=False, hash=False)
+
+    def to_json(self) -> str:
+        return json.dumps(dataclasses.asdict(self), sort_keys=True)
+
+    @classmethod
+    def from_json(cls, text: str, source: str = "model") -> "ModelMeta":
+        """Parse metadata written by :meth:`to_json`; unknown keys are an error."""
+        try:
+            data = json.loads(text)
+        except (TypeError, json.JSONDecodeError) as e:
+            raise RealtimeError(f"{source}: its model metadata is not valid JSON ({e})") from None
+        return cls.from_dict(data, source)
+
+    @classmethod
+    def from_dict(cls, data: dict, source: str = "model") -> "ModelMeta":
+        names = {f.name for f in dataclasses.fields(cls)}
+        unknown = set(data) - names
+        if unknown:
+            raise RealtimeError(f"{source}: unknown model metadata fields {sorted(unknown)}")
+        version = data.get("format_version", FORMAT_VERSION)
+        if version > FORMAT_VERSION:
+            raise RealtimeError(
+                f"{source}: model format version {version} is newer than this realtime "
+                f"understands ({FORMAT_VERSION}); upgrade realtime"
+            )
+        for key in ("mean", "std", "age_labels", "gender_labels"):
+            if key in data:
+                data[key] = tuple(data[key])
+        return cls(**data)

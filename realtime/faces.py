@@ -1,0 +1,90 @@
+"""`Faces`: the one container that flows through the pipeline, a frame's faces as
+parallel arrays (after supervision's ``Detections``)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, fields, replace
+from typing import Any
+
+import numpy as np
+
+
+@dataclass
+class Faces:
+    """N faces of one frame.
+
+    Attributes:
+        boxes: (N, 4) float32, x1, y1, x2, y2 in pixels.
+        scores: (N,) float32, detector confidence in [0, 1].
+        age_probs: (N, A) float32 or None until classified; A = len(meta.age_labels).
+        gender_probs: (N, G) float32 or None until classified.
+        age_years: (N,) float32 or None until classified; regression estimate in years.
+        track_ids: (N,) int64 or None until tracked.
+        frame_index: index of the frame the faces belong to.
+    """
+
+    boxes: np.ndarray
+    scores: np.ndarray
+    age_probs: np.ndarray | None = None
+    gender_probs: np.ndarray | None = None
+    age_years: np.ndarray | None = None
+    track_ids: np.ndarray | None = None
+    frame_index: int = 0
+
+    _ARRAYS = ("boxes", "scores", "age_probs", "gender_probs", "age_years", "track_ids")
+
+    def __post_init__(self) -> None:
+        n = len(self.boxes)
+        if self.boxes.shape != (n, 4):
+            raise ValueError(f"boxes must have shape (N, 4), got {self.boxes.shape}")
+        for name in self._ARRAYS[1:]:
+            value = getattr(self, name)
+            if value is not None and len(value) != n:
+                raise ValueError(f"{name} must have {n} rows (one per box), got shape {value.shape}")
+
+    @classmethod
+    def empty(cls, frame_index: int = 0) -> "Faces":
+        return cls(np.zeros((0, 4), np.float32), np.zeros(0, np.float32), frame_index=frame_index)
+
+    @classmethod
+    def from_mediapipe(cls, result: Any, frame_index: int = 0) -> "Faces":
+        """Convert a MediaPipe Tasks ``FaceDetectorResult``; its types stop here."""
+        dets = result.detections
+        if not dets:
+            return cls.empty(frame_index)
+        boxes = np.array(
+            [
+                (b.origin_x, b.origin_y, b.origin_x + b.width, b.origin_y + b.height)
+                for b in (d.bounding_box for d in dets)
+            ],
+            np.float32,
+        )
+        scores = np.array([d.categories[0].score for d in dets], np.float32)
+        return cls(boxes, scores, frame_index=frame_index)
+
+    def __len__(self) -> int:
+        return len(self.boxes)
+
+    def __getitem__(self, index: Any) -> "Faces":
+        """Select faces by mask, index array or slice; all fields stay aligned."""
+        if isinstance(index, (int, np.integer)):
+            index = [index]
+        picked = {name: None if getattr(self, name) is None else getattr(self, name)[index] for name in self._ARRAYS}
+        return Faces(**picked, frame_index=self.frame_index)
+
+    def with_predictions(self, age_probs: np.ndarray, gender_probs: np.ndarray, age_years: np.ndarray) -> "Faces":
+        """A copy with the classifier's outputs filled in."""
+        return replace(self, age_probs=age_probs, gender_probs=gender_probs, age_years=age_years)
+
+    @property
+    def areas(self) -> np.ndarray:
+        """(N,) float32 box areas in square pixels."""
+        return (self.boxes[:, 2] - self.boxes[:, 0]) * (self.boxes[:, 3] - self.boxes[:, 1])
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, Faces):
+            return NotImplemented
+        return self.frame_index == other.frame_index and all(
+            (a is None and b is None) or (a is not None and b is not None and np.array_equal(a, b))
+            for a, b in ((getattr(self, f.name), getattr(other, f.name)) for f in fields(self) if f.name in self._ARRAYS)
+        )
