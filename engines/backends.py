@@ -100,8 +100,8 @@ def create_engine(model: str | Path | None = None, backend: str = "auto") -> Eng
     """Load ``model`` (a .safetensors checkpoint, an .onnx file, or None for the default
     weights) on ``backend`` ("auto" or one of :func:`list_backends`)."""
     path = Path(model) if model is not None else None
-    if path is not None and not path.is_file():
-        raise RealtimeError(f"model file not found: {path}")
+    if path is not None:
+        check_model_file(path)
     if backend != "auto":
         if backend not in _BACKENDS:
             raise RealtimeError(f"unknown backend {backend!r}; choose one of: auto, {', '.join(list_backends())}")
@@ -124,6 +124,21 @@ def create_engine(model: str | Path | None = None, backend: str = "auto") -> Eng
         log.info("engine: %s (auto: fastest that loads%s)", name, f"; {', '.join(skipped)}" if skipped else "")
         return engine
     raise RealtimeError(f"no backend could load {path or 'the default model'} ({', '.join(skipped)})")
+
+
+def check_model_file(path: Path) -> None:
+    """Fail with one clear line if ``path`` is not a model file we can read at all, so
+    that ``auto`` does not try every backend on a broken file."""
+    if not path.is_file():
+        raise RealtimeError(f"model file not found: {path}")
+    if path.suffix == ".onnx":
+        from engines.export import read_onnx_meta
+
+        read_onnx_meta(path)
+    elif path.suffix in (".safetensors", ""):
+        from engines.model import read_meta
+
+        read_meta(path)
 
 
 def _load_net(path: Path | None):

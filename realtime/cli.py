@@ -1,0 +1,215 @@
+"""The `realtime` command: a thin click shell over the library.
+
+Each command parses its options, calls one library function and prints the result.
+A user's mistake (RealtimeError or a bad option) prints one line on stderr and exits
+non-zero; anything else is a bug and keeps its traceback.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import logging
+import signal
+import sys
+
+import click
+
+from realtime import __version__
+from realtime.errors import RealtimeError
+
+log = logging.getLogger("realtime")
+
+
+class _Cli(click.Group):
+    """A group whose errors are one line on stderr."""
+
+    def main(self, args=None, prog_name=None, complete_var=None, standalone_mode=True, **extra):
+        try:
+            result = super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
+        except click.exceptions.NoArgsIsHelpError as e:
+            click.echo(e.ctx.get_help(), err=True)
+            sys.exit(2)
+        except click.ClickException as e:
+            click.echo(f"error: {e.format_message()}", err=True)
+            sys.exit(e.exit_code)
+        except click.Abort:
+            click.echo("aborted", err=True)
+            sys.exit(130)
+        except RealtimeError as e:
+            click.echo(f"error: {e}", err=True)
+            sys.exit(1)
+        sys.exit(result if isinstance(result, int) else 0)
+
+
+def _setup_logging(verbose: int, quiet: bool) -> None:
+    level = logging.WARNING if quiet else (logging.DEBUG if verbose else logging.INFO)
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("%(levelname)s %(message)s"))
+    for name in ("realtime", "engines", "train"):
+        logger = logging.getLogger(name)
+        logger.handlers[:] = [handler]
+        logger.setLevel(level)
+        logger.propagate = False
+
+
+@click.group(cls=_Cli, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="realtime")
+@click.option("-v", "--verbose", count=True, help="More log output.")
+@click.option("-q", "--quiet", is_flag=True, help="Only warnings and errors.")
+def cli(verbose: int, quiet: bool) -> None:
+    """Age group and gender for every face in a camera feed, video, image or folder."""
+    _setup_logging(verbose, quiet)
+
+
+def analyzer_options(command):
+    """Options shared by every command that runs the detector and the classifier."""
+    from engines.backends import list_backends
+    from realtime.detector_models import DETECTOR_MODELS
+
+    options = [
+        click.option("--model", type=click.Path(dir_okay=False), default=None,
+                     help="Classifier: a .safetensors checkpoint or .onnx file (default: the shipped model)."),
+        click.option("--backend", type=click.Choice(["auto", *list_backends()]), default="auto", show_default=True,
+                     help="Inference backend; auto picks the fastest installed one."),
+        click.option("--detector-model", type=click.Path(dir_okay=False), default=None,
+                     help="MediaPipe face detector .tflite (default: found via $REALTIME_MODELS or the cache)."),
+        click.option("--detector-range", type=click.Choice(list(DETECTOR_MODELS)), default="full", show_default=True,
+                     help="full: crowds, faces up to ~5 m; short: close faces (webcam)."),
+        click.option("--min-score", type=click.FloatRange(0, 1), default=0.5, show_default=True,
+                     help="Detector confidence threshold."),
+        click.option("--crop-scale", type=click.FloatRange(0.5, 4), default=None,
+                     help="Face crop side / detector box side (default: the model's own)."),
+    ]
+    return functools.reduce(lambda c, option: option(c), reversed(options), command)
+
+
+def _settings(kw: dict):
+    from realtime.pipeline import AnalyzerSettings
+
+    return AnalyzerSettings(
+        model=kw.pop("model"), backend=kw.pop("backend"), detector_model=kw.pop("detector_model"),
+        detector_range=kw.pop("detector_range"), min_score=kw.pop("min_score"), crop_scale=kw.pop("crop_scale"),
+    )
+
+
+@contextlib.contextmanager
+def _progress(desc: str):
+    """A tqdm bar driven by the pipeline's callbacks; SIGTERM stops the run like Ctrl-C."""
+    from tqdm import tqdm
+    from tqdm.contrib.logging import logging_redirect_tqdm
+
+    bar = tqdm(desc=desc, unit="frame", dynamic_ncols=True, file=sys.stderr, disable=None)
+    faces = 0
+
+    def on_start(source):
+        bar.total = source.frame_count
+        bar.set_description(source.name)
+        bar.refresh()
+
+    def on_frame(frame, found):
+        nonlocal faces
+        faces += len(found)
+        bar.set_postfix(faces=faces, refresh=False)
+        bar.update()
+
+    previous = signal.signal(signal.SIGTERM, _raise_interrupt)
+    try:
+        with logging_redirect_tqdm(loggers=[logging.getLogger(n) for n in ("realtime", "engines")]):
+            yield on_start, on_frame
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+        bar.close()
+
+
+def _raise_interrupt(signum, frame):
+    raise KeyboardInterrupt
+
+
+@cli.command()
+@click.argument("input", type=click.Path())
+@click.option("-o", "--output", required=True, type=click.Path(),
+              help="Annotated output: .mp4 for a video, an image file for an image, a folder for a folder.")
+@click.option("--json", "json_path", type=click.Path(dir_okay=False), default=None,
+              help="Per-frame results as JSON Lines ('-' for stdout).")
+@analyzer_options
+def annotate(input: str, output: str, json_path: str | None, **kw) -> None:
+    """Annotate a video file, an image or a folder of images."""
+    from realtime.pipeline import annotate as annotate_
+
+    settings = _settings(kw)
+    with _progress("annotate") as (on_start, on_frame):
+        stats = annotate_(input, output, json_path, settings, on_start, on_frame)
+    click.echo(stats.summary(), err=json_path == "-")
+
+
+@cli.command()
+@click.option("--source", "source", default="0", show_default=True,
+              help="Camera index, video file, image, folder, or rtsp:// / http:// URL.")
+@click.option("-o", "--output", type=click.Path(dir_okay=False), default=None, help="Record the annotated video (.mp4).")
+@click.option("--json", "json_path", type=click.Path(dir_okay=False), default=None,
+              help="Per-frame results as JSON Lines ('-' for stdout).")
+@click.option("--show/--no-show", default=None, help="Open a window (default: when a display exists).")
+@analyzer_options
+def run(source: str, output: str | None, json_path: str | None, show: bool | None, **kw) -> None:
+    """Live: detect and label faces on a camera, stream or file, with an FPS counter."""
+    from realtime.pipeline import run as run_
+
+    settings = _settings(kw)
+    with _progress("run") as (on_start, on_frame):
+        stats = run_(source, output, json_path, show, settings, on_start, on_frame)
+    click.echo(stats.summary(), err=json_path == "-")
+
+
+@cli.group()
+def models() -> None:
+    """The MediaPipe face detector models: where they are, and fetching them."""
+
+
+@models.command("list")
+def models_list() -> None:
+    """Show which detector models are found, and where."""
+    from realtime.detector_models import list_detector_models, search_dirs
+
+    for model, path, origin in list_detector_models():
+        state = f"{path} ({origin})" if path else "missing: run `realtime models fetch`"
+        click.echo(f"{model.range:6} {model.filename:42} {state}")
+    click.echo("searched: " + ", ".join(f"{d} ({o})" for o, d in search_dirs()))
+
+
+@models.command("fetch")
+@click.option("--from", "source", type=click.Path(exists=True), default=None,
+              help="A folder holding the .tflite files, or a downloaded mediapipe wheel (default: download the wheel with pip).")
+@click.option("--force", is_flag=True, help="Fetch again even if the cache already holds verified files.")
+def models_fetch(source: str | None, force: bool) -> None:
+    """Put the detector models into the user cache, checking their sha256."""
+    from realtime.detector_models import fetch_detector_models
+
+    for path in fetch_detector_models(source, force):
+        click.echo(f"ok {path}")
+
+
+def _add_optional_commands() -> None:
+    """Commands that live beside their library code (train/, engines/)."""
+    for module, names in (("train.commands", ("train_command", "eval_command")),
+                          ("engines.commands", ("convert_command",)),
+                          ("realtime.bench", ("bench_command",))):
+        try:
+            mod = __import__(module, fromlist=list(names))
+        except ModuleNotFoundError as e:
+            if e.name != module:
+                raise
+            continue
+        for name in names:
+            cli.add_command(getattr(mod, name))
+
+
+_add_optional_commands()
+
+
+def main() -> None:
+    cli(prog_name="realtime")
+
+
+if __name__ == "__main__":
+    main()

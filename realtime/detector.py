@@ -1,0 +1,84 @@
+"""Face detection with MediaPipe Tasks' ``FaceDetector``."""
+
+from __future__ import annotations
+
+import logging
+import weakref
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from realtime.detector_models import resolve_detector_model
+from realtime.errors import RealtimeError
+from realtime.faces import Faces
+from realtime.native import quiet_native_stderr
+
+log = logging.getLogger(__name__)
+
+
+class FaceDetector:
+    """MediaPipe face detection on BGR frames.
+
+    Args:
+        model_path: a .tflite file; None resolves the ``range`` model
+            (see :mod:`realtime.detector_models`).
+        range: "full" (faces up to ~5 m, the default for video) or "short" (close faces).
+        min_score: detections below this confidence are dropped, in [0, 1].
+        min_size: boxes whose shorter side is below this many pixels are dropped.
+    """
+
+    def __init__(self, model_path: str | Path | None = None, range: str = "full", min_score: float = 0.5, min_size: float = 8.0):
+        if not 0.0 <= min_score <= 1.0:
+            raise RealtimeError(f"detector min score must be in [0, 1], got {min_score}")
+        self.model_path = resolve_detector_model(range, model_path)
+        self.min_size = min_size
+        from mediapipe.tasks.python import BaseOptions, vision
+
+        options = vision.FaceDetectorOptions(
+            base_options=BaseOptions(model_asset_path=str(self.model_path)),
+            running_mode=vision.RunningMode.IMAGE,
+            min_detection_confidence=min_score,
+            min_suppression_threshold=0.3,
+        )
+        try:
+            with quiet_native_stderr():
+                self._detector = vision.FaceDetector.create_from_options(options)
+                # Close at exit while MediaPipe's modules are still alive: its own
+                # finaliser fails during interpreter shutdown.
+                self._finalizer = weakref.finalize(self, _close_quietly, self._detector)
+                self._detect(np.zeros((64, 64, 3), np.uint8))  # first call logs too
+        except (RuntimeError, ValueError) as e:
+            raise RealtimeError(f"{self.model_path}: not a MediaPipe face detector model ({str(e).splitlines()[0]})") from None
+        log.info("detector: MediaPipe %s", self.model_path.name)
+
+    def _detect(self, bgr: np.ndarray):
+        import mediapipe as mp
+
+        rgb = cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
+        return self._detector.detect(mp.Image(image_format=mp.ImageFormat.SRGB, data=rgb))
+
+    def detect(self, frame: np.ndarray, frame_index: int = 0) -> Faces:
+        """BGR uint8 frame (H, W, 3) -> the faces in it, boxes clipped to the frame."""
+        faces = Faces.from_mediapipe(self._detect(frame), frame_index)
+        if not len(faces):
+            return faces
+        h, w = frame.shape[:2]
+        np.clip(faces.boxes, 0, [w, h, w, h], out=faces.boxes)
+        sides = np.minimum(faces.boxes[:, 2] - faces.boxes[:, 0], faces.boxes[:, 3] - faces.boxes[:, 1])
+        return faces[sides >= self.min_size]
+
+    def close(self) -> None:
+        if getattr(self, "_finalizer", None) is not None:
+            self._finalizer()
+
+    def __enter__(self) -> "FaceDetector":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+def _close_quietly(detector) -> None:
+    with quiet_native_stderr():
+        detector.close()

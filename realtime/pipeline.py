@@ -1,0 +1,239 @@
+"""The data path: source -> detector -> crops -> engine -> overlay/sinks.
+
+``annotate`` (files) and ``run`` (live) differ only in their sinks; both go through
+:func:`process`, the one loop.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Iterable
+
+import numpy as np
+
+from engines.backends import Engine, create_engine
+from realtime.annotators import Annotator, default_annotators
+from realtime.crops import Cropper
+from realtime.detector import FaceDetector
+from realtime.errors import RealtimeError
+from realtime.faces import Faces
+from realtime.sinks import VIDEO_SUFFIXES, ImageSink, JsonlSink, Sink, VideoSink, WindowSink, check_writable, has_display
+from realtime.sources import IMAGE_SUFFIXES, Frame, Source, open_source
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class AnalyzerSettings:
+    """How faces are found and classified.
+
+    Attributes:
+        model: a .safetensors checkpoint or .onnx file; None = the default model.
+        backend: "auto" or an engine backend name (see ``engines.list_backends()``).
+        detector_model: a MediaPipe .tflite file; None = resolve ``detector_range``.
+        detector_range: "full" (crowds, up to ~5 m) or "short" (close faces).
+        min_score: detector confidence threshold in [0, 1].
+        crop_scale: crop side / box side; None = the model's own (``meta.crop_scale``).
+    """
+
+    model: str | Path | None = None
+    backend: str = "auto"
+    detector_model: str | Path | None = None
+    detector_range: str = "full"
+    min_score: float = 0.5
+    crop_scale: float | None = None
+
+
+class Analyzer:
+    """Detector + cropper + engine: a BGR frame in, classified :class:`Faces` out.
+
+    All faces of a frame go to the engine in one batched call."""
+
+    def __init__(self, settings: AnalyzerSettings):
+        self.detector = FaceDetector(settings.detector_model, settings.detector_range, settings.min_score)
+        self.engine: Engine = create_engine(settings.model, settings.backend)
+        self.meta = self.engine.meta
+        self.cropper = Cropper(self.meta, settings.crop_scale)
+        if not self.meta.trained:
+            log.warning("the model is UNTRAINED: its age and gender labels are not predictions")
+
+    def __call__(self, image: np.ndarray, frame_index: int = 0) -> Faces:
+        faces = self.detector.detect(image, frame_index)
+        out = self.engine.infer(self.cropper.crop(image, faces))
+        return faces.with_predictions(*out)
+
+    def close(self) -> None:
+        self.detector.close()
+
+
+@dataclass
+class RunStats:
+    """What a run did. ``faces_per_frame`` holds one count per processed frame."""
+
+    source: str = ""
+    frames: int = 0
+    seconds: float = 0.0
+    faces_per_frame: list[int] = field(default_factory=list)
+    interrupted: bool = False
+    outputs: list[str] = field(default_factory=list)
+
+    @property
+    def fps(self) -> float:
+        return self.frames / self.seconds if self.seconds > 0 else 0.0
+
+    @property
+    def faces(self) -> int:
+        return sum(self.faces_per_frame)
+
+    def summary(self) -> str:
+        counts = self.faces_per_frame or [0]
+        with_face = sum(1 for c in counts if c)
+        line = (
+            f"{self.frames} frames in {self.seconds:.1f} s ({self.fps:.1f} fps), {self.faces} faces "
+            f"({np.mean(counts):.2f}/frame, max {max(counts)}, {with_face}/{self.frames} frames with a face)"
+        )
+        if self.outputs:
+            line += " -> " + ", ".join(self.outputs)
+        return line + (" [interrupted]" if self.interrupted else "")
+
+
+FrameCallback = Callable[[Frame, Faces], None]
+
+
+def process(
+    frames: Iterable[Frame],
+    analyze: Callable[[np.ndarray, int], Faces],
+    annotators: list[Annotator],
+    sinks: list[Sink],
+    on_frame: FrameCallback | None = None,
+) -> RunStats:
+    """The loop: analyze each frame, draw, hand it to every sink.
+
+    Ctrl-C stops it cleanly (the caller's ``with`` blocks close the sinks). A window
+    sink may ask to stop (q or Esc)."""
+    stats = RunStats()
+    start = time.perf_counter()
+    try:
+        for frame in frames:
+            faces = analyze(frame.image, frame.index)
+            annotated = frame.image
+            for annotator in annotators:
+                annotated = annotator.annotate(annotated, faces)
+            for sink in sinks:
+                sink.write(frame, faces, annotated)
+            stats.frames += 1
+            stats.faces_per_frame.append(len(faces))
+            if on_frame is not None:
+                on_frame(frame, faces)
+            if any(sink.stop_requested for sink in sinks):
+                break
+    except KeyboardInterrupt:
+        stats.interrupted = True
+        log.warning("interrupted: finishing the outputs")
+    stats.seconds = time.perf_counter() - start
+    return stats
+
+
+def _run(source: Source, analyzer_settings: AnalyzerSettings, sinks: list[Callable[[Source, Analyzer], Sink]],
+         fps_overlay: bool, on_start: Callable[[Source], None] | None, on_frame: FrameCallback | None) -> RunStats:
+    with contextlib.ExitStack() as stack:
+        stack.enter_context(source)
+        analyzer = Analyzer(analyzer_settings)
+        stack.callback(analyzer.close)
+        opened = [stack.enter_context(make(source, analyzer)) for make in sinks]
+        if on_start is not None:
+            on_start(source)
+        stats = process(source, analyzer, default_annotators(analyzer.meta, fps=fps_overlay), opened, on_frame)
+    stats.source = source.name
+    stats.outputs = [str(s.path) for s in opened if getattr(s, "path", None) is not None]
+    return stats
+
+
+def check_outputs(source: Source, output: str | Path | None, json_path: str | Path | None) -> None:
+    """Fail before any work if an output cannot be written or does not fit the source."""
+    if output is not None:
+        if source.kind == "folder":
+            out = Path(output)
+            if out.exists() and not out.is_dir():
+                raise RealtimeError(f"output {out}: a folder of images goes to a folder, not a file")
+            check_writable(out / "x.jpg" if out.is_dir() else out, None, "output folder")
+        elif source.kind == "image":
+            check_writable(Path(output), IMAGE_SUFFIXES, "image output")
+        else:
+            check_writable(Path(output), VIDEO_SUFFIXES, "video output")
+    if json_path is not None and str(json_path) != "-":
+        check_writable(Path(json_path), None, "JSON output")
+
+
+def _output_sink(output: str | Path) -> Callable[[Source, Analyzer], Sink]:
+    def make(source: Source, analyzer: Analyzer) -> Sink:
+        if source.kind in ("image", "folder"):
+            return ImageSink(output, folder=source.kind == "folder")
+        return VideoSink(output, source.fps)
+
+    return make
+
+
+def _jsonl_sink(json_path: str | Path) -> Callable[[Source, Analyzer], Sink]:
+    return lambda source, analyzer: JsonlSink(json_path, analyzer.meta)
+
+
+def annotate(
+    input: str | Path,
+    output: str | Path,
+    json_path: str | Path | None = None,
+    settings: AnalyzerSettings | None = None,
+    on_start: Callable[[Source], None] | None = None,
+    on_frame: FrameCallback | None = None,
+) -> RunStats:
+    """Annotate a video (-> mp4), an image (-> image) or a folder (-> folder of images),
+    optionally writing per-frame JSON Lines."""
+    source = open_source(input)
+    try:
+        if source.live:
+            raise RealtimeError(f"{source.name}: annotate takes a file or folder; use `realtime run --source` for cameras and streams")
+        check_outputs(source, output, json_path)
+    except RealtimeError:
+        source.close()
+        raise
+    sinks = [_output_sink(output)] + ([_jsonl_sink(json_path)] if json_path is not None else [])
+    return _run(source, settings or AnalyzerSettings(), sinks, False, on_start, on_frame)
+
+
+def run(
+    source_spec: str,
+    output: str | Path | None = None,
+    json_path: str | Path | None = None,
+    show: bool | None = None,
+    settings: AnalyzerSettings | None = None,
+    on_start: Callable[[Source], None] | None = None,
+    on_frame: FrameCallback | None = None,
+) -> RunStats:
+    """Live: a camera, stream or file, shown in a window when a display exists (``show``
+    None = if possible), optionally recorded to mp4 and JSON Lines, FPS on the overlay."""
+    if show is None:
+        show = has_display()
+        if not show:
+            log.warning("no display found: running headless (no window)")
+    elif show and not has_display():
+        raise RealtimeError("--show: there is no display to open a window on (DISPLAY is not set)")
+    source = open_source(source_spec)
+    try:
+        if source.kind in ("image", "folder") and output is not None:
+            raise RealtimeError(f"{source.name}: --output records video; use `realtime annotate` for images and folders")
+        check_outputs(source, output, json_path)
+    except RealtimeError:
+        source.close()
+        raise
+    sinks: list[Callable[[Source, Analyzer], Sink]] = []
+    if show:
+        sinks.append(lambda src, an: WindowSink(f"realtime - {src.name}"))
+    if output is not None:
+        sinks.append(_output_sink(output))
+    if json_path is not None:
+        sinks.append(_jsonl_sink(json_path))
+    return _run(source, settings or AnalyzerSettings(), sinks, True, on_start, on_frame)
