@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import warnings
 from pathlib import Path
 
 import torch
@@ -33,7 +34,8 @@ def export_onnx(net: AgeGenderNet, path: str | Path, opset: int = 17) -> Path:
     size = net.meta.input_size
     dummy = torch.zeros(2, 3, size, size)
     tmp = path.with_suffix(".tmp.onnx")
-    with torch.inference_mode():
+    with torch.inference_mode(), warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)  # the TorchScript exporter is what we want
         torch.onnx.export(
             model,
             (dummy,),

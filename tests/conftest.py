@@ -1,0 +1,50 @@
+"""Shared test fixtures: real media from ../shared (skipped with a reason when absent)
+and an isolated cache directory."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+SHARED = (ROOT / ".." / "shared").resolve()
+SAMPLES = ROOT / "samples"
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+if (SHARED / "models").is_dir():
+    os.environ.setdefault("REALTIME_MODELS", str(SHARED / "models"))
+
+
+def shared_path(*parts: str) -> Path:
+    """A file under ../shared, or skip the test saying what is missing."""
+    path = SHARED.joinpath(*parts)
+    if not path.exists():
+        pytest.skip(f"needs {path} (the project's ../shared data is not beside this checkout)")
+    return path
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _isolated_cache(tmp_path_factory):
+    """Keep ONNX exports and fetched models out of the user's real cache."""
+    os.environ["REALTIME_CACHE"] = str(tmp_path_factory.mktemp("cache"))
+    yield
+
+
+@pytest.fixture(scope="session")
+def detector_models() -> Path:
+    """The folder holding both MediaPipe detector models."""
+    models = os.environ.get("REALTIME_MODELS")
+    if not models or not Path(models).is_dir():
+        pytest.skip("needs the MediaPipe detector models: ../shared/models or REALTIME_MODELS")
+    return Path(models)
+
+
+@pytest.fixture(scope="session")
+def analyzer(detector_models):
+    from realtime.pipeline import Analyzer, AnalyzerSettings
+
+    a = Analyzer(AnalyzerSettings(backend="onnxruntime"))
+    yield a
+    a.close()
