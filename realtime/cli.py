@@ -161,6 +161,37 @@ def run(source: str, output: str | None, json_path: str | None, show: bool | Non
     click.echo(stats.summary(), err=json_path == "-")
 
 
+@cli.command()
+@click.argument("input", type=click.Path())
+@click.option("--json", "json_path", type=click.Path(dir_okay=False), default=None, help="Write the report as JSON.")
+@click.option("--frames", "max_frames", type=click.IntRange(1), default=None, help="Only the first N frames.")
+@click.option("--batches", default="1,8,32", show_default=True, help="Classifier batch sizes, comma separated.")
+@click.option("--classifier-seconds", type=click.FloatRange(0.1), default=2.0, show_default=True,
+              help="Time per backend and batch size.")
+@click.option("--classifier-backend", "backends", multiple=True, help="Only these backends (default: every installed one).")
+@analyzer_options
+def bench(input, json_path, max_frames, batches, classifier_seconds, backends, **kw) -> None:
+    """Per-stage timings, end-to-end fps vs the passthrough floor, classifier crops/s."""
+    import json
+    from pathlib import Path
+
+    from realtime.bench import BenchSettings, bench as bench_
+    from realtime.sinks import check_writable
+
+    try:
+        sizes = tuple(int(b) for b in batches.split(","))
+    except ValueError:
+        raise click.BadParameter(f"{batches!r}: expected integers like 1,8,32", param_hint="--batches") from None
+    if json_path:
+        check_writable(Path(json_path), None, "JSON output")
+    settings = BenchSettings(input, _settings(kw), max_frames, sizes, list(backends) or None, classifier_seconds)
+    with _progress("bench") as (_, on_frame):
+        report = bench_(settings, on_frame)
+    click.echo(report.table())
+    if json_path:
+        Path(json_path).write_text(json.dumps(report.to_dict(), indent=2))
+
+
 @cli.group()
 def models() -> None:
     """The MediaPipe face detector models: where they are, and fetching them."""
@@ -192,8 +223,7 @@ def models_fetch(source: str | None, force: bool) -> None:
 def _add_optional_commands() -> None:
     """Commands that live beside their library code (train/, engines/)."""
     for module, names in (("train.commands", ("train_command", "eval_command")),
-                          ("engines.commands", ("convert_command",)),
-                          ("realtime.bench", ("bench_command",))):
+                          ("engines.commands", ("convert_command",))):
         try:
             mod = __import__(module, fromlist=list(names))
         except ModuleNotFoundError as e:

@@ -23,6 +23,7 @@ from realtime.errors import RealtimeError
 from realtime.faces import Faces
 from realtime.sinks import VIDEO_SUFFIXES, ImageSink, JsonlSink, Sink, VideoSink, WindowSink, check_writable, has_display
 from realtime.sources import IMAGE_SUFFIXES, Frame, Source, open_source
+from realtime.timing import StageTimer, timed_iter
 
 log = logging.getLogger(__name__)
 
@@ -61,9 +62,14 @@ class Analyzer:
         if not self.meta.trained:
             log.warning("the model is UNTRAINED: its age and gender labels are not predictions")
 
-    def __call__(self, image: np.ndarray, frame_index: int = 0) -> Faces:
-        faces = self.detector.detect(image, frame_index)
-        out = self.engine.infer(self.cropper.crop(image, faces))
+    def __call__(self, image: np.ndarray, frame_index: int = 0, timer: StageTimer | None = None) -> Faces:
+        timer = timer or StageTimer()
+        with timer("detect"):
+            faces = self.detector.detect(image, frame_index)
+        with timer("crop"):
+            crops = self.cropper.crop(image, faces)
+        with timer("classify"):
+            out = self.engine.infer(crops)
         return faces.with_predictions(*out)
 
     def close(self) -> None:
@@ -80,6 +86,7 @@ class RunStats:
     faces_per_frame: list[int] = field(default_factory=list)
     interrupted: bool = False
     outputs: list[str] = field(default_factory=list)
+    timer: StageTimer = field(default_factory=StageTimer, repr=False)
 
     @property
     def fps(self) -> float:
@@ -104,27 +111,39 @@ class RunStats:
 FrameCallback = Callable[[Frame, Faces], None]
 
 
+Analyze = Callable[[np.ndarray, int, StageTimer], Faces]
+
+
+def passthrough(image: np.ndarray, frame_index: int = 0, timer: StageTimer | None = None) -> Faces:
+    """An ``analyze`` that finds nothing: decode + encode only (bench's floor)."""
+    return Faces.empty(frame_index)
+
+
 def process(
     frames: Iterable[Frame],
-    analyze: Callable[[np.ndarray, int], Faces],
+    analyze: Analyze,
     annotators: list[Annotator],
     sinks: list[Sink],
     on_frame: FrameCallback | None = None,
 ) -> RunStats:
-    """The loop: analyze each frame, draw, hand it to every sink.
+    """The loop: analyze each frame, draw, hand it to every sink, timing each stage
+    (``stats.timer``).
 
     Ctrl-C stops it cleanly (the caller's ``with`` blocks close the sinks). A window
     sink may ask to stop (q or Esc)."""
     stats = RunStats()
+    timer = stats.timer
     start = time.perf_counter()
     try:
-        for frame in frames:
-            faces = analyze(frame.image, frame.index)
+        for frame in timed_iter(frames, timer, "decode"):
+            faces = analyze(frame.image, frame.index, timer)
             annotated = frame.image
-            for annotator in annotators:
-                annotated = annotator.annotate(annotated, faces)
-            for sink in sinks:
-                sink.write(frame, faces, annotated)
+            with timer("draw"):
+                for annotator in annotators:
+                    annotated = annotator.annotate(annotated, faces)
+            with timer("encode"):
+                for sink in sinks:
+                    sink.write(frame, faces, annotated)
             stats.frames += 1
             stats.faces_per_frame.append(len(faces))
             if on_frame is not None:

@@ -1,0 +1,54 @@
+"""Per-stage timing of the loop, for `realtime bench` and the run summary."""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from collections import defaultdict
+from typing import Iterator
+
+import numpy as np
+
+#: The stages of one frame, in data-path order.
+STAGES = ("decode", "detect", "crop", "classify", "draw", "encode")
+
+
+class StageTimer:
+    """Collects wall-clock durations per stage name; one sample per frame and stage."""
+
+    def __init__(self) -> None:
+        self.samples: dict[str, list[float]] = defaultdict(list)
+
+    @contextlib.contextmanager
+    def __call__(self, stage: str) -> Iterator[None]:
+        start = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.samples[stage].append(time.perf_counter() - start)
+
+    def summary(self) -> dict[str, dict[str, float]]:
+        """{stage: {"p50_ms", "p95_ms", "mean_ms"}} in data-path order."""
+        order = [s for s in STAGES if s in self.samples] + sorted(set(self.samples) - set(STAGES))
+        out = {}
+        for stage in order:
+            ms = np.asarray(self.samples[stage]) * 1e3
+            out[stage] = {
+                "p50_ms": round(float(np.percentile(ms, 50)), 3),
+                "p95_ms": round(float(np.percentile(ms, 95)), 3),
+                "mean_ms": round(float(ms.mean()), 3),
+            }
+        return out
+
+
+def timed_iter(items, timer: StageTimer, stage: str):
+    """Yield from ``items``, timing how long each item takes to arrive."""
+    iterator = iter(items)
+    while True:
+        with timer(stage):
+            try:
+                item = next(iterator)
+            except StopIteration:
+                timer.samples[stage].pop()  # the end is not a frame
+                return
+        yield item

@@ -1,0 +1,40 @@
+import json
+
+from click.testing import CliRunner
+
+from realtime.cli import cli
+from realtime.timing import StageTimer, timed_iter
+from tests.conftest import SAMPLES
+
+STAGES = {"decode", "detect", "crop", "classify", "draw", "encode"}
+
+
+def test_bench_json_schema(tmp_path, detector_models):
+    out = tmp_path / "bench.json"
+    result = CliRunner().invoke(cli, ["bench", str(SAMPLES / "people.mp4"), "--frames", "12", "--json", str(out),
+                                      "--batches", "1,8", "--classifier-seconds", "0.2", "--classifier-backend", "onnxruntime"])
+    assert result.exit_code == 0, result.output
+    report = json.loads(out.read_text())
+    assert report["frames"] == 12 and report["fps"] > 0 and report["passthrough_fps"] > 0
+    assert set(report["stages"]) == STAGES
+    for stage in report["stages"].values():
+        assert 0 <= stage["p50_ms"] <= stage["p95_ms"]
+    assert [(r["backend"], r["batch"]) for r in report["classifier"]] == [("onnxruntime", 1), ("onnxruntime", 8)]
+    assert all(r["crops_per_s"] > 0 for r in report["classifier"])
+    assert report["machine"]["cores"] >= 1 and "onnxruntime" in report["machine"]["versions"]
+    assert "passthrough floor" in result.stdout and "classify" in result.stdout
+
+
+def test_bench_refuses_a_still_image(detector_models):
+    result = CliRunner().invoke(cli, ["bench", str(SAMPLES / "people.jpg")])
+    assert result.exit_code == 1 and "bench needs a video file" in result.stderr
+
+
+def test_stage_timer_counts_one_sample_per_item():
+    timer = StageTimer()
+    assert list(timed_iter(range(4), timer, "decode")) == [0, 1, 2, 3]
+    with timer("draw"):
+        pass
+    summary = timer.summary()
+    assert list(summary) == ["decode", "draw"] and len(timer.samples["decode"]) == 4
+    assert summary["decode"]["p50_ms"] <= summary["decode"]["p95_ms"]
