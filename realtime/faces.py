@@ -20,6 +20,8 @@ class Faces:
         gender_probs: (N, G) float32 or None until classified.
         age_years: (N,) float32 or None until classified; regression estimate in years.
         track_ids: (N,) int64 or None until tracked.
+        predicted: (N,) bool or None until tracked; True where the detector missed the
+            face and the box is the tracker's prediction.
         frame_index: index of the frame the faces belong to.
     """
 
@@ -29,9 +31,10 @@ class Faces:
     gender_probs: np.ndarray | None = None
     age_years: np.ndarray | None = None
     track_ids: np.ndarray | None = None
+    predicted: np.ndarray | None = None
     frame_index: int = 0
 
-    _ARRAYS = ("boxes", "scores", "age_probs", "gender_probs", "age_years", "track_ids")
+    _ARRAYS = ("boxes", "scores", "age_probs", "gender_probs", "age_years", "track_ids", "predicted")
 
     def __post_init__(self) -> None:
         n = len(self.boxes)

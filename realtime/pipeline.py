@@ -15,7 +15,7 @@ from typing import Callable, Iterable
 
 import numpy as np
 
-from engines.backends import Engine, create_engine
+from engines.backends import Engine, Predictions, create_engine
 from realtime.annotators import Annotator, default_annotators
 from realtime.crops import Cropper
 from realtime.detector import FaceDetector
@@ -24,6 +24,7 @@ from realtime.faces import Faces
 from realtime.sinks import VIDEO_SUFFIXES, ImageSink, JsonlSink, Sink, VideoSink, WindowSink, check_writable, has_display
 from realtime.sources import IMAGE_SUFFIXES, Frame, Source, open_source
 from realtime.timing import StageTimer, timed_iter
+from realtime.tracker import Tracker, TrackerSettings
 
 log = logging.getLogger(__name__)
 
@@ -39,6 +40,8 @@ class AnalyzerSettings:
         detector_range: "full" (crowds, up to ~5 m) or "short" (close faces).
         min_score: detector confidence threshold in [0, 1].
         crop_scale: crop side / box side; None = the model's own (``meta.crop_scale``).
+        track: give faces track ids and smoothed labels (see :mod:`realtime.tracker`).
+        tracker: matching, smoothing and re-classification settings when tracking.
     """
 
     model: str | Path | None = None
@@ -47,30 +50,38 @@ class AnalyzerSettings:
     detector_range: str = "full"
     min_score: float = 0.5
     crop_scale: float | None = None
+    track: bool = True
+    tracker: TrackerSettings = field(default_factory=TrackerSettings)
 
 
 class Analyzer:
-    """Detector + cropper + engine: a BGR frame in, classified :class:`Faces` out.
+    """Detector + cropper + engine (+ tracker): a BGR frame in, classified :class:`Faces`
+    out.
 
-    All faces of a frame go to the engine in one batched call."""
+    All faces of a frame that need classifying go to the engine in one batched call."""
 
     def __init__(self, settings: AnalyzerSettings):
         self.detector = FaceDetector(settings.detector_model, settings.detector_range, settings.min_score)
         self.engine: Engine = create_engine(settings.model, settings.backend)
         self.meta = self.engine.meta
         self.cropper = Cropper(self.meta, settings.crop_scale)
+        self.tracker = Tracker(settings.tracker) if settings.track else None
         if not self.meta.trained:
             log.warning("the model is UNTRAINED: its age and gender labels are not predictions")
+
+    def classify(self, image: np.ndarray, faces: Faces, timer: StageTimer) -> Predictions:
+        with timer("crop"):
+            crops = self.cropper.crop(image, faces)
+        with timer("classify"):
+            return self.engine.infer(crops)
 
     def __call__(self, image: np.ndarray, frame_index: int = 0, timer: StageTimer | None = None) -> Faces:
         timer = timer or StageTimer()
         with timer("detect"):
             faces = self.detector.detect(image, frame_index)
-        with timer("crop"):
-            crops = self.cropper.crop(image, faces)
-        with timer("classify"):
-            out = self.engine.infer(crops)
-        return faces.with_predictions(*out)
+        if self.tracker is None:
+            return faces.with_predictions(*self.classify(image, faces, timer))
+        return self.tracker.update(faces, frame_index, lambda subset: self.classify(image, subset, timer))
 
     def close(self) -> None:
         self.detector.close()
@@ -144,6 +155,7 @@ def process(
             with timer("encode"):
                 for sink in sinks:
                     sink.write(frame, faces, annotated)
+            timer.end_frame()
             stats.frames += 1
             stats.faces_per_frame.append(len(faces))
             if on_frame is not None:

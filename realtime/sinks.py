@@ -145,6 +145,7 @@ def face_records(faces: Faces, meta: ModelMeta) -> list[dict]:
             )
         if faces.track_ids is not None:
             record["track_id"] = int(faces.track_ids[i])
+            record["predicted"] = bool(faces.predicted[i])
         records.append(record)
     return records
 

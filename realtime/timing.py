@@ -14,10 +14,15 @@ STAGES = ("decode", "detect", "crop", "classify", "draw", "encode")
 
 
 class StageTimer:
-    """Collects wall-clock durations per stage name; one sample per frame and stage."""
+    """Wall-clock seconds per stage and frame.
+
+    ``with timer("detect"): ...`` adds to the current frame's total for that stage;
+    ``end_frame()`` stores one sample per stage (0 for a stage the frame skipped, e.g.
+    no face needed classifying)."""
 
     def __init__(self) -> None:
         self.samples: dict[str, list[float]] = defaultdict(list)
+        self._current: dict[str, float] = defaultdict(float)
 
     @contextlib.contextmanager
     def __call__(self, stage: str) -> Iterator[None]:
@@ -25,7 +30,12 @@ class StageTimer:
         try:
             yield
         finally:
-            self.samples[stage].append(time.perf_counter() - start)
+            self._current[stage] += time.perf_counter() - start
+
+    def end_frame(self) -> None:
+        for stage in set(self.samples) | set(self._current):
+            self.samples[stage].append(self._current.get(stage, 0.0))
+        self._current.clear()
 
     def summary(self) -> dict[str, dict[str, float]]:
         """{stage: {"p50_ms", "p95_ms", "mean_ms"}} in data-path order."""
@@ -49,6 +59,5 @@ def timed_iter(items, timer: StageTimer, stage: str):
             try:
                 item = next(iterator)
             except StopIteration:
-                timer.samples[stage].pop()  # the end is not a frame
                 return
         yield item

@@ -1,0 +1,228 @@
+"""Face tracking with smoothed labels (after norfair's ``Tracker``: one ``update``).
+
+Each face gets a track id across frames; a track's age and gender probabilities are
+an exponential moving average weighted by detector score and face size, so a label
+does not flicker from frame to frame. A track whose face the detector misses for a few
+frames coasts on its motion model and keeps its label. Once a track's label is
+confident it is re-classified only every ``reclassify_every`` frames, which keeps
+crowds real time.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Callable
+
+import numpy as np
+
+from engines.backends import Predictions
+from realtime.faces import Faces
+
+Classify = Callable[[Faces], Predictions]
+
+
+def iou_matrix(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """(N, 4) x (M, 4) xyxy boxes -> (N, M) float32 intersection over union."""
+    lt = np.maximum(a[:, None, :2], b[None, :, :2])
+    rb = np.minimum(a[:, None, 2:], b[None, :, 2:])
+    inter = np.prod(np.clip(rb - lt, 0, None), axis=2)
+    area_a = np.prod(a[:, 2:] - a[:, :2], axis=1)
+    area_b = np.prod(b[:, 2:] - b[:, :2], axis=1)
+    return (inter / np.maximum(area_a[:, None] + area_b[None, :] - inter, 1e-6)).astype(np.float32)
+
+
+def centre_cost(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Distance between box centres in units of the larger box side: (N, M) float32.
+
+    Complements IoU for small, fast faces whose boxes do not overlap between frames."""
+    ca, cb = (a[:, :2] + a[:, 2:]) / 2, (b[:, :2] + b[:, 2:]) / 2
+    side = np.maximum(np.max(a[:, 2:] - a[:, :2], 1)[:, None], np.max(b[:, 2:] - b[:, :2], 1)[None, :])
+    return (np.linalg.norm(ca[:, None] - cb[None], axis=2) / np.maximum(side, 1e-6)).astype(np.float32)
+
+
+def default_cost(tracks: np.ndarray, detections: np.ndarray) -> np.ndarray:
+    """1 - IoU, or the centre distance when that is lower (small, fast faces)."""
+    return np.minimum(1.0 - iou_matrix(tracks, detections), centre_cost(tracks, detections))
+
+
+@dataclass
+class TrackerSettings:
+    """Matching, coasting and smoothing parameters.
+
+    Attributes:
+        max_cost: a track and a detection match only below this cost (see default_cost).
+        max_misses: frames a track coasts without a detection before it ends.
+        min_hits: detections before a coasting track is shown (no ghosts from one blip).
+        smoothing: forgetting factor of the label average per observation in [0, 1);
+            0 = no smoothing (the latest prediction only).
+        reclassify_every: once confident, classify a track only every k frames (1 = always).
+        confident: smoothed max gender probability and observations for "confident".
+        cost: callable (tracks (N, 4), detections (M, 4)) -> (N, M) cost.
+    """
+
+    max_cost: float = 0.7
+    max_misses: int = 8
+    min_hits: int = 3
+    smoothing: float = 0.8
+    reclassify_every: int = 5
+    confident_prob: float = 0.85
+    confident_after: int = 4
+    cost: Callable[[np.ndarray, np.ndarray], np.ndarray] = field(default=default_cost)
+
+    def __post_init__(self) -> None:
+        if not 0 <= self.smoothing < 1:
+            raise ValueError(f"smoothing must be in [0, 1), got {self.smoothing}")
+        if self.reclassify_every < 1 or self.max_misses < 0 or self.min_hits < 1:
+            raise ValueError("reclassify_every and min_hits must be >= 1, max_misses >= 0")
+
+
+@dataclass
+class Track:
+    """One face over time: its box and motion, its smoothed labels, its history."""
+
+    id: int
+    box: np.ndarray  # (4,) float32, last known or predicted xyxy
+    first_frame: int
+    last_frame: int
+    velocity: np.ndarray = field(default_factory=lambda: np.zeros(4, np.float32))  # xyxy px/frame
+    score: float = 0.0
+    hits: int = 1
+    misses: int = 0
+    observations: int = 0
+    last_classified: int = -(10**9)
+    weight: float = 0.0
+    age_sum: np.ndarray | None = None
+    gender_sum: np.ndarray | None = None
+    years_sum: float = 0.0
+
+    def predict(self) -> np.ndarray:
+        return self.box + self.velocity
+
+    def observe(self, box: np.ndarray, score: float, frame_index: int) -> None:
+        gap = max(1, frame_index - self.last_frame)
+        self.velocity = 0.5 * self.velocity + 0.5 * (box - self.box) / gap
+        self.box, self.score, self.last_frame = box.astype(np.float32), score, frame_index
+        self.hits += 1
+        self.misses = 0
+
+    def add_prediction(self, age: np.ndarray, gender: np.ndarray, years: float, quality: float, forget: float, frame_index: int) -> None:
+        """Fold one classification into the weighted moving average."""
+        if self.age_sum is None:
+            self.age_sum, self.gender_sum = np.zeros_like(age), np.zeros_like(gender)
+        self.age_sum = forget * self.age_sum + quality * age
+        self.gender_sum = forget * self.gender_sum + quality * gender
+        self.years_sum = forget * self.years_sum + quality * years
+        self.weight = forget * self.weight + quality
+        self.observations += 1
+        self.last_classified = frame_index
+
+    @property
+    def age_probs(self) -> np.ndarray | None:
+        return None if self.age_sum is None else self.age_sum / self.weight
+
+    @property
+    def gender_probs(self) -> np.ndarray | None:
+        return None if self.gender_sum is None else self.gender_sum / self.weight
+
+    @property
+    def age_years(self) -> float:
+        return self.years_sum / self.weight if self.weight else float("nan")
+
+
+def quality(faces: Faces) -> np.ndarray:
+    """(N,) float32 weight of each face's prediction: detector score x size (saturating
+    at a 64 px face side), at least 0.05."""
+    side = np.minimum(faces.boxes[:, 2] - faces.boxes[:, 0], faces.boxes[:, 3] - faces.boxes[:, 1])
+    return np.maximum(faces.scores * np.clip(side / 64.0, 0.1, 1.0), 0.05).astype(np.float32)
+
+
+class Tracker:
+    """Assigns track ids, smooths labels, coasts through short detector misses.
+
+    ``update(faces, frame_index, classify)``: ``faces`` are this frame's detections
+    (empty Faces still age the tracks); ``classify`` is called once, with the subset of
+    faces whose track needs a fresh classification, and returns their Predictions. The
+    result is a new Faces: matched and new detections plus coasting tracks (``predicted``
+    True), with ``track_ids`` and smoothed probabilities.
+    """
+
+    def __init__(self, settings: TrackerSettings | None = None):
+        self.settings = settings or TrackerSettings()
+        self.tracks: list[Track] = []
+        self.ended: list[Track] = []
+        self._next_id = 1
+
+    def _match(self, boxes: np.ndarray) -> tuple[list[tuple[int, int]], list[int], list[int]]:
+        from scipy.optimize import linear_sum_assignment
+
+        if not self.tracks or not len(boxes):
+            return [], list(range(len(self.tracks))), list(range(len(boxes)))
+        cost = self.settings.cost(np.stack([t.predict() for t in self.tracks]), boxes)
+        rows, cols = linear_sum_assignment(cost)
+        pairs = [(r, c) for r, c in zip(rows, cols) if cost[r, c] <= self.settings.max_cost]
+        matched_t, matched_d = {r for r, _ in pairs}, {c for _, c in pairs}
+        return pairs, [i for i in range(len(self.tracks)) if i not in matched_t], [j for j in range(len(boxes)) if j not in matched_d]
+
+    def update(self, faces: Faces, frame_index: int, classify: Classify) -> Faces:
+        s = self.settings
+        pairs, lost, new = self._match(faces.boxes)
+        owner: list[Track] = [None] * len(faces)  # type: ignore[list-item]
+        for t, d in pairs:
+            self.tracks[t].observe(faces.boxes[d], float(faces.scores[d]), frame_index)
+            owner[d] = self.tracks[t]
+        for d in new:
+            track = Track(self._next_id, faces.boxes[d].astype(np.float32), frame_index, frame_index, score=float(faces.scores[d]))
+            self._next_id += 1
+            self.tracks.append(track)
+            owner[d] = track
+        for t in lost:
+            track = self.tracks[t]
+            track.misses += 1
+            track.box = track.predict()
+        self._classify(faces, owner, frame_index, classify)
+        self.ended += [t for t in self.tracks if t.misses > s.max_misses]
+        self.tracks = [t for t in self.tracks if t.misses <= s.max_misses]
+        coasting = [t for t in self.tracks if t.misses > 0 and t.hits >= s.min_hits and t.age_sum is not None]
+        return self._faces(owner + coasting, [False] * len(owner) + [True] * len(coasting), faces, frame_index)
+
+    def _due(self, track: Track, frame_index: int) -> bool:
+        s = self.settings
+        confident = (
+            track.observations >= s.confident_after
+            and track.gender_probs is not None
+            and float(track.gender_probs.max()) >= s.confident_prob
+        )
+        return not confident or frame_index - track.last_classified >= s.reclassify_every
+
+    def _classify(self, faces: Faces, owner: list[Track], frame_index: int, classify: Classify) -> None:
+        due = np.array([self._due(t, frame_index) for t in owner], bool)
+        if not due.any():
+            return
+        subset = faces[due]
+        out = classify(subset)
+        forget = self.settings.smoothing
+        for k, (i, q) in enumerate(zip(np.flatnonzero(due), quality(subset))):
+            owner[i].add_prediction(out.age_probs[k], out.gender_probs[k], float(out.age_years[k]), float(q), forget, frame_index)
+
+    def _faces(self, tracks: list[Track], predicted: list[bool], detections: Faces, frame_index: int) -> Faces:
+        if not tracks:
+            return Faces.empty(frame_index)
+        n_det = len(detections)
+        boxes = np.stack([t.box for t in tracks]).astype(np.float32)
+        if n_det:
+            boxes[:n_det] = detections.boxes
+        scores = np.array([t.score for t in tracks], np.float32)
+        return Faces(
+            boxes,
+            scores,
+            age_probs=np.stack([t.age_probs for t in tracks]).astype(np.float32),
+            gender_probs=np.stack([t.gender_probs for t in tracks]).astype(np.float32),
+            age_years=np.array([t.age_years for t in tracks], np.float32),
+            track_ids=np.array([t.id for t in tracks], np.int64),
+            predicted=np.array(predicted, bool),
+            frame_index=frame_index,
+        )
+
+    def all_tracks(self) -> list[Track]:
+        """Every track seen so far, ended or alive, by id."""
+        return sorted(self.ended + self.tracks, key=lambda t: t.id)
