@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,6 +24,7 @@ from realtime.errors import RealtimeError
 from realtime.faces import Faces
 from realtime.sinks import VIDEO_SUFFIXES, ImageSink, JsonlSink, Sink, VideoSink, WindowSink, check_writable, has_display
 from realtime.sources import IMAGE_SUFFIXES, Frame, Source, open_source
+from realtime.threads import FrameQueue, start_worker
 from realtime.timing import StageTimer, timed_iter
 from realtime.tracker import Tracker, TrackerSettings
 
@@ -97,6 +99,7 @@ class RunStats:
     faces_per_frame: list[int] = field(default_factory=list)
     interrupted: bool = False
     outputs: list[str] = field(default_factory=list)
+    dropped: int = 0
     timer: StageTimer = field(default_factory=StageTimer, repr=False)
 
     @property
@@ -114,6 +117,8 @@ class RunStats:
             f"{self.frames} frames in {self.seconds:.1f} s ({self.fps:.1f} fps), {self.faces} faces "
             f"({np.mean(counts):.2f}/frame, max {max(counts)}, {with_face}/{self.frames} frames with a face)"
         )
+        if self.dropped:
+            line += f", {self.dropped} frames dropped to keep up"
         if self.outputs:
             line += " -> " + ", ".join(self.outputs)
         return line + (" [interrupted]" if self.interrupted else "")
@@ -136,26 +141,47 @@ def process(
     annotators: list[Annotator],
     sinks: list[Sink],
     on_frame: FrameCallback | None = None,
+    live: bool = False,
+    queue_size: int = 4,
 ) -> RunStats:
-    """The loop: analyze each frame, draw, hand it to every sink, timing each stage
-    (``stats.timer``).
+    """The loop, on three threads joined by bounded queues: decode -> analyze -> draw
+    and write (this thread, so a window and Ctrl-C live here). Each stage is timed per
+    frame (``stats.timer``).
 
-    Ctrl-C stops it cleanly (the caller's ``with`` blocks close the sinks). A window
-    sink may ask to stop (q or Esc)."""
+    Files go through every frame in order; a ``live`` source keeps only the newest
+    frames (``stats.dropped`` counts the rest), so latency stays bounded. Ctrl-C stops
+    it cleanly (the caller's ``with`` blocks close the sinks); a window sink may ask to
+    stop (q or Esc)."""
     stats = RunStats()
-    timer = stats.timer
+    stop = threading.Event()
+    decoded = FrameQueue(queue_size, stop, drop_oldest=live)
+    analyzed = FrameQueue(queue_size, stop)
+
+    def read() -> None:
+        timer = StageTimer()
+        for frame in timed_iter(frames, timer, "decode"):
+            if not decoded.put((frame, None, timer.take_frame())):
+                return
+
+    def analyze_frames() -> None:
+        timer = StageTimer()
+        for frame, _, times in decoded:
+            faces = analyze(frame.image, frame.index, timer)
+            if not analyzed.put((frame, faces, {**times, **timer.take_frame()})):
+                return
+
+    workers = [start_worker(read, decoded), start_worker(analyze_frames, analyzed)]
     start = time.perf_counter()
     try:
-        for frame in timed_iter(frames, timer, "decode"):
-            faces = analyze(frame.image, frame.index, timer)
+        for frame, faces, times in analyzed:
             annotated = frame.image
-            with timer("draw"):
+            with stats.timer("draw"):
                 for annotator in annotators:
                     annotated = annotator.annotate(annotated, faces)
-            with timer("encode"):
+            with stats.timer("encode"):
                 for sink in sinks:
                     sink.write(frame, faces, annotated)
-            timer.end_frame()
+            stats.timer.add_frame({**times, **stats.timer.take_frame()})
             stats.frames += 1
             stats.faces_per_frame.append(len(faces))
             if on_frame is not None:
@@ -165,7 +191,12 @@ def process(
     except KeyboardInterrupt:
         stats.interrupted = True
         log.warning("interrupted: finishing the outputs")
+    finally:
+        stop.set()
+        for worker in workers:
+            worker.join(timeout=10)
     stats.seconds = time.perf_counter() - start
+    stats.dropped = decoded.dropped
     return stats
 
 
@@ -178,7 +209,7 @@ def _run(source: Source, analyzer_settings: AnalyzerSettings, sinks: list[Callab
         opened = [stack.enter_context(make(source, analyzer)) for make in sinks]
         if on_start is not None:
             on_start(source)
-        stats = process(source, analyzer, default_annotators(analyzer.meta, fps=fps_overlay), opened, on_frame)
+        stats = process(source, analyzer, default_annotators(analyzer.meta, fps=fps_overlay), opened, on_frame, live=source.live)
     stats.source = source.name
     stats.outputs = [str(s.path) for s in opened if getattr(s, "path", None) is not None]
     return stats

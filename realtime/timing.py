@@ -32,10 +32,18 @@ class StageTimer:
         finally:
             self._current[stage] += time.perf_counter() - start
 
+    def take_frame(self) -> dict[str, float]:
+        """The current frame's totals, cleared here (to hand to another thread)."""
+        times, self._current = dict(self._current), defaultdict(float)
+        return times
+
+    def add_frame(self, times: dict[str, float]) -> None:
+        """Store one frame's totals as one sample per stage."""
+        for stage in set(self.samples) | set(times):
+            self.samples[stage].append(times.get(stage, 0.0))
+
     def end_frame(self) -> None:
-        for stage in set(self.samples) | set(self._current):
-            self.samples[stage].append(self._current.get(stage, 0.0))
-        self._current.clear()
+        self.add_frame(self.take_frame())
 
     def summary(self) -> dict[str, dict[str, float]]:
         """{stage: {"p50_ms", "p95_ms", "mean_ms"}} in data-path order."""
