@@ -10,7 +10,6 @@ from __future__ import annotations
 import contextlib
 import functools
 import logging
-import signal
 import sys
 
 import click
@@ -95,7 +94,7 @@ def _settings(kw: dict):
 
 @contextlib.contextmanager
 def _progress(desc: str):
-    """A tqdm bar driven by the pipeline's callbacks; SIGTERM stops the run like Ctrl-C."""
+    """A tqdm bar driven by the pipeline's callbacks."""
     from tqdm import tqdm
     from tqdm.contrib.logging import logging_redirect_tqdm
 
@@ -113,17 +112,18 @@ def _progress(desc: str):
         bar.set_postfix(faces=faces, refresh=False)
         bar.update()
 
-    previous = signal.signal(signal.SIGTERM, _raise_interrupt)
     try:
         with logging_redirect_tqdm(loggers=[logging.getLogger(n) for n in ("realtime", "engines")]):
             yield on_start, on_frame
     finally:
-        signal.signal(signal.SIGTERM, previous)
         bar.close()
 
 
-def _raise_interrupt(signum, frame):
-    raise KeyboardInterrupt
+def _finish(stats, json_to_stdout: bool) -> None:
+    """Print the run's summary; an interrupted run exits 130 (its outputs are complete)."""
+    click.echo(stats.summary(), err=json_to_stdout)
+    if stats.interrupted:
+        sys.exit(130)
 
 
 @cli.command()
@@ -140,7 +140,7 @@ def annotate(input: str, output: str, json_path: str | None, **kw) -> None:
     settings = _settings(kw)
     with _progress("annotate") as (on_start, on_frame):
         stats = annotate_(input, output, json_path, settings, on_start, on_frame)
-    click.echo(stats.summary(), err=json_path == "-")
+    _finish(stats, json_path == "-")
 
 
 @cli.command()
@@ -150,15 +150,17 @@ def annotate(input: str, output: str, json_path: str | None, **kw) -> None:
 @click.option("--json", "json_path", type=click.Path(dir_okay=False), default=None,
               help="Per-frame results as JSON Lines ('-' for stdout).")
 @click.option("--show/--no-show", default=None, help="Open a window (default: when a display exists).")
+@click.option("--reconnect-timeout", type=click.FloatRange(0), default=300.0, show_default=True,
+              help="Seconds to keep reconnecting a camera or stream that dropped (0: never).")
 @analyzer_options
-def run(source: str, output: str | None, json_path: str | None, show: bool | None, **kw) -> None:
+def run(source: str, output: str | None, json_path: str | None, show: bool | None, reconnect_timeout: float, **kw) -> None:
     """Live: detect and label faces on a camera, stream or file, with an FPS counter."""
     from realtime.pipeline import run as run_
 
     settings = _settings(kw)
     with _progress("run") as (on_start, on_frame):
-        stats = run_(source, output, json_path, show, settings, on_start, on_frame)
-    click.echo(stats.summary(), err=json_path == "-")
+        stats = run_(source, output, json_path, show, settings, on_start, on_frame, reconnect_timeout)
+    _finish(stats, json_path == "-")
 
 
 @cli.command()

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import signal
 import threading
 import time
 from dataclasses import dataclass, field
@@ -130,6 +131,31 @@ FrameCallback = Callable[[Frame, Faces], None]
 Analyze = Callable[[np.ndarray, int, StageTimer], Faces]
 
 
+@contextlib.contextmanager
+def graceful_stop(stop: threading.Event):
+    """Turn the first SIGINT/SIGTERM into a request to stop after the current frame
+    (it sets ``stop``), so every sink holds the same frames and closes properly; a
+    second one interrupts at once. Yields an Event set when a signal came. Off the main
+    thread signals cannot be caught, and Ctrl-C keeps its default behaviour there."""
+    signalled = threading.Event()
+    if threading.current_thread() is not threading.main_thread():
+        yield signalled
+        return
+
+    def handler(signum, frame):
+        if signalled.is_set():
+            raise KeyboardInterrupt
+        signalled.set()
+        stop.set()
+
+    previous = {sig: signal.signal(sig, handler) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield signalled
+    finally:
+        for sig, old in previous.items():
+            signal.signal(sig, old)
+
+
 def passthrough(image: np.ndarray, frame_index: int = 0, timer: StageTimer | None = None) -> Faces:
     """An ``analyze`` that finds nothing: decode + encode only (bench's floor)."""
     return Faces.empty(frame_index)
@@ -173,28 +199,31 @@ def process(
     workers = [start_worker(read, decoded), start_worker(analyze_frames, analyzed)]
     start = time.perf_counter()
     try:
-        for frame, faces, times in analyzed:
-            annotated = frame.image
-            with stats.timer("draw"):
-                for annotator in annotators:
-                    annotated = annotator.annotate(annotated, faces)
-            with stats.timer("encode"):
-                for sink in sinks:
-                    sink.write(frame, faces, annotated)
-            stats.timer.add_frame({**times, **stats.timer.take_frame()})
-            stats.frames += 1
-            stats.faces_per_frame.append(len(faces))
-            if on_frame is not None:
-                on_frame(frame, faces)
-            if any(sink.stop_requested for sink in sinks):
-                break
+        with graceful_stop(stop) as signalled:
+            for frame, faces, times in analyzed:
+                annotated = frame.image
+                with stats.timer("draw"):
+                    for annotator in annotators:
+                        annotated = annotator.annotate(annotated, faces)
+                with stats.timer("encode"):
+                    for sink in sinks:
+                        sink.write(frame, faces, annotated)
+                stats.timer.add_frame({**times, **stats.timer.take_frame()})
+                stats.frames += 1
+                stats.faces_per_frame.append(len(faces))
+                if on_frame is not None:
+                    on_frame(frame, faces)
+                if any(sink.stop_requested for sink in sinks) or signalled.is_set():
+                    break
+        stats.interrupted = signalled.is_set()
     except KeyboardInterrupt:
         stats.interrupted = True
-        log.warning("interrupted: finishing the outputs")
     finally:
         stop.set()
         for worker in workers:
             worker.join(timeout=10)
+    if stats.interrupted:
+        log.warning("interrupted: outputs finished after %d frames", stats.frames)
     stats.seconds = time.perf_counter() - start
     stats.dropped = decoded.dropped
     return stats
@@ -274,16 +303,18 @@ def run(
     settings: AnalyzerSettings | None = None,
     on_start: Callable[[Source], None] | None = None,
     on_frame: FrameCallback | None = None,
+    reconnect: float | None = 300.0,
 ) -> RunStats:
     """Live: a camera, stream or file, shown in a window when a display exists (``show``
-    None = if possible), optionally recorded to mp4 and JSON Lines, FPS on the overlay."""
+    None = if possible), optionally recorded to mp4 and JSON Lines, FPS on the overlay.
+    A camera or stream that drops is reopened for up to ``reconnect`` seconds a gap."""
     if show is None:
         show = has_display()
         if not show:
             log.warning("no display found: running headless (no window)")
     elif show and not has_display():
         raise RealtimeError("--show: there is no display to open a window on (DISPLAY is not set)")
-    source = open_source(source_spec)
+    source = open_source(source_spec, reconnect)
     try:
         if source.kind in ("image", "folder") and output is not None:
             raise RealtimeError(f"{source.name}: --output records video; use `realtime annotate` for images and folders")

@@ -12,7 +12,7 @@ import time
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator
+from typing import Callable, Iterator
 
 import cv2
 import numpy as np
@@ -109,19 +109,39 @@ class VideoSource(Source):
         self.decode_errors = 0
 
     def __iter__(self) -> Iterator[Frame]:
+        """Every decodable frame in order. A damaged packet is skipped; a file cut
+        short ends the iteration; either is reported in one warning line at the end."""
         import av
 
-        start = None
-        index = 0
-        try:
-            for packet_frame in self._container.decode(self._stream):
-                t = packet_frame.time if packet_frame.time is not None else index / (self.fps or 25.0)
+        start, index, damaged, stopped = None, 0, 0, ""
+        packets = self._container.demux(self._stream)
+        while True:
+            try:
+                packet = next(packets)
+            except StopIteration:
+                break
+            except av.FFmpegError as e:  # the container itself is cut or broken here
+                stopped = _av_reason(e)
+                break
+            try:
+                decoded = packet.decode()
+            except av.FFmpegError:
+                damaged += 1
+                continue
+            for frame in decoded:
+                t = frame.time if frame.time is not None else index / (self.fps or 25.0)
                 start = t if start is None else start
-                yield Frame(packet_frame.to_ndarray(format="bgr24"), index, t - start)
+                yield Frame(frame.to_ndarray(format="bgr24"), index, t - start)
                 index += 1
-        except av.FFmpegError as e:
-            self.decode_errors += 1
-            log.warning("%s: decoding stopped after %d frames: %s", self.name, index, _av_reason(e))
+        self.decode_errors = damaged + bool(stopped)
+        short = self.frame_count is not None and not self.live and index + damaged < self.frame_count
+        if damaged or stopped or short:
+            parts = [f"{index} frames decoded" + (f" of {self.frame_count}" if self.frame_count else "")]
+            if damaged:
+                parts.append(f"{damaged} damaged packets skipped")
+            if stopped or short:
+                parts.append(f"the rest is unreadable ({stopped or 'file ends early'})")
+            log.warning("%s: %s", self.name, "; ".join(parts))
 
     def close(self) -> None:
         self._container.close()
@@ -155,6 +175,69 @@ class CameraSource(Source):
 
     def close(self) -> None:
         self._cap.release()
+
+
+class ReconnectingSource(Source):
+    """A live source that comes back: when the camera or stream drops, it is reopened
+    with exponential backoff and the run goes on. Frames are numbered on across gaps
+    and timed by the wall clock; each gap is logged and counted.
+
+    Args:
+        opener: opens the underlying source; called once here (its errors reach the
+            caller: a source that never worked is a user error, not a drop).
+        first_delay, max_delay: backoff between reopen attempts, in seconds.
+        max_gap: give up (end the run) after this many seconds without frames; None
+            waits for ever.
+    """
+
+    def __init__(self, opener: Callable[[], Source], first_delay: float = 0.5, max_delay: float = 8.0, max_gap: float | None = 300.0):
+        self._opener = opener
+        self._inner: Source | None = opener()
+        super().__init__(self._inner.name)
+        self.kind, self.live = self._inner.kind, True
+        self.fps, self.size = self._inner.fps, self._inner.size
+        self.first_delay, self.max_delay, self.max_gap = first_delay, max_delay, max_gap
+        self.reconnects = 0
+        self.gap_seconds = 0.0
+        self._closed = False
+
+    def __iter__(self) -> Iterator[Frame]:
+        start = time.monotonic()
+        index = 0
+        while self._inner is not None:
+            for frame in self._inner:
+                yield Frame(frame.image, index, time.monotonic() - start)
+                index += 1
+            self._inner.close()
+            self._inner = self._reopen()
+
+    def _reopen(self) -> Source | None:
+        lost = time.monotonic()
+        delay = self.first_delay
+        log.warning("%s: no more frames; reconnecting", self.name)
+        while not self._closed:
+            time.sleep(delay)
+            try:
+                source = self._opener()
+            except RealtimeError as e:
+                waited = time.monotonic() - lost
+                if self.max_gap is not None and waited >= self.max_gap:
+                    log.error("%s: gave up after %.0f s without frames (%s)", self.name, waited, e)
+                    return None
+                log.info("%s: still unavailable after %.1f s, retrying in %.1f s", self.name, waited, min(delay * 2, self.max_delay))
+                delay = min(delay * 2, self.max_delay)
+                continue
+            gap = time.monotonic() - lost
+            self.reconnects += 1
+            self.gap_seconds += gap
+            log.warning("%s: reconnected after a %.1f s gap (reconnect %d)", self.name, gap, self.reconnects)
+            return source
+        return None
+
+    def close(self) -> None:
+        self._closed = True
+        if self._inner is not None:
+            self._inner.close()
 
 
 class ImageSource(Source):
@@ -199,16 +282,23 @@ def _image_size(image: np.ndarray) -> tuple[int, int]:
 
 
 def _av_reason(e: Exception) -> str:
-    return getattr(e, "strerror", None) or str(e).splitlines()[0]
+    return mask_credentials(getattr(e, "strerror", None) or str(e).splitlines()[0])
 
 
-def open_source(spec: str | int) -> Source:
-    """Open a camera index ("0"), a URL, an image, a folder of images or a video file."""
+def open_source(spec: str | int, reconnect: float | None = 300.0) -> Source:
+    """Open a camera index ("0"), a URL, an image, a folder of images or a video file.
+
+    Cameras and URLs reconnect when they drop, for up to ``reconnect`` seconds per
+    gap (None: for ever; 0: never)."""
     text = str(spec).strip()
     if text.isdigit():
-        return CameraSource(int(text))
-    if _URL.match(text) and not text.lower().startswith("file://"):
-        return VideoSource(text, live=True)
+        opener: Callable[[], Source] = lambda: CameraSource(int(text))  # noqa: E731
+    elif _URL.match(text) and not text.lower().startswith("file://"):
+        opener = lambda: VideoSource(text, live=True)  # noqa: E731
+    else:
+        opener = None
+    if opener is not None:
+        return ReconnectingSource(opener, max_gap=reconnect) if reconnect != 0 else opener()
     path = Path(text.removeprefix("file://"))
     if not path.exists():
         raise RealtimeError(f"input not found: {path}")
