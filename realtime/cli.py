@@ -65,6 +65,7 @@ def analyzer_options(command):
     """Options shared by every command that runs the detector and the classifier."""
     from engines.backends import list_backends
     from realtime.detector_models import DETECTOR_MODELS
+    from realtime.tracker import TrackerSettings
 
     options = [
         click.option("--model", type=click.Path(dir_okay=False), default=None,
@@ -79,16 +80,31 @@ def analyzer_options(command):
                      help="Detector confidence threshold."),
         click.option("--crop-scale", type=click.FloatRange(0.5, 4), default=None,
                      help="Face crop side / detector box side (default: the model's own)."),
+        click.option("--track/--no-track", default=True, show_default=True,
+                     help="Track faces across frames: ids, smoothed labels, people counts."),
+        click.option("--smoothing", type=click.FloatRange(0, 0.99), default=TrackerSettings.smoothing, show_default=True,
+                     help="Label smoothing per track (forgetting factor; 0 = latest prediction only)."),
+        click.option("--reclassify-every", type=click.IntRange(1), default=TrackerSettings.reclassify_every, show_default=True,
+                     help="Classify a confident track only every K frames (1 = every frame)."),
     ]
     return functools.reduce(lambda c, option: option(c), reversed(options), command)
 
 
+summary_option = click.option(
+    "--summary", "summary_path", type=click.Path(dir_okay=False), default=None,
+    help="Write people counts by age group and gender, dwell times and label flicker (JSON).")
+
+
 def _settings(kw: dict):
+    """AnalyzerSettings from the shared options (popped from ``kw``)."""
     from realtime.pipeline import AnalyzerSettings
+    from realtime.tracker import TrackerSettings
 
     return AnalyzerSettings(
         model=kw.pop("model"), backend=kw.pop("backend"), detector_model=kw.pop("detector_model"),
         detector_range=kw.pop("detector_range"), min_score=kw.pop("min_score"), crop_scale=kw.pop("crop_scale"),
+        track=kw.pop("track"),
+        tracker=TrackerSettings(smoothing=kw.pop("smoothing"), reclassify_every=kw.pop("reclassify_every")),
     )
 
 
@@ -132,14 +148,15 @@ def _finish(stats, json_to_stdout: bool) -> None:
               help="Annotated output: .mp4 for a video, an image file for an image, a folder for a folder.")
 @click.option("--json", "json_path", type=click.Path(dir_okay=False), default=None,
               help="Per-frame results as JSON Lines ('-' for stdout).")
+@summary_option
 @analyzer_options
-def annotate(input: str, output: str, json_path: str | None, **kw) -> None:
+def annotate(input: str, output: str, json_path: str | None, summary_path: str | None, **kw) -> None:
     """Annotate a video file, an image or a folder of images."""
     from realtime.pipeline import annotate as annotate_
 
     settings = _settings(kw)
     with _progress("annotate") as (on_start, on_frame):
-        stats = annotate_(input, output, json_path, settings, on_start, on_frame)
+        stats = annotate_(input, output, json_path, settings, on_start, on_frame, summary_path)
     _finish(stats, json_path == "-")
 
 
@@ -152,14 +169,16 @@ def annotate(input: str, output: str, json_path: str | None, **kw) -> None:
 @click.option("--show/--no-show", default=None, help="Open a window (default: when a display exists).")
 @click.option("--reconnect-timeout", type=click.FloatRange(0), default=300.0, show_default=True,
               help="Seconds to keep reconnecting a camera or stream that dropped (0: never).")
+@summary_option
 @analyzer_options
-def run(source: str, output: str | None, json_path: str | None, show: bool | None, reconnect_timeout: float, **kw) -> None:
+def run(source: str, output: str | None, json_path: str | None, show: bool | None, reconnect_timeout: float,
+        summary_path: str | None, **kw) -> None:
     """Live: detect and label faces on a camera, stream or file, with an FPS counter."""
     from realtime.pipeline import run as run_
 
     settings = _settings(kw)
     with _progress("run") as (on_start, on_frame):
-        stats = run_(source, output, json_path, show, settings, on_start, on_frame, reconnect_timeout)
+        stats = run_(source, output, json_path, show, settings, on_start, on_frame, reconnect_timeout, summary_path)
     _finish(stats, json_path == "-")
 
 

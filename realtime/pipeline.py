@@ -18,6 +18,7 @@ from typing import Callable, Iterable
 import numpy as np
 
 from engines.backends import Engine, Predictions, create_engine
+from realtime.analytics import Analytics
 from realtime.annotators import Annotator, default_annotators
 from realtime.crops import Cropper
 from realtime.detector import FaceDetector
@@ -101,6 +102,7 @@ class RunStats:
     interrupted: bool = False
     outputs: list[str] = field(default_factory=list)
     dropped: int = 0
+    people: str = ""
     timer: StageTimer = field(default_factory=StageTimer, repr=False)
 
     @property
@@ -120,6 +122,8 @@ class RunStats:
         )
         if self.dropped:
             line += f", {self.dropped} frames dropped to keep up"
+        if self.people:
+            line += f"; {self.people}"
         if self.outputs:
             line += " -> " + ", ".join(self.outputs)
         return line + (" [interrupted]" if self.interrupted else "")
@@ -229,23 +233,32 @@ def process(
     return stats
 
 
-def _run(source: Source, analyzer_settings: AnalyzerSettings, sinks: list[Callable[[Source, Analyzer], Sink]],
-         fps_overlay: bool, on_start: Callable[[Source], None] | None, on_frame: FrameCallback | None) -> RunStats:
+def _run(source: Source, settings: AnalyzerSettings, sinks: list[Callable[[Source, Analyzer], Sink]],
+         summary_path: str | Path | None, fps_overlay: bool,
+         on_start: Callable[[Source], None] | None, on_frame: FrameCallback | None) -> RunStats:
     with contextlib.ExitStack() as stack:
         stack.enter_context(source)
-        analyzer = Analyzer(analyzer_settings)
+        analyzer = Analyzer(settings)
         stack.callback(analyzer.close)
         opened = [stack.enter_context(make(source, analyzer)) for make in sinks]
+        analytics = None
+        if analyzer.tracker is not None:
+            frame_seconds = 1.0 / source.fps if source.fps else 0.0
+            analytics = stack.enter_context(Analytics(analyzer.meta, frame_seconds=frame_seconds, path=summary_path))
+            opened.append(analytics)
         if on_start is not None:
             on_start(source)
         stats = process(source, analyzer, default_annotators(analyzer.meta, fps=fps_overlay), opened, on_frame, live=source.live)
     stats.source = source.name
     stats.outputs = [str(s.path) for s in opened if getattr(s, "path", None) is not None]
+    if analytics is not None:
+        stats.people = analytics.line()
     return stats
 
 
-def check_outputs(source: Source, output: str | Path | None, json_path: str | Path | None) -> None:
-    """Fail before any work if an output cannot be written or does not fit the source."""
+def check_outputs(source: Source, output: str | Path | None, *data_paths: str | Path | None) -> None:
+    """Fail before any work if an output cannot be written or does not fit the source.
+    ``data_paths`` are JSON files (None: not asked for; "-": stdout)."""
     if output is not None:
         if source.kind == "folder":
             out = Path(output)
@@ -256,8 +269,9 @@ def check_outputs(source: Source, output: str | Path | None, json_path: str | Pa
             check_writable(Path(output), IMAGE_SUFFIXES, "image output")
         else:
             check_writable(Path(output), VIDEO_SUFFIXES, "video output")
-    if json_path is not None and str(json_path) != "-":
-        check_writable(Path(json_path), None, "JSON output")
+    for path in data_paths:
+        if path is not None and str(path) != "-":
+            check_writable(Path(path), None, "JSON output")
 
 
 def _output_sink(output: str | Path) -> Callable[[Source, Analyzer], Sink]:
@@ -269,8 +283,21 @@ def _output_sink(output: str | Path) -> Callable[[Source, Analyzer], Sink]:
     return make
 
 
-def _jsonl_sink(json_path: str | Path) -> Callable[[Source, Analyzer], Sink]:
-    return lambda source, analyzer: JsonlSink(json_path, analyzer.meta)
+def _data_sinks(output, json_path) -> list[Callable[[Source, Analyzer], Sink]]:
+    sinks = [_output_sink(output)] if output is not None else []
+    if json_path is not None:
+        sinks.append(lambda source, analyzer: JsonlSink(json_path, analyzer.meta))
+    return sinks
+
+
+def _opened(spec: str | Path, reconnect: float | None, check: Callable[[Source], None]) -> Source:
+    source = open_source(spec, reconnect)
+    try:
+        check(source)
+    except RealtimeError:
+        source.close()
+        raise
+    return source
 
 
 def annotate(
@@ -280,19 +307,18 @@ def annotate(
     settings: AnalyzerSettings | None = None,
     on_start: Callable[[Source], None] | None = None,
     on_frame: FrameCallback | None = None,
+    summary_path: str | Path | None = None,
 ) -> RunStats:
     """Annotate a video (-> mp4), an image (-> image) or a folder (-> folder of images),
-    optionally writing per-frame JSON Lines."""
-    source = open_source(input)
-    try:
+    optionally writing per-frame JSON Lines and a people summary (JSON)."""
+
+    def check(source: Source) -> None:
         if source.live:
             raise RealtimeError(f"{source.name}: annotate takes a file or folder; use `realtime run --source` for cameras and streams")
-        check_outputs(source, output, json_path)
-    except RealtimeError:
-        source.close()
-        raise
-    sinks = [_output_sink(output)] + ([_jsonl_sink(json_path)] if json_path is not None else [])
-    return _run(source, settings or AnalyzerSettings(), sinks, False, on_start, on_frame)
+        check_outputs(source, output, json_path, summary_path)
+
+    source = _opened(input, 0, check)
+    return _run(source, settings or AnalyzerSettings(), _data_sinks(output, json_path), summary_path, False, on_start, on_frame)
 
 
 def run(
@@ -304,29 +330,24 @@ def run(
     on_start: Callable[[Source], None] | None = None,
     on_frame: FrameCallback | None = None,
     reconnect: float | None = 300.0,
+    summary_path: str | Path | None = None,
 ) -> RunStats:
     """Live: a camera, stream or file, shown in a window when a display exists (``show``
-    None = if possible), optionally recorded to mp4 and JSON Lines, FPS on the overlay.
-    A camera or stream that drops is reopened for up to ``reconnect`` seconds a gap."""
+    None = if possible), optionally recorded to mp4, JSON Lines and a people summary,
+    FPS on the overlay. A camera or stream that drops is reopened for up to
+    ``reconnect`` seconds a gap."""
     if show is None:
         show = has_display()
         if not show:
             log.warning("no display found: running headless (no window)")
     elif show and not has_display():
         raise RealtimeError("--show: there is no display to open a window on (DISPLAY is not set)")
-    source = open_source(source_spec, reconnect)
-    try:
+
+    def check(source: Source) -> None:
         if source.kind in ("image", "folder") and output is not None:
             raise RealtimeError(f"{source.name}: --output records video; use `realtime annotate` for images and folders")
-        check_outputs(source, output, json_path)
-    except RealtimeError:
-        source.close()
-        raise
-    sinks: list[Callable[[Source, Analyzer], Sink]] = []
-    if show:
-        sinks.append(lambda src, an: WindowSink(f"realtime - {src.name}"))
-    if output is not None:
-        sinks.append(_output_sink(output))
-    if json_path is not None:
-        sinks.append(_jsonl_sink(json_path))
-    return _run(source, settings or AnalyzerSettings(), sinks, True, on_start, on_frame)
+        check_outputs(source, output, json_path, summary_path)
+
+    source = _opened(source_spec, reconnect, check)
+    window = [lambda src, an: WindowSink(f"realtime - {src.name}")] if show else []
+    return _run(source, settings or AnalyzerSettings(), window + _data_sinks(output, json_path), summary_path, True, on_start, on_frame)
