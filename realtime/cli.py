@@ -78,6 +78,8 @@ def analyzer_options(command):
                      help="full: crowds, faces up to ~5 m; short: close faces (webcam)."),
         click.option("--min-score", type=click.FloatRange(0, 1), default=0.5, show_default=True,
                      help="Detector confidence threshold."),
+        click.option("--tiles", default="auto", show_default=True,
+                     help="Also detect on overlapping tiles for small faces: auto (frames of 1280 px and more), off, or N columns."),
         click.option("--crop-scale", type=click.FloatRange(0.5, 4), default=None,
                      help="Face crop side / detector box side (default: the model's own)."),
         click.option("--track/--no-track", default=True, show_default=True,
@@ -102,7 +104,8 @@ def _settings(kw: dict):
 
     return AnalyzerSettings(
         model=kw.pop("model"), backend=kw.pop("backend"), detector_model=kw.pop("detector_model"),
-        detector_range=kw.pop("detector_range"), min_score=kw.pop("min_score"), crop_scale=kw.pop("crop_scale"),
+        detector_range=kw.pop("detector_range"), min_score=kw.pop("min_score"), tiles=kw.pop("tiles"),
+        crop_scale=kw.pop("crop_scale"),
         track=kw.pop("track"),
         tracker=TrackerSettings(smoothing=kw.pop("smoothing"), reclassify_every=kw.pop("reclassify_every")),
     )

@@ -9,6 +9,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from realtime.boxes import nms, tile_grid
 from realtime.detector_models import resolve_detector_model
 from realtime.errors import RealtimeError
 from realtime.faces import Faces
@@ -26,11 +27,19 @@ class FaceDetector:
         range: "full" (faces up to ~5 m, the default for video) or "short" (close faces).
         min_score: detections below this confidence are dropped, in [0, 1].
         min_size: boxes whose shorter side is below this many pixels are dropped.
+        tiles: "off", "auto" or N: also detect on N columns of overlapping tiles (rows
+            to match the frame's shape) and merge with the whole-frame result by NMS.
+            MediaPipe sees a downscaled frame, so small faces in large frames are found
+            only in tiles. "auto" tiles frames of 1280 px and more.
     """
 
-    def __init__(self, model_path: str | Path | None = None, range: str = "full", min_score: float = 0.5, min_size: float = 8.0):
+    def __init__(self, model_path: str | Path | None = None, range: str = "full", min_score: float = 0.5,
+                 min_size: float = 8.0, tiles: str | int = "off"):
         if not 0.0 <= min_score <= 1.0:
             raise RealtimeError(f"detector min score must be in [0, 1], got {min_score}")
+        if tiles not in ("off", "auto") and not (str(tiles).isdigit() and 1 <= int(tiles) <= 8):
+            raise RealtimeError(f"--tiles must be auto, off or a number of columns 1-8, got {tiles!r}")
+        self.tiles = tiles if tiles in ("off", "auto") else int(tiles)
         self.model_path = resolve_detector_model(range, model_path)
         self.min_size = min_size
         from mediapipe.tasks.python import BaseOptions, vision
@@ -58,12 +67,32 @@ class FaceDetector:
         rgb = cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
         return self._detector.detect(mp.Image(image_format=mp.ImageFormat.SRGB, data=rgb))
 
+    def grid(self, width: int, height: int) -> list[tuple[int, int, int, int]]:
+        """The tiles detected besides the whole frame (empty when tiling is off)."""
+        cols = self.tiles
+        if cols == "auto":
+            cols = 0 if max(width, height) < 1280 else max(2, round(max(width, height) / 960))
+        if cols in ("off", 0, 1):
+            return []
+        rows = max(1, round(cols * height / width)) if width >= height else cols
+        cols = cols if width >= height else max(1, round(cols * width / height))
+        return tile_grid(width, height, cols, rows)
+
     def detect(self, frame: np.ndarray, frame_index: int = 0) -> Faces:
         """BGR uint8 frame (H, W, 3) -> the faces in it, boxes clipped to the frame."""
         faces = Faces.from_mediapipe(self._detect(frame), frame_index)
+        h, w = frame.shape[:2]
+        tiles = self.grid(w, h)
+        if tiles:
+            parts = [faces]
+            for x1, y1, x2, y2 in tiles:
+                part = Faces.from_mediapipe(self._detect(frame[y1:y2, x1:x2]), frame_index)
+                part.boxes += np.array([x1, y1, x1, y1], np.float32)
+                parts.append(part)
+            faces = Faces(np.concatenate([p.boxes for p in parts]), np.concatenate([p.scores for p in parts]), frame_index=frame_index)
+            faces = faces[nms(faces.boxes, faces.scores)]
         if not len(faces):
             return faces
-        h, w = frame.shape[:2]
         np.clip(faces.boxes, 0, [w, h, w, h], out=faces.boxes)
         sides = np.minimum(faces.boxes[:, 2] - faces.boxes[:, 0], faces.boxes[:, 3] - faces.boxes[:, 1])
         return faces[sides >= self.min_size]

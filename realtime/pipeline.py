@@ -43,6 +43,7 @@ class AnalyzerSettings:
         detector_model: a MediaPipe .tflite file; None = resolve ``detector_range``.
         detector_range: "full" (crowds, up to ~5 m) or "short" (close faces).
         min_score: detector confidence threshold in [0, 1].
+        tiles: "auto", "off" or N columns of overlapping detector tiles (small faces).
         crop_scale: crop side / box side; None = the model's own (``meta.crop_scale``).
         track: give faces track ids and smoothed labels (see :mod:`realtime.tracker`).
         tracker: matching, smoothing and re-classification settings when tracking.
@@ -53,6 +54,7 @@ class AnalyzerSettings:
     detector_model: str | Path | None = None
     detector_range: str = "full"
     min_score: float = 0.5
+    tiles: str | int = "auto"
     crop_scale: float | None = None
     track: bool = True
     tracker: TrackerSettings = field(default_factory=TrackerSettings)
@@ -65,7 +67,7 @@ class Analyzer:
     All faces of a frame that need classifying go to the engine in one batched call."""
 
     def __init__(self, settings: AnalyzerSettings):
-        self.detector = FaceDetector(settings.detector_model, settings.detector_range, settings.min_score)
+        self.detector = FaceDetector(settings.detector_model, settings.detector_range, settings.min_score, tiles=settings.tiles)
         self.engine: Engine = create_engine(settings.model, settings.backend)
         self.meta = self.engine.meta
         self.cropper = Cropper(self.meta, settings.crop_scale)

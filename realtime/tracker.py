@@ -16,19 +16,10 @@ from typing import Callable
 import numpy as np
 
 from engines.backends import Predictions
+from realtime.boxes import iou_matrix
 from realtime.faces import Faces
 
 Classify = Callable[[Faces], Predictions]
-
-
-def iou_matrix(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """(N, 4) x (M, 4) xyxy boxes -> (N, M) float32 intersection over union."""
-    lt = np.maximum(a[:, None, :2], b[None, :, :2])
-    rb = np.minimum(a[:, None, 2:], b[None, :, 2:])
-    inter = np.prod(np.clip(rb - lt, 0, None), axis=2)
-    area_a = np.prod(a[:, 2:] - a[:, :2], axis=1)
-    area_b = np.prod(b[:, 2:] - b[:, :2], axis=1)
-    return (inter / np.maximum(area_a[:, None] + area_b[None, :] - inter, 1e-6)).astype(np.float32)
 
 
 def centre_cost(a: np.ndarray, b: np.ndarray) -> np.ndarray:

@@ -102,3 +102,24 @@ def test_fetch_refuses_a_file_with_the_wrong_hash(tmp_path, monkeypatch):
     with pytest.raises(RealtimeError, match="does not match the pinned"):
         fetch_detector_models(source)
     assert not any((tmp_path / "cache" / "models").iterdir())
+
+
+def test_tiles_find_more_small_faces_in_the_crowd(detector_models):
+    with open_source(shared_path("media", "crowd_1080p.mp4")) as source:
+        frames = [f.image for f in source if f.index % 10 == 0]
+    with FaceDetector(tiles="off") as plain, FaceDetector(tiles="auto") as tiled:
+        assert tiled.grid(1920, 1080) and not tiled.grid(640, 360) and not plain.grid(1920, 1080)
+        found_plain = [len(plain.detect(f)) for f in frames]
+        found_tiled = [tiled.detect(f) for f in frames]
+    assert sum(len(f) for f in found_tiled) >= 1.8 * sum(found_plain)
+    for faces in found_tiled:  # merged: no two boxes on the same face
+        from realtime.boxes import iou_matrix
+
+        iou = iou_matrix(faces.boxes, faces.boxes)
+        assert (iou[~np.eye(len(faces), dtype=bool)] <= 0.4).all()
+
+
+@pytest.mark.parametrize("tiles", ["many", 0, 9, "-1"])
+def test_bad_tiles_option(detector_models, tiles):
+    with pytest.raises(RealtimeError, match="--tiles"):
+        FaceDetector(tiles=tiles)

@@ -3,7 +3,8 @@ import pytest
 
 from engines.backends import Predictions
 from realtime.faces import Faces
-from realtime.tracker import Tracker, TrackerSettings, iou_matrix
+from realtime.boxes import iou_matrix
+from realtime.tracker import Tracker, TrackerSettings
 
 
 def dets(*boxes, score=0.9):
