@@ -79,6 +79,13 @@ class Faces:
         """A copy with the classifier's outputs filled in."""
         return replace(self, age_probs=age_probs, gender_probs=gender_probs, age_years=age_years)
 
+    def clipped(self, width: int, height: int, min_side: float = 2.0) -> "Faces":
+        """Boxes clipped to a width x height frame; faces left smaller than ``min_side``
+        pixels (e.g. a coasting track that moved out of the frame) are dropped."""
+        boxes = np.clip(self.boxes, 0, [width, height, width, height]).astype(np.float32)
+        keep = np.minimum(boxes[:, 2] - boxes[:, 0], boxes[:, 3] - boxes[:, 1]) >= min_side
+        return replace(self, boxes=boxes)[keep]
+
     @property
     def areas(self) -> np.ndarray:
         """(N,) float32 box areas in square pixels."""

@@ -87,7 +87,8 @@ class Analyzer:
             faces = self.detector.detect(image, frame_index)
         if self.tracker is None:
             return faces.with_predictions(*self.classify(image, faces, timer))
-        return self.tracker.update(faces, frame_index, lambda subset: self.classify(image, subset, timer))
+        tracked = self.tracker.update(faces, frame_index, lambda subset: self.classify(image, subset, timer))
+        return tracked.clipped(image.shape[1], image.shape[0])
 
     def close(self) -> None:
         self.detector.close()

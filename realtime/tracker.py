@@ -75,7 +75,7 @@ class Track:
     box: np.ndarray  # (4,) float32, last known or predicted xyxy
     first_frame: int
     last_frame: int
-    velocity: np.ndarray = field(default_factory=lambda: np.zeros(4, np.float32))  # xyxy px/frame
+    velocity: np.ndarray = field(default_factory=lambda: np.zeros(2, np.float32))  # centre px/frame
     score: float = 0.0
     hits: int = 1
     misses: int = 0
@@ -87,11 +87,13 @@ class Track:
     years_sum: float = 0.0
 
     def predict(self) -> np.ndarray:
-        return self.box + self.velocity
+        """The box one frame on: the centre moves with the velocity, the size stays."""
+        return self.box + np.tile(self.velocity, 2)
 
     def observe(self, box: np.ndarray, score: float, frame_index: int) -> None:
         gap = max(1, frame_index - self.last_frame)
-        self.velocity = 0.5 * self.velocity + 0.5 * (box - self.box) / gap
+        moved = ((box[:2] + box[2:]) - (self.box[:2] + self.box[2:])) / 2
+        self.velocity = 0.5 * self.velocity + 0.5 * moved / gap
         self.box, self.score, self.last_frame = box.astype(np.float32), score, frame_index
         self.hits += 1
         self.misses = 0

@@ -45,3 +45,10 @@ def test_mask_slices_every_field_together():
 
 def test_areas():
     np.testing.assert_allclose(make_faces([[0, 0, 10, 20], [5, 5, 6, 6]]).areas, [200, 1])
+
+
+def test_clipped_keeps_boxes_inside_and_drops_what_left_the_frame():
+    f = make_faces([[-5, 10, 20, 30], [90, 90, 130, 130], [101, 5, 140, 40]], track_ids=np.array([1, 2, 3]))
+    c = f.clipped(100, 100)
+    assert c.track_ids.tolist() == [1, 2]
+    np.testing.assert_array_equal(c.boxes, [[0, 10, 20, 30], [90, 90, 100, 100]])
