@@ -100,7 +100,8 @@ def _video_pass(settings: BenchSettings, analyzer: Analyzer | None, workdir: Pat
         annotators = default_annotators(analyzer.meta) if analyzer else []
         name = "full.mp4" if analyzer else "passthrough.mp4"
         with VideoSink(workdir / name, source.fps) as sink:
-            return process(_frames(source, settings.max_frames), analyzer or passthrough, annotators, [sink], on_frame)
+            analyze = analyzer.analyze if analyzer else passthrough
+            return process([_frames(source, settings.max_frames)], analyze, [annotators], [[sink]], on_frame)
 
 
 def _real_crops(settings: BenchSettings, analyzer: Analyzer, want: int = 64) -> np.ndarray | None:

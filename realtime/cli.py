@@ -164,8 +164,8 @@ def annotate(input: str, output: str, json_path: str | None, summary_path: str |
 
 
 @cli.command()
-@click.option("--source", "source", default="0", show_default=True,
-              help="Camera index, video file, image, folder, or rtsp:// / http:// URL.")
+@click.option("--source", "sources", multiple=True, default=["0"], show_default=True,
+              help="Camera index, video file, image, folder, or rtsp:// / http:// URL; repeat for several sources.")
 @click.option("-o", "--output", type=click.Path(dir_okay=False), default=None, help="Record the annotated video (.mp4).")
 @click.option("--json", "json_path", type=click.Path(dir_okay=False), default=None,
               help="Per-frame results as JSON Lines ('-' for stdout).")
@@ -174,14 +174,14 @@ def annotate(input: str, output: str, json_path: str | None, summary_path: str |
               help="Seconds to keep reconnecting a camera or stream that dropped (0: never).")
 @summary_option
 @analyzer_options
-def run(source: str, output: str | None, json_path: str | None, show: bool | None, reconnect_timeout: float,
+def run(sources: tuple[str, ...], output: str | None, json_path: str | None, show: bool | None, reconnect_timeout: float,
         summary_path: str | None, **kw) -> None:
     """Live: detect and label faces on a camera, stream or file, with an FPS counter."""
     from realtime.pipeline import run as run_
 
     settings = _settings(kw)
     with _progress("run") as (on_start, on_frame):
-        stats = run_(source, output, json_path, show, settings, on_start, on_frame, reconnect_timeout, summary_path)
+        stats = run_(list(sources), output, json_path, show, settings, on_start, on_frame, reconnect_timeout, summary_path)
     _finish(stats, json_path == "-")
 
 

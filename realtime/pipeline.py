@@ -61,34 +61,51 @@ class AnalyzerSettings:
 
 
 class Analyzer:
-    """Detector + cropper + engine (+ tracker): a BGR frame in, classified :class:`Faces`
-    out.
+    """Detector + cropper + engine (+ a tracker per source): frames in, classified
+    :class:`Faces` out.
 
-    All faces of a frame that need classifying go to the engine in one batched call."""
+    The faces of all frames given together (one per source) that need classifying go
+    to the engine in ONE batched call."""
 
     def __init__(self, settings: AnalyzerSettings):
         self.detector = FaceDetector(settings.detector_model, settings.detector_range, settings.min_score, tiles=settings.tiles)
         self.engine: Engine = create_engine(settings.model, settings.backend)
         self.meta = self.engine.meta
         self.cropper = Cropper(self.meta, settings.crop_scale)
-        self.tracker = Tracker(settings.tracker) if settings.track else None
+        self.tracking = settings.track
+        self._tracker_settings = settings.tracker
+        self.trackers: dict[int, Tracker] = {}
         if not self.meta.trained:
             log.warning("the model is UNTRAINED: its age and gender labels are not predictions")
 
-    def classify(self, image: np.ndarray, faces: Faces, timer: StageTimer) -> Predictions:
-        with timer("crop"):
-            crops = self.cropper.crop(image, faces)
-        with timer("classify"):
-            return self.engine.infer(crops)
+    def tracker(self, stream: int = 0) -> Tracker:
+        if stream not in self.trackers:
+            self.trackers[stream] = Tracker(self._tracker_settings)
+        return self.trackers[stream]
 
-    def __call__(self, image: np.ndarray, frame_index: int = 0, timer: StageTimer | None = None) -> Faces:
+    def analyze(self, frames: list[tuple[int, Frame]], timer: StageTimer | None = None) -> list[Faces]:
+        """(stream, frame) pairs -> each frame's Faces, in order."""
         timer = timer or StageTimer()
         with timer("detect"):
-            faces = self.detector.detect(image, frame_index)
-        if self.tracker is None:
-            return faces.with_predictions(*self.classify(image, faces, timer))
-        tracked = self.tracker.update(faces, frame_index, lambda subset: self.classify(image, subset, timer))
-        return tracked.clipped(image.shape[1], image.shape[0])
+            found = [self.detector.detect(f.image, f.index) for _, f in frames]
+        plans = [self.tracker(k).match(faces, f.index) for (k, f), faces in zip(frames, found)] if self.tracking else None
+        todo = [p.faces[p.due] for p in plans] if plans else found
+        with timer("crop"):
+            crops = [self.cropper.crop(f.image, faces) for (_, f), faces in zip(frames, todo)]
+        with timer("classify"):
+            out = self.engine.infer(np.concatenate(crops))
+        splits = np.cumsum([len(c) for c in crops])[:-1]
+        parts = [Predictions(*p) for p in zip(*(np.split(o, splits) for o in out))]
+        if plans is None:
+            return [faces.with_predictions(*p) for faces, p in zip(found, parts)]
+        return [
+            self.tracker(k).apply(plan, part if len(part.age_probs) else None).clipped(f.image.shape[1], f.image.shape[0])
+            for (k, f), plan, part in zip(frames, plans, parts)
+        ]
+
+    def __call__(self, image: np.ndarray, frame_index: int = 0, timer: StageTimer | None = None) -> Faces:
+        """One frame of one source."""
+        return self.analyze([(0, Frame(image, frame_index, 0.0))], timer)[0]
 
     def close(self) -> None:
         self.detector.close()
@@ -135,9 +152,6 @@ class RunStats:
 FrameCallback = Callable[[Frame, Faces], None]
 
 
-Analyze = Callable[[np.ndarray, int, StageTimer], Faces]
-
-
 @contextlib.contextmanager
 def graceful_stop(stop: threading.Event):
     """Turn the first SIGINT/SIGTERM into a request to stop after the current frame
@@ -163,64 +177,86 @@ def graceful_stop(stop: threading.Event):
             signal.signal(sig, old)
 
 
-def passthrough(image: np.ndarray, frame_index: int = 0, timer: StageTimer | None = None) -> Faces:
+def passthrough(frames: list[tuple[int, Frame]], timer: StageTimer | None = None) -> list[Faces]:
     """An ``analyze`` that finds nothing: decode + encode only (bench's floor)."""
-    return Faces.empty(frame_index)
+    return [Faces.empty(f.index) for _, f in frames]
+
+
+AnalyzeMany = Callable[[list[tuple[int, Frame]], StageTimer], list[Faces]]
 
 
 def process(
-    frames: Iterable[Frame],
-    analyze: Analyze,
-    annotators: list[Annotator],
-    sinks: list[Sink],
+    streams: list[Iterable[Frame]],
+    analyze: AnalyzeMany,
+    annotators: list[list[Annotator]],
+    sinks: list[list[Sink]],
     on_frame: FrameCallback | None = None,
-    live: bool = False,
+    live: list[bool] | None = None,
     queue_size: int = 4,
 ) -> RunStats:
-    """The loop, on three threads joined by bounded queues: decode -> analyze -> draw
-    and write (this thread, so a window and Ctrl-C live here). Each stage is timed per
-    frame (``stats.timer``).
+    """The loop, for one or several sources, on threads joined by bounded queues:
+    decode (a thread per source) -> analyze (one thread, one frame of every source per
+    step, one classifier batch) -> draw and write (this thread, so windows and Ctrl-C
+    live here). ``annotators[k]`` and ``sinks[k]`` belong to ``streams[k]``. Each stage
+    is timed per step (``stats.timer``).
 
-    Files go through every frame in order; a ``live`` source keeps only the newest
-    frames (``stats.dropped`` counts the rest), so latency stays bounded. Ctrl-C stops
-    it cleanly (the caller's ``with`` blocks close the sinks); a window sink may ask to
-    stop (q or Esc)."""
+    Files go through every frame in order; a ``live`` source keeps only its newest
+    frames (``stats.dropped`` counts the rest), so latency stays bounded. Ctrl-C or
+    SIGTERM stops it cleanly (the caller's ``with`` blocks close the sinks); a window
+    sink may ask to stop (q or Esc)."""
     stats = RunStats()
     stop = threading.Event()
-    decoded = FrameQueue(queue_size, stop, drop_oldest=live)
+    live = live or [False] * len(streams)
+    decoded = [FrameQueue(queue_size, stop, drop_oldest=is_live) for is_live in live]
     analyzed = FrameQueue(queue_size, stop)
 
-    def read() -> None:
-        timer = StageTimer()
-        for frame in timed_iter(frames, timer, "decode"):
-            if not decoded.put((frame, None, timer.take_frame())):
-                return
+    def reader(frames: Iterable[Frame], out: FrameQueue) -> Callable[[], None]:
+        def read() -> None:
+            timer = StageTimer()
+            for frame in timed_iter(frames, timer, "decode"):
+                if not out.put((frame, timer.take_frame())):
+                    return
+
+        return read
 
     def analyze_frames() -> None:
         timer = StageTimer()
-        for frame, _, times in decoded:
-            faces = analyze(frame.image, frame.index, timer)
-            if not analyzed.put((frame, faces, {**times, **timer.take_frame()})):
+        active = {k: iter(q) for k, q in enumerate(decoded)}
+        while active:
+            step, times = [], {}
+            for k, queue in list(active.items()):
+                item = next(queue, None)
+                if item is None:
+                    del active[k]
+                    continue
+                step.append((k, item[0]))
+                times = {s: max(t, times.get(s, 0.0)) for s, t in item[1].items()}
+            if not step:
+                return
+            faces = analyze(step, timer)
+            if not analyzed.put((step, faces, {**times, **timer.take_frame()})):
                 return
 
-    workers = [start_worker(read, decoded), start_worker(analyze_frames, analyzed)]
+    workers = [start_worker(reader(frames, q), q) for frames, q in zip(streams, decoded)]
+    workers.append(start_worker(analyze_frames, analyzed))
     start = time.perf_counter()
     try:
         with graceful_stop(stop) as signalled:
-            for frame, faces, times in analyzed:
-                annotated = frame.image
-                with stats.timer("draw"):
-                    for annotator in annotators:
-                        annotated = annotator.annotate(annotated, faces)
-                with stats.timer("encode"):
-                    for sink in sinks:
-                        sink.write(frame, faces, annotated)
+            for step, found, times in analyzed:
+                for (k, frame), faces in zip(step, found):
+                    annotated = frame.image
+                    with stats.timer("draw"):
+                        for annotator in annotators[k]:
+                            annotated = annotator.annotate(annotated, faces)
+                    with stats.timer("encode"):
+                        for sink in sinks[k]:
+                            sink.write(frame, faces, annotated)
+                    stats.frames += 1
+                    stats.faces_per_frame.append(len(faces))
+                    if on_frame is not None:
+                        on_frame(frame, faces)
                 stats.timer.add_frame({**times, **stats.timer.take_frame()})
-                stats.frames += 1
-                stats.faces_per_frame.append(len(faces))
-                if on_frame is not None:
-                    on_frame(frame, faces)
-                if any(sink.stop_requested for sink in sinks) or signalled.is_set():
+                if signalled.is_set() or any(sink.stop_requested for group in sinks for sink in group):
                     break
         stats.interrupted = signalled.is_set()
     except KeyboardInterrupt:
@@ -229,34 +265,51 @@ def process(
         stop.set()
         for worker in workers:
             worker.join(timeout=10)
+            if worker.is_alive():
+                log.warning("a %s thread did not stop within 10 s", worker.name)
     if stats.interrupted:
         log.warning("interrupted: outputs finished after %d frames", stats.frames)
     stats.seconds = time.perf_counter() - start
-    stats.dropped = decoded.dropped
+    stats.dropped = sum(q.dropped for q in decoded)
     return stats
 
 
-def _run(source: Source, settings: AnalyzerSettings, sinks: list[Callable[[Source, Analyzer], Sink]],
+SinkFactory = Callable[[Source, Analyzer, int], Sink]
+
+
+def _run(sources: list[Source], settings: AnalyzerSettings, sinks: list[SinkFactory],
          summary_path: str | Path | None, fps_overlay: bool,
          on_start: Callable[[Source], None] | None, on_frame: FrameCallback | None) -> RunStats:
     with contextlib.ExitStack() as stack:
-        stack.enter_context(source)
+        for source in sources:
+            stack.enter_context(source)
         analyzer = Analyzer(settings)
         stack.callback(analyzer.close)
-        opened = [stack.enter_context(make(source, analyzer)) for make in sinks]
-        analytics = None
-        if analyzer.tracker is not None:
-            frame_seconds = 1.0 / source.fps if source.fps else 0.0
-            analytics = stack.enter_context(Analytics(analyzer.meta, frame_seconds=frame_seconds, path=summary_path))
-            opened.append(analytics)
+        opened = [[stack.enter_context(make(source, analyzer, k)) for make in sinks] for k, source in enumerate(sources)]
+        analytics = []
+        if analyzer.tracking:
+            for k, source in enumerate(sources):
+                frame_seconds = 1.0 / source.fps if source.fps else 0.0
+                path = _numbered(summary_path, k, len(sources))
+                analytics.append(stack.enter_context(Analytics(analyzer.meta, frame_seconds=frame_seconds, path=path)))
+                opened[k].append(analytics[-1])
         if on_start is not None:
-            on_start(source)
-        stats = process(source, analyzer, default_annotators(analyzer.meta, fps=fps_overlay), opened, on_frame, live=source.live)
-    stats.source = source.name
-    stats.outputs = [str(s.path) for s in opened if getattr(s, "path", None) is not None]
-    if analytics is not None:
-        stats.people = analytics.line()
+            for source in sources:
+                on_start(source)
+        annotators = [default_annotators(analyzer.meta, fps=fps_overlay) for _ in sources]
+        stats = process(sources, analyzer.analyze, annotators, opened, on_frame, [s.live for s in sources])
+    stats.source = ", ".join(s.name for s in sources)
+    stats.outputs = sorted({str(s.path) for group in opened for s in group if getattr(s, "path", None) is not None})
+    stats.people = "; ".join((f"source {k}: " if len(sources) > 1 else "") + a.line() for k, a in enumerate(analytics))
     return stats
+
+
+def _numbered(path: str | Path | None, k: int, n: int) -> str | Path | None:
+    """With several sources, ``{source}`` in an output path becomes the source's number."""
+    if path is None or n == 1 or str(path) == "-":
+        return path
+    return str(path).replace("{source}", str(k))
+
 
 
 def check_outputs(source: Source, output: str | Path | None, *data_paths: str | Path | None) -> None:
@@ -277,20 +330,19 @@ def check_outputs(source: Source, output: str | Path | None, *data_paths: str | 
             check_writable(Path(path), None, "JSON output")
 
 
-def _output_sink(output: str | Path) -> Callable[[Source, Analyzer], Sink]:
-    def make(source: Source, analyzer: Analyzer) -> Sink:
+def _data_sinks(output, json_path, n: int = 1) -> list[SinkFactory]:
+    """The annotated-output and JSONL sinks for each of ``n`` sources."""
+
+    def media(source: Source, analyzer: Analyzer, k: int) -> Sink:
+        path = _numbered(output, k, n)
         if source.kind in ("image", "folder"):
-            return ImageSink(output, folder=source.kind == "folder")
-        return VideoSink(output, source.fps)
+            return ImageSink(path, folder=source.kind == "folder")
+        return VideoSink(path, source.fps)
 
-    return make
+    def jsonl(source: Source, analyzer: Analyzer, k: int) -> Sink:
+        return JsonlSink(_numbered(json_path, k, n), analyzer.meta, source=k if n > 1 else None)
 
-
-def _data_sinks(output, json_path) -> list[Callable[[Source, Analyzer], Sink]]:
-    sinks = [_output_sink(output)] if output is not None else []
-    if json_path is not None:
-        sinks.append(lambda source, analyzer: JsonlSink(json_path, analyzer.meta))
-    return sinks
+    return ([media] if output is not None else []) + ([jsonl] if json_path is not None else [])
 
 
 def _opened(spec: str | Path, reconnect: float | None, check: Callable[[Source], None]) -> Source:
@@ -321,11 +373,11 @@ def annotate(
         check_outputs(source, output, json_path, summary_path)
 
     source = _opened(input, 0, check)
-    return _run(source, settings or AnalyzerSettings(), _data_sinks(output, json_path), summary_path, False, on_start, on_frame)
+    return _run([source], settings or AnalyzerSettings(), _data_sinks(output, json_path), summary_path, False, on_start, on_frame)
 
 
 def run(
-    source_spec: str,
+    source_spec: str | list[str],
     output: str | Path | None = None,
     json_path: str | Path | None = None,
     show: bool | None = None,
@@ -335,10 +387,19 @@ def run(
     reconnect: float | None = 300.0,
     summary_path: str | Path | None = None,
 ) -> RunStats:
-    """Live: a camera, stream or file, shown in a window when a display exists (``show``
-    None = if possible), optionally recorded to mp4, JSON Lines and a people summary,
-    FPS on the overlay. A camera or stream that drops is reopened for up to
-    ``reconnect`` seconds a gap."""
+    """Live: one or several cameras, streams or files, each shown in its own window when
+    a display exists (``show`` None = if possible), optionally recorded to mp4, JSON
+    Lines and a people summary, FPS on the overlay. With several sources the faces of
+    all of them go to the classifier in one batch, and output paths need ``{source}``
+    (replaced by the source's number; JSON to ``-`` gains a ``source`` field). A camera
+    or stream that drops is reopened for up to ``reconnect`` seconds a gap."""
+    specs = [source_spec] if isinstance(source_spec, (str, Path)) else list(source_spec)
+    if not specs:
+        raise RealtimeError("no --source given")
+    n = len(specs)
+    for path, what in ((output, "--output"), (json_path, "--json"), (summary_path, "--summary")):
+        if n > 1 and path is not None and str(path) != "-" and "{source}" not in str(path):
+            raise RealtimeError(f"{what} {path}: with several sources put {{source}} in the name (e.g. out_{{source}}.mp4)")
     if show is None:
         show = has_display()
         if not show:
@@ -346,11 +407,19 @@ def run(
     elif show and not has_display():
         raise RealtimeError("--show: there is no display to open a window on (DISPLAY is not set)")
 
-    def check(source: Source) -> None:
-        if source.kind in ("image", "folder") and output is not None:
-            raise RealtimeError(f"{source.name}: --output records video; use `realtime annotate` for images and folders")
-        check_outputs(source, output, json_path, summary_path)
+    sources: list[Source] = []
+    try:
+        for k, spec in enumerate(specs):
 
-    source = _opened(source_spec, reconnect, check)
-    window = [lambda src, an: WindowSink(f"realtime - {src.name}")] if show else []
-    return _run(source, settings or AnalyzerSettings(), window + _data_sinks(output, json_path), summary_path, True, on_start, on_frame)
+            def check(source: Source, k: int = k) -> None:
+                if source.kind in ("image", "folder") and output is not None:
+                    raise RealtimeError(f"{source.name}: --output records video; use `realtime annotate` for images and folders")
+                check_outputs(source, _numbered(output, k, n), _numbered(json_path, k, n), _numbered(summary_path, k, n))
+
+            sources.append(_opened(spec, reconnect, check))
+    except RealtimeError:
+        for source in sources:
+            source.close()
+        raise
+    window = [lambda src, an, k: WindowSink(f"realtime {k} - {src.name}")] if show else []
+    return _run(sources, settings or AnalyzerSettings(), window + _data_sinks(output, json_path, n), summary_path, True, on_start, on_frame)

@@ -151,10 +151,12 @@ def face_records(faces: Faces, meta: ModelMeta) -> list[dict]:
 
 
 class JsonlSink(Sink):
-    """One JSON object per frame, flushed line by line (``-`` writes to stdout)."""
+    """One JSON object per frame, flushed line by line (``-`` writes to stdout).
+    ``source``: with several sources, the source's number, written as a field."""
 
-    def __init__(self, path: str | Path, meta: ModelMeta):
+    def __init__(self, path: str | Path, meta: ModelMeta, source: int | None = None):
         self.meta = meta
+        self.source = source
         self._own = str(path) != "-"
         if self._own:
             self.path = check_writable(Path(path), None, "JSON output")
@@ -165,6 +167,8 @@ class JsonlSink(Sink):
 
     def write(self, frame: Frame, faces: Faces, annotated: np.ndarray) -> None:
         record = {"frame": frame.index, "time": round(frame.time, 4)}
+        if self.source is not None:
+            record["source"] = self.source
         if frame.name:
             record["file"] = frame.name
         record["faces"] = face_records(faces, self.meta)

@@ -34,6 +34,8 @@ class FrameQueue:
     def put(self, item: Any, control: bool = False) -> bool:
         """Add ``item``; False if the pipeline stopped first. Control markers (end,
         failure) are never dropped."""
+        if self._stop.is_set() and not control:
+            return False
         if self.drop_oldest and not control:
             while True:
                 try:

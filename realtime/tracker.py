@@ -129,6 +129,23 @@ def quality(faces: Faces) -> np.ndarray:
     return np.maximum(faces.scores * np.clip(side / 64.0, 0.1, 1.0), 0.05).astype(np.float32)
 
 
+@dataclass
+class Plan:
+    """A frame's detections matched to tracks, before classification.
+
+    Attributes:
+        faces: the frame's detections.
+        frame_index: the frame's index.
+        owner: the track of each detection.
+        due: (N,) bool, the detections whose track needs a fresh classification.
+    """
+
+    faces: Faces
+    frame_index: int
+    owner: list[Track]
+    due: np.ndarray
+
+
 class Tracker:
     """Assigns track ids, smooths labels, coasts through short detector misses.
 
@@ -157,7 +174,16 @@ class Tracker:
         return pairs, [i for i in range(len(self.tracks)) if i not in matched_t], [j for j in range(len(boxes)) if j not in matched_d]
 
     def update(self, faces: Faces, frame_index: int, classify: Classify) -> Faces:
-        s = self.settings
+        """One frame: match, classify the faces that are due (one call), smooth."""
+        plan = self.match(faces, frame_index)
+        subset = plan.faces[plan.due]
+        return self.apply(plan, classify(subset) if len(subset) else None)
+
+    def match(self, faces: Faces, frame_index: int) -> "Plan":
+        """First half of :meth:`update`: assign the detections to tracks (new ones for
+        the unmatched), move the missed tracks on, and say which faces are due for
+        classification. Use with :meth:`apply` to batch several trackers' faces (several
+        sources) into one classifier call."""
         pairs, lost, new = self._match(faces.boxes)
         owner: list[Track] = [None] * len(faces)  # type: ignore[list-item]
         for t, d in pairs:
@@ -172,11 +198,23 @@ class Tracker:
             track = self.tracks[t]
             track.misses += 1
             track.box = track.predict()
-        self._classify(faces, owner, frame_index, classify)
+        due = np.array([self._due(t, frame_index) for t in owner], bool)
+        return Plan(faces, frame_index, owner, due)
+
+    def apply(self, plan: "Plan", predictions: Predictions | None) -> Faces:
+        """Second half of :meth:`update`: fold the predictions for ``plan.faces[plan.due]``
+        into their tracks and return this frame's tracked Faces."""
+        s = self.settings
+        if predictions is not None:
+            subset = plan.faces[plan.due]
+            for k, (i, q) in enumerate(zip(np.flatnonzero(plan.due), quality(subset))):
+                plan.owner[i].add_prediction(predictions.age_probs[k], predictions.gender_probs[k],
+                                             float(predictions.age_years[k]), float(q), s.smoothing, plan.frame_index)
         self.ended += [t for t in self.tracks if t.misses > s.max_misses]
         self.tracks = [t for t in self.tracks if t.misses <= s.max_misses]
         coasting = [t for t in self.tracks if t.misses > 0 and t.hits >= s.min_hits and t.age_sum is not None]
-        return self._faces(owner + coasting, [False] * len(owner) + [True] * len(coasting), faces, frame_index)
+        owner = plan.owner
+        return self._faces(owner + coasting, [False] * len(owner) + [True] * len(coasting), plan.faces, plan.frame_index)
 
     def _due(self, track: Track, frame_index: int) -> bool:
         s = self.settings
@@ -186,16 +224,6 @@ class Tracker:
             and float(track.gender_probs.max()) >= s.confident_prob
         )
         return not confident or frame_index - track.last_classified >= s.reclassify_every
-
-    def _classify(self, faces: Faces, owner: list[Track], frame_index: int, classify: Classify) -> None:
-        due = np.array([self._due(t, frame_index) for t in owner], bool)
-        if not due.any():
-            return
-        subset = faces[due]
-        out = classify(subset)
-        forget = self.settings.smoothing
-        for k, (i, q) in enumerate(zip(np.flatnonzero(due), quality(subset))):
-            owner[i].add_prediction(out.age_probs[k], out.gender_probs[k], float(out.age_years[k]), float(q), forget, frame_index)
 
     def _faces(self, tracks: list[Track], predicted: list[bool], detections: Faces, frame_index: int) -> Faces:
         if not tracks:

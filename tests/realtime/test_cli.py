@@ -140,3 +140,24 @@ def test_models_list_shows_where(detector_models):
     result = invoke("models", "list")
     assert result.exit_code == 0
     assert "face_detection_full_range_sparse.tflite" in result.stdout and "$REALTIME_MODELS" in result.stdout
+
+
+def test_run_several_sources_writes_each_separately(tmp_path, detector_models):
+    result = invoke("run", "--source", SAMPLES / "people.mp4", "--source", SAMPLES / "people.mp4", "--no-show",
+                    "--output", tmp_path / "out_{source}.mp4", "--json", tmp_path / "r_{source}.jsonl",
+                    "--summary", tmp_path / "s_{source}.json")
+    assert result.exit_code == 0, result.output
+    for k in (0, 1):
+        lines = (tmp_path / f"r_{k}.jsonl").read_text().splitlines()
+        assert len(lines) == 75
+        check_record(json.loads(lines[10]), 10)
+        with av.open(str(tmp_path / f"out_{k}.mp4")) as c:
+            assert sum(1 for _ in c.decode(video=0)) == 75
+        assert json.loads((tmp_path / f"s_{k}.json").read_text())["people"] == 2
+    assert "150 frames" in result.stdout and "source 1: 2 people" in result.stdout
+
+
+def test_several_sources_need_numbered_outputs(tmp_path, detector_models):
+    result = invoke("run", "--source", SAMPLES / "people.mp4", "--source", SAMPLES / "people.mp4", "--no-show",
+                    "--json", tmp_path / "r.jsonl")
+    assert result.exit_code == 1 and "put {source} in the name" in result.stderr

@@ -34,7 +34,7 @@ def realtime(*args, **kw) -> subprocess.Popen:
     exe = Path(sys.executable).parent / "realtime"
     cmd = [str(exe)] if exe.exists() else [sys.executable, "-m", "realtime.cli"]
     return subprocess.Popen([*cmd, *map(str, args)], cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            env={**os.environ, "PYTHONPATH": str(ROOT)}, **kw)
+                            env={**os.environ, "PYTHONPATH": str(ROOT), "PYTHONFAULTHANDLER": "1"}, **kw)
 
 
 def decoded_frames(path: Path) -> int:

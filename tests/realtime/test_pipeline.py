@@ -35,7 +35,7 @@ def test_process_runs_every_frame_through_annotators_and_sinks(analyzer):
             written.append((frame.index, len(faces), annotated.shape))
 
     with open_source(SAMPLES / "people.mp4") as source:
-        stats = process(source, analyzer, default_annotators(analyzer.meta, fps=True), [ListSink()])
+        stats = process([source], analyzer.analyze, [default_annotators(analyzer.meta, fps=True)], [[ListSink()]])
     assert stats.frames == 75 == len(written)
     assert [w[0] for w in written] == list(range(75))
     assert stats.faces_per_frame == [w[1] for w in written]
@@ -53,5 +53,33 @@ def test_a_sink_can_stop_the_run(analyzer):
             self.stop_requested = self.n == 3
 
     with open_source(SAMPLES / "people.mp4") as source:
-        stats = process(source, analyzer, [], [StopAfterThree()])
+        stats = process([source], analyzer.analyze, [[]], [[StopAfterThree()]])
     assert stats.frames == 3 and not stats.interrupted
+
+
+def test_a_live_queue_drops_the_oldest_and_stops_its_producer():
+    import threading
+
+    from realtime.threads import FrameQueue
+
+    stop = threading.Event()
+    q = FrameQueue(2, stop, drop_oldest=True)
+    assert all(q.put(i) for i in range(5))
+    assert q.dropped == 3
+    stop.set()
+    assert q.put(99) is False  # a stopped pipeline tells its reader to finish
+    assert list(q) == [3, 4]
+
+
+def test_several_sources_share_one_classifier_batch(analyzer, monkeypatch):
+    from realtime.sources import Frame
+
+    batches = []
+    infer = analyzer.engine.infer
+    monkeypatch.setattr(analyzer.engine, "infer", lambda crops: batches.append(len(crops)) or infer(crops))
+    group = cv2.imread(str(shared_path("media", "group_6faces.jpg")))
+    people = cv2.imread(str(SAMPLES / "people.jpg"))
+    found = analyzer.analyze([(7, Frame(group, 0, 0.0)), (8, Frame(people, 0, 0.0))])
+    assert len(found) == 2 and len(found[1]) == 2 and len(found[0]) >= 5
+    assert batches == [len(found[0]) + 2]  # one call for both sources
+    assert found[0].track_ids is not None and set(analyzer.trackers) >= {7, 8}  # a tracker per source
