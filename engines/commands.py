@@ -1,0 +1,50 @@
+"""Click commands of the engine side; ``realtime/cli.py`` adds them to the ``realtime`` group.
+
+Thin: parse, build :class:`ConvertSettings`, call :func:`engines.convert.convert`, print.
+Mistakes raise :class:`RealtimeError`, which the ``realtime`` CLI prints as one line.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from engines.convert import FORMATS, ConvertSettings, convert
+from realtime.errors import RealtimeError
+
+_FILE = click.Path(path_type=Path, dir_okay=False)
+_DIR = click.Path(path_type=Path, file_okay=False)
+
+
+@click.command("convert")
+@click.option("--model", type=_FILE, default=None, help="Checkpoint (.safetensors) to convert [default: the default model].")
+@click.option("-o", "--output", type=_FILE, default=None,
+              help="Output file: .engine/.plan, .onnx or .xml [default: the cache the backends read].")
+@click.option("--format", "fmt", type=click.Choice(FORMATS), default=None,
+              help="Output format [default: from the output's suffix, else tensorrt].")
+@click.option("--fp16", is_flag=True, help="TensorRT fp16 engine; OpenVINO fp16 weights at reduced precision.")
+@click.option("--int8", is_flag=True, help="TensorRT INT8 engine, calibrated on --calib.")
+@click.option("--calib", type=_DIR, default=None, help="Folder of face crop images for INT8 calibration (and --check).")
+@click.option("--max-batch", type=int, default=32, show_default=True, help="Largest batch of the TensorRT profile.")
+@click.option("--opt-batch", type=int, default=8, show_default=True, help="Batch TensorRT tunes for (a typical face count).")
+@click.option("--converter", type=click.Choice(["onnx", "torch2trt"]), default="onnx", show_default=True,
+              help="Build TensorRT engines from the ONNX export or with torch2trt.")
+@click.option("--check", is_flag=True, help="Compare the result with eager PyTorch on real face crops.")
+@click.option("--check-images", type=_DIR, default=None, help="Folder of face crop images for --check [default: --calib].")
+def convert_command(model, output, fmt, fp16, int8, calib, max_batch, opt_batch, converter, check, check_images):
+    """Convert a checkpoint to a TensorRT engine, ONNX or OpenVINO IR.
+
+    \b
+    realtime convert --model m.safetensors --fp16 --max-batch 32 -o m.engine --check --check-images faces/
+    realtime convert --model m.safetensors -o m.xml --check --check-images faces/
+    """
+    settings = ConvertSettings(
+        model=model, output=output, format=fmt, fp16=fp16, int8=int8, calib=calib, max_batch=max_batch,
+        opt_batch=opt_batch, converter=converter, check=check, check_images=check_images,
+    )
+    result = convert(settings)
+    click.echo(result.summary())
+    if result.check is not None and not result.check.ok:
+        raise RealtimeError(f"{result.output}: differs from torch by {result.check.max_abs_diff:.2e} "
+                            f"(over {result.check.tolerance:.0e}); rebuild without --fp16/--int8 or check the model")

@@ -1,0 +1,41 @@
+"""OpenVINO specifics: IR metadata and precision (the interface is in test_backends)."""
+
+from __future__ import annotations
+
+import pytest
+
+from engines.backends import create_engine
+from realtime.errors import RealtimeError
+
+
+@pytest.fixture
+def ov(require_backend):
+    require_backend("openvino")
+    import openvino
+
+    return openvino
+
+
+def test_ir_without_metadata_is_refused(ov, onnx_file, tmp_path):
+    ov.save_model(ov.convert_model(str(onnx_file)), str(tmp_path / "plain.xml"))
+    with pytest.raises(RealtimeError, match="without realtime model metadata; convert it with `realtime convert --format openvino`"):
+        create_engine(tmp_path / "plain.xml", backend="openvino")
+
+
+def test_save_ir_wants_xml(ov, onnx_file, net, tmp_path):
+    from engines.openvino import save_ir
+
+    with pytest.raises(RealtimeError, match="use -o model.xml"):
+        save_ir(onnx_file, tmp_path / "model.bin", net.meta)
+
+
+def test_precision(ov, onnx_file, net, crops, reference):
+    from engines.openvino import OpenVinoEngine, reduced_precision
+
+    fast = OpenVinoEngine(onnx_file)  # ONNX and checkpoints: the CPU's native reduced precision
+    assert fast.meta == net.meta and fast.precision == reduced_precision(ov.Core())
+    exact = OpenVinoEngine(onnx_file, precision="f32")
+    assert exact.precision == "f32"
+    assert abs(exact.infer(crops).age_probs - reference[0]).max() < 1e-5
+    with pytest.raises(ValueError, match="precision must be"):
+        OpenVinoEngine(onnx_file, precision="int4")

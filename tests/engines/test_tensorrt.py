@@ -1,0 +1,167 @@
+"""TensorRT sidecars, the refusal of engines built elsewhere, batch planning; building
+and running real engines where TensorRT and a GPU are present."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+
+import numpy as np
+import pytest
+
+from engines.meta import ModelMeta
+from engines.tensorrt import Sidecar, Target, check_target, plan_chunks, read_sidecar, sidecar_path, write_sidecar
+from realtime.errors import RealtimeError
+
+SHA = "ab" * 32
+GOOD = Sidecar(meta=ModelMeta(), tensorrt_version="10.3.0", gpu_name="NVIDIA L4", compute_capability="8.9",
+               precision="fp16", checkpoint="/m.safetensors", checkpoint_sha256=SHA, onnx="model.onnx")
+
+
+def edited(**changes) -> str:
+    data = json.loads(GOOD.to_json())
+    for key, value in changes.items():
+        if value is ...:
+            del data[key]
+        else:
+            data[key] = value
+    return json.dumps(data)
+
+
+def test_sidecar_round_trip(tmp_path):
+    engine = tmp_path / "model.engine"
+    assert write_sidecar(engine, GOOD) == sidecar_path(engine) == tmp_path / "model.json"
+    assert read_sidecar(engine) == GOOD
+    data = json.loads(sidecar_path(engine).read_text())
+    assert data["meta"]["input_size"] == 112 and data["meta"]["age_labels"][0] == "0-2"  # the ModelMeta, readable
+
+
+@pytest.mark.parametrize(
+    "text, message",
+    [
+        (GOOD.to_json(), None),
+        (edited(checkpoint=None, checkpoint_sha256=None, onnx=None), None),
+        ("{not json", "not valid JSON"),
+        ("[1, 2]", "expected a JSON object"),
+        (edited(tensorrt_version=...), r"missing \['tensorrt_version'\]"),
+        (edited(colour="blue"), r"unknown \['colour'\]"),
+        (edited(format_version=99), "newer than this realtime reads"),
+        (edited(meta="x"), "'meta' must be a JSON object"),
+        (edited(meta={"arch": "a", "size": 3}), r"unknown model metadata fields \['size'\]"),
+        (edited(precision="fp8"), "precision must be one of"),
+        (edited(compute_capability="sm89"), "compute_capability must look like"),
+        (edited(gpu_name=""), "gpu_name must be a non-empty string"),
+        (edited(min_batch=9), "1 <= min <= opt <= max"),
+        (edited(max_batch=4), "1 <= min <= opt <= max"),
+        (edited(max_batch="32"), "1 <= min <= opt <= max"),
+        (edited(checkpoint_sha256="xyz"), "64 hex digits"),
+        (edited(converter="magic"), "converter must be one of"),
+    ],
+)
+def test_sidecar_validation(text, message):
+    if message is None:
+        assert Sidecar.from_json(text, "model.json").meta == GOOD.meta
+        return
+    with pytest.raises(RealtimeError, match=message) as e:
+        Sidecar.from_json(text, "model.json")
+    assert str(e.value).startswith("model.json: ") and "\n" not in str(e.value)
+
+
+def test_missing_sidecar_is_one_line(tmp_path):
+    with pytest.raises(RealtimeError, match="its sidecar model.json is missing; rebuild the engine"):
+        read_sidecar(tmp_path / "model.engine")
+
+
+@pytest.mark.parametrize(
+    "current, message",
+    [
+        (Target("10.3.0", "NVIDIA L4", "8.9"), None),
+        (Target("10.4.0", "NVIDIA L4", "8.9"), "built with TensorRT 10.3.0, this machine has TensorRT 10.4.0"),
+        (Target("10.3.0", "NVIDIA A100", "8.0"), r"built for NVIDIA L4 \(sm 8.9\), this GPU is NVIDIA A100 \(sm 8.0\)"),
+        (Target("10.3.0", "NVIDIA L40S", "8.9"), "built for NVIDIA L4"),
+    ],
+)
+def test_engines_built_elsewhere_are_refused(current, message):
+    if message is None:
+        check_target(GOOD, current, "m.engine")
+        return
+    with pytest.raises(RealtimeError, match=message) as e:
+        check_target(GOOD, current, "m.engine")
+    assert "rebuild it here: realtime convert --model /m.safetensors -o m.engine" in str(e.value)
+
+
+@pytest.mark.parametrize(
+    "n, lo, hi, chunks",
+    [
+        (1, 1, 32, [(0, 1, 1)]),
+        (32, 1, 32, [(0, 32, 32)]),
+        (70, 1, 32, [(0, 32, 32), (32, 64, 32), (64, 70, 6)]),
+        (3, 4, 8, [(0, 3, 4)]),  # padded up to the profile's minimum
+        (10, 4, 8, [(0, 8, 8), (8, 10, 4)]),
+        (0, 1, 8, []),
+    ],
+)
+def test_plan_chunks(n, lo, hi, chunks):
+    assert plan_chunks(n, lo, hi) == chunks
+    assert sum(stop - start for start, stop, _ in chunks) == n
+
+
+# ----------------------------------------------------------- with TensorRT and a GPU
+
+
+@pytest.fixture(scope="module")
+def small_engine(checkpoint, tmp_path_factory, require_backend):
+    """An fp16 engine with a profile of at most 4 crops, and its ConvertResult."""
+    require_backend("tensorrt")
+    from engines.convert import ConvertSettings, convert
+
+    out = tmp_path_factory.mktemp("trt") / "small.engine"
+    return convert(ConvertSettings(model=checkpoint, output=out, fp16=True, opt_batch=2, max_batch=4))
+
+
+def test_built_engine_has_files_and_sidecar(small_engine, checkpoint, net):
+    import tensorrt
+
+    side = read_sidecar(small_engine.output)
+    assert side.meta == net.meta and side.precision == "fp16" and side.max_batch == 4
+    assert side.tensorrt_version == tensorrt.__version__ and side.checkpoint == str(checkpoint.resolve())
+    assert small_engine.output.with_suffix(".onnx").is_file()
+
+
+def test_engine_splits_batches_over_its_profile(small_engine, crops, reference):
+    from engines.backends import create_engine
+
+    engine = create_engine(small_engine.output, backend="tensorrt")
+    assert engine.max_batch == 4
+    out = engine.infer(crops[:11])  # 4 + 4 + 3
+    assert np.abs(out.age_probs - reference[0][:11]).max() < 2e-2
+
+
+def test_engine_for_another_gpu_falls_back(small_engine, tmp_path, crops):
+    from engines.backends import create_engine
+
+    for name in ("small.engine", "small.onnx"):
+        (tmp_path / name).write_bytes(small_engine.output.with_name(name).read_bytes())
+    side = dataclasses.replace(read_sidecar(small_engine.output), gpu_name="Another GPU")
+    write_sidecar(tmp_path / "small.engine", side)
+    assert create_engine(tmp_path / "small.engine").name != "tensorrt"
+
+
+def test_int8_engine(checkpoint, faces_dir, tmp_path, crops, reference, require_backend):
+    require_backend("tensorrt")
+    from engines.convert import ConvertSettings, convert
+
+    result = convert(ConvertSettings(model=checkpoint, output=tmp_path / "m.engine", int8=True, calib=faces_dir,
+                                     check=True, check_images=faces_dir))
+    assert read_sidecar(result.output).precision == "int8"
+    assert result.check.gender_agreement > 0.8
+
+
+def test_torch2trt_converter(checkpoint, tmp_path, crops, reference, require_backend):
+    require_backend("tensorrt")
+    pytest.importorskip("torch2trt", reason="torch2trt is not installed (github.com/NVIDIA-AI-IOT/torch2trt)")
+    from engines.backends import create_engine
+    from engines.convert import ConvertSettings, convert
+
+    out = convert(ConvertSettings(model=checkpoint, output=tmp_path / "m.engine", converter="torch2trt")).output
+    assert np.abs(create_engine(out, backend="tensorrt").infer(crops).age_probs - reference[0]).max() < 1e-3
