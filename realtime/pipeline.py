@@ -89,7 +89,7 @@ class Analyzer:
         with timer("detect"):
             found = [self.detector.detect(f.image, f.index) for _, f in frames]
         plans = [self.tracker(k).match(faces, f.index) for (k, f), faces in zip(frames, found)] if self.tracking else None
-        todo = [p.faces[p.due] for p in plans] if plans else found
+        todo = [p.faces[p.due] for p in plans] if plans is not None else found
         with timer("crop"):
             crops = [self.cropper.crop(f.image, faces) for (_, f), faces in zip(frames, todo)]
         with timer("classify"):
