@@ -207,7 +207,8 @@ def process(
     stats = RunStats()
     stop = threading.Event()
     live = live or [False] * len(streams)
-    decoded = [FrameQueue(queue_size, stop, drop_oldest=is_live) for is_live in live]
+    # a live source keeps at most 2 frames waiting: what is shown is at most ~2 frames old
+    decoded = [FrameQueue(min(2, queue_size) if is_live else queue_size, stop, drop_oldest=is_live) for is_live in live]
     analyzed = FrameQueue(queue_size, stop)
 
     def reader(frames: Iterable[Frame], out: FrameQueue) -> Callable[[], None]:
