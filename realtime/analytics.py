@@ -67,7 +67,7 @@ class Analytics(Sink):
             return
         detected = ~faces.predicted if faces.predicted is not None else np.ones(len(faces), bool)
         self.detections += int(detected.sum())
-        ages, genders = faces.age_probs.argmax(1), faces.gender_probs.argmax(1)
+        ages, genders = faces.age_classes, faces.gender_classes
         for i, tid in enumerate(faces.track_ids.tolist()):
             label = (self.meta.age_labels[ages[i]], self.meta.gender_labels[genders[i]])
             rec = self.tracks.get(tid)

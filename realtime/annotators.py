@@ -31,7 +31,7 @@ def _thickness(frame: np.ndarray) -> int:
 def face_colors(faces: Faces, meta: ModelMeta) -> list[tuple[int, int, int]]:
     if faces.gender_probs is None:
         return [FALLBACK_COLOR] * len(faces)
-    return [GENDER_COLORS.get(meta.gender_labels[int(g)], FALLBACK_COLOR) for g in faces.gender_probs.argmax(1)]
+    return [GENDER_COLORS.get(meta.gender_labels[int(g)], FALLBACK_COLOR) for g in faces.gender_classes]
 
 
 def _text_box(frame: np.ndarray, text: str, x: int, y: int, color, scale: float, thick: int, below: bool = False) -> None:
@@ -67,8 +67,8 @@ class LabelAnnotator(Annotator):
     def label(self, faces: Faces, i: int) -> str:
         if faces.age_probs is None:
             return f"face {faces.scores[i]:.2f}"
-        age = self.meta.age_labels[int(faces.age_probs[i].argmax())]
-        g = int(faces.gender_probs[i].argmax())
+        age = self.meta.age_labels[int(faces.age_classes[i])]
+        g = int(faces.gender_classes[i])
         text = f"{age} {self.meta.gender_labels[g]} {faces.gender_probs[i, g]:.0%}"
         if faces.track_ids is not None:
             text = f"#{faces.track_ids[i]} {text}"

@@ -86,6 +86,8 @@ def analyzer_options(command):
                      help="Track faces across frames: ids, smoothed labels, people counts."),
         click.option("--smoothing", type=click.FloatRange(0, 0.99), default=TrackerSettings.smoothing, show_default=True,
                      help="Label smoothing per track (forgetting factor; 0 = latest prediction only)."),
+        click.option("--hysteresis", type=click.FloatRange(0, 1), default=TrackerSettings.hysteresis, show_default=True,
+                     help="A track's shown label changes only when another leads by this probability margin."),
         click.option("--reclassify-every", type=click.IntRange(1), default=TrackerSettings.reclassify_every, show_default=True,
                      help="Classify a confident track only every K frames (1 = every frame)."),
     ]
@@ -107,7 +109,8 @@ def _settings(kw: dict):
         detector_range=kw.pop("detector_range"), min_score=kw.pop("min_score"), tiles=kw.pop("tiles"),
         crop_scale=kw.pop("crop_scale"),
         track=kw.pop("track"),
-        tracker=TrackerSettings(smoothing=kw.pop("smoothing"), reclassify_every=kw.pop("reclassify_every")),
+        tracker=TrackerSettings(smoothing=kw.pop("smoothing"), hysteresis=kw.pop("hysteresis"),
+                                reclassify_every=kw.pop("reclassify_every")),
     )
 
 

@@ -22,6 +22,9 @@ class Faces:
         track_ids: (N,) int64 or None until tracked.
         predicted: (N,) bool or None until tracked; True where the detector missed the
             face and the box is the tracker's prediction.
+        age_class, gender_class: (N,) int64 or None; the labels to show, when a stage
+            (the tracker's hysteresis) chose them; else the argmax of the probabilities
+            (see :attr:`age_classes`, :attr:`gender_classes`).
         frame_index: index of the frame the faces belong to.
     """
 
@@ -32,9 +35,11 @@ class Faces:
     age_years: np.ndarray | None = None
     track_ids: np.ndarray | None = None
     predicted: np.ndarray | None = None
+    age_class: np.ndarray | None = None
+    gender_class: np.ndarray | None = None
     frame_index: int = 0
 
-    _ARRAYS = ("boxes", "scores", "age_probs", "gender_probs", "age_years", "track_ids", "predicted")
+    _ARRAYS = ("boxes", "scores", "age_probs", "gender_probs", "age_years", "track_ids", "predicted", "age_class", "gender_class")
 
     def __post_init__(self) -> None:
         n = len(self.boxes)
@@ -85,6 +90,16 @@ class Faces:
         boxes = np.clip(self.boxes, 0, [width, height, width, height]).astype(np.float32)
         keep = np.minimum(boxes[:, 2] - boxes[:, 0], boxes[:, 3] - boxes[:, 1]) >= min_side
         return replace(self, boxes=boxes)[keep]
+
+    @property
+    def age_classes(self) -> np.ndarray:
+        """(N,) int64 index of each face's age label (None before classification)."""
+        return self.age_class if self.age_class is not None else self.age_probs.argmax(1)
+
+    @property
+    def gender_classes(self) -> np.ndarray:
+        """(N,) int64 index of each face's gender label (None before classification)."""
+        return self.gender_class if self.gender_class is not None else self.gender_probs.argmax(1)
 
     @property
     def areas(self) -> np.ndarray:

@@ -127,17 +127,19 @@ class ImageSink(Sink):
 def face_records(faces: Faces, meta: ModelMeta) -> list[dict]:
     """The JSONL ``faces`` list for one frame (see README: JSONL format)."""
     records = []
+    classified = faces.age_probs is not None
+    ages, genders = (faces.age_classes, faces.gender_classes) if classified else (None, None)
     for i in range(len(faces)):
         record = {
             "box": [int(round(v)) for v in faces.boxes[i]],
             "score": round(float(faces.scores[i]), 4),
         }
-        if faces.age_probs is not None:
+        if classified:
             age = faces.age_probs[i]
             gender = faces.gender_probs[i]
-            g = int(np.argmax(gender))
+            g = int(genders[i])
             record.update(
-                age_group=meta.age_labels[int(np.argmax(age))],
+                age_group=meta.age_labels[int(ages[i])],
                 age_probs=[round(float(p), 4) for p in age],
                 gender=meta.gender_labels[g],
                 gender_prob=round(float(gender[g]), 4),

@@ -47,7 +47,10 @@ class TrackerSettings:
         smoothing: forgetting factor of the label average per observation in [0, 1);
             0 = no smoothing (the latest prediction only).
         reclassify_every: once confident, classify a track only every k frames (1 = always).
-        confident: smoothed max gender probability and observations for "confident".
+        confident_prob, confident_after: smoothed gender probability and number of
+            classifications from which a track counts as confident.
+        hysteresis: a track's shown label changes only when another label's smoothed
+            probability beats it by this margin (0 = plain argmax).
         cost: callable (tracks (N, 4), detections (M, 4)) -> (N, M) cost.
     """
 
@@ -58,6 +61,7 @@ class TrackerSettings:
     reclassify_every: int = 5
     confident_prob: float = 0.85
     confident_after: int = 4
+    hysteresis: float = 0.15
     cost: Callable[[np.ndarray, np.ndarray], np.ndarray] = field(default=default_cost)
 
     def __post_init__(self) -> None:
@@ -85,6 +89,8 @@ class Track:
     age_sum: np.ndarray | None = None
     gender_sum: np.ndarray | None = None
     years_sum: float = 0.0
+    age_class: int = -1
+    gender_class: int = -1
 
     def predict(self) -> np.ndarray:
         """The box one frame on: the centre moves with the velocity, the size stays."""
@@ -98,8 +104,10 @@ class Track:
         self.hits += 1
         self.misses = 0
 
-    def add_prediction(self, age: np.ndarray, gender: np.ndarray, years: float, quality: float, forget: float, frame_index: int) -> None:
-        """Fold one classification into the weighted moving average."""
+    def add_prediction(self, age: np.ndarray, gender: np.ndarray, years: float, quality: float, forget: float,
+                       frame_index: int, hysteresis: float = 0.0) -> None:
+        """Fold one classification into the weighted moving average, then move the
+        shown labels only where another label leads by ``hysteresis``."""
         if self.age_sum is None:
             self.age_sum, self.gender_sum = np.zeros_like(age), np.zeros_like(gender)
         self.age_sum = forget * self.age_sum + quality * age
@@ -108,6 +116,8 @@ class Track:
         self.weight = forget * self.weight + quality
         self.observations += 1
         self.last_classified = frame_index
+        self.age_class = _sticky(self.age_probs, self.age_class, hysteresis)
+        self.gender_class = _sticky(self.gender_probs, self.gender_class, hysteresis)
 
     @property
     def age_probs(self) -> np.ndarray | None:
@@ -120,6 +130,14 @@ class Track:
     @property
     def age_years(self) -> float:
         return self.years_sum / self.weight if self.weight else float("nan")
+
+
+def _sticky(probs: np.ndarray, shown: int, margin: float) -> int:
+    """The label to show: the current one unless the best beats it by ``margin``."""
+    best = int(probs.argmax())
+    if shown < 0 or probs[best] - probs[shown] > margin:
+        return best
+    return shown
 
 
 def quality(faces: Faces) -> np.ndarray:
@@ -209,7 +227,8 @@ class Tracker:
             subset = plan.faces[plan.due]
             for k, (i, q) in enumerate(zip(np.flatnonzero(plan.due), quality(subset))):
                 plan.owner[i].add_prediction(predictions.age_probs[k], predictions.gender_probs[k],
-                                             float(predictions.age_years[k]), float(q), s.smoothing, plan.frame_index)
+                                             float(predictions.age_years[k]), float(q), s.smoothing, plan.frame_index,
+                                             s.hysteresis)
         self.ended += [t for t in self.tracks if t.misses > s.max_misses]
         self.tracks = [t for t in self.tracks if t.misses <= s.max_misses]
         coasting = [t for t in self.tracks if t.misses > 0 and t.hits >= s.min_hits and t.age_sum is not None]
@@ -241,6 +260,8 @@ class Tracker:
             age_years=np.array([t.age_years for t in tracks], np.float32),
             track_ids=np.array([t.id for t in tracks], np.int64),
             predicted=np.array(predicted, bool),
+            age_class=np.array([t.age_class for t in tracks], np.int64),
+            gender_class=np.array([t.gender_class for t in tracks], np.int64),
             frame_index=frame_index,
         )
 

@@ -70,7 +70,7 @@ def test_a_one_frame_blip_does_not_coast():
 def test_smoothing_holds_the_label_through_a_noisy_frame():
     # male 0.9 for 5 frames, one frame of female 0.8, then male again
     sequence = [0.9] * 5 + [0.2] + [0.9] * 3
-    smooth, raw = Tracker(TrackerSettings(reclassify_every=1)), Tracker(TrackerSettings(smoothing=0.0, reclassify_every=1))
+    smooth, raw = Tracker(TrackerSettings(reclassify_every=1)), Tracker(TrackerSettings(smoothing=0.0, hysteresis=0.0, reclassify_every=1))
     labels = {"smooth": [], "raw": []}
     for name, tracker in (("smooth", smooth), ("raw", raw)):
         clf = FixedClassifier(list(sequence))
@@ -101,3 +101,17 @@ def test_empty_frames_age_tracks_without_calling_the_classifier():
 def test_bad_settings_fail_early():
     with pytest.raises(ValueError, match="smoothing"):
         TrackerSettings(smoothing=1.0)
+
+
+def test_hysteresis_keeps_the_shown_label_through_a_near_tie():
+    # gender probability wobbling around 0.5: argmax flips every frame, the shown label does not
+    sequence = [0.7, 0.45, 0.55, 0.45, 0.55, 0.45, 0.2, 0.2, 0.2]
+    shown, argmax = [], []
+    tracker = Tracker(TrackerSettings(smoothing=0.0, hysteresis=0.2, reclassify_every=1))
+    clf = FixedClassifier(list(sequence))
+    for i in range(len(sequence)):
+        out = tracker.update(dets([10, 10, 60, 60]), i, clf)
+        shown.append(int(out.gender_classes[0]))
+        argmax.append(int(out.gender_probs[0].argmax()))
+    assert argmax[:6] == [1, 0, 1, 0, 1, 0] and shown[:6] == [1] * 6
+    assert shown[-1] == 0  # a clear change still shows (0.8 vs 0.2)
