@@ -35,7 +35,8 @@ def check_record(record, frame):
         assert 0 <= face["score"] <= 1
         assert face["age_group"] in AGE_GROUPS
         assert len(face["age_probs"]) == 8 and abs(sum(face["age_probs"]) - 1) < 1e-3
-        assert face["gender"] in ("female", "male") and 0.5 <= face["gender_prob"] <= 1
+        # the shown gender; with tracking its hysteresis may hold it a little below 0.5
+        assert face["gender"] in ("female", "male") and 0.5 - 0.15 / 2 <= face["gender_prob"] <= 1
 
 
 def test_annotate_the_crowd_clip(tmp_path, detector_models):
