@@ -1,0 +1,102 @@
+"""Fixtures: small face sets written in Adience's and UTKFace's published layouts."""
+
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+#: ../shared beside the repository root (tests/train/conftest.py -> parents[2] is the root).
+SHARED = (Path(__file__).parents[2] / ".." / "shared").resolve()
+UTKFACE = SHARED / "data" / "utkface"
+
+ADIENCE_HEADER = [
+    "user_id", "original_image", "face_id", "age", "gender", "x", "y", "dx", "dy",
+    "tilt_ang", "fiducial_yaw_angle", "fiducial_score",
+]  # fmt: skip
+
+
+def face_image(seed: int, size: int = 40) -> np.ndarray:
+    """A small distinct BGR uint8 image (a blob on noise)."""
+    rng = np.random.default_rng(seed)
+    img = rng.integers(0, 255, (size, size, 3), dtype=np.uint8)
+    cv2.circle(img, (size // 2, size // 2), size // 3, tuple(int(v) for v in rng.integers(0, 255, 3)), -1)
+    return img
+
+
+@pytest.fixture
+def adience_dir(tmp_path: Path) -> Path:
+    """Adience layout: 5 official folds, 2 subjects each, 3 faces per subject.
+
+    Deliberate oddities: one listed image is missing on disk, one face has gender 'u',
+    one age 'None', one the odd range '(8, 23)', one an exact '35', one in aligned/."""
+    root = tmp_path / "adience"
+    ages = ["(0, 2)", "(4, 6)", "(8, 12)", "(15, 20)", "(25, 32)", "(38, 43)", "(48, 53)", "(60, 100)"]
+    n = 0
+    for fold in range(5):
+        rows = []
+        for subject in range(2):
+            user = f"user{fold}{subject}@N0{fold}"
+            for face in range(3):
+                n += 1
+                original = f"{1000 + n}_{face}.jpg"
+                face_id = str(n)
+                age, gender = ages[n % 8], "mf"[n % 2]
+                folder, prefix = "faces", "coarse_tilt_aligned_face"
+                if n == 2:
+                    gender = "u"
+                if n == 3:
+                    age = "None"
+                if n == 4:
+                    age = "(8, 23)"
+                if n == 5:
+                    age = "35"
+                if n == 6:
+                    folder, prefix = "aligned", "landmark_aligned_face"
+                rows.append([user, original, face_id, age, gender, "1", "2", "30", "30", "0", "0", "50"])
+                if n == 7:
+                    continue  # listed but missing on disk
+                path = root / folder / user / f"{prefix}.{face_id}.{original}"
+                path.parent.mkdir(parents=True, exist_ok=True)
+                cv2.imwrite(str(path), face_image(n, 48))
+        with open(root / f"fold_{fold}_data.txt", "w", newline="") as fh:
+            writer = csv.writer(fh, delimiter="\t")
+            writer.writerow(ADIENCE_HEADER)
+            writer.writerows(rows)
+    return root
+
+
+@pytest.fixture
+def utk_dir(tmp_path: Path) -> Path:
+    """UTKFace file naming: ``age_gender_race_date.jpg.chip.jpg``; 24 faces, a duplicate
+    pair with different labels, one unparseable name, one corrupt file."""
+    root = tmp_path / "utk"
+    root.mkdir()
+    for i in range(24):
+        age, gender, race = [2, 5, 10, 18, 28, 40, 50, 70][i % 8], i % 2, i % 5
+        cv2.imwrite(str(root / f"{age}_{gender}_{race}_2017010{i:04d}.jpg.chip.jpg"), face_image(100 + i, 40))
+    (root / "31_1_0_20170109999999.jpg.chip.jpg").write_bytes((root / "28_0_4_20170100004.jpg.chip.jpg").read_bytes())
+    cv2.imwrite(str(root / "noage_face.jpg"), face_image(7, 40))
+    (root / "44_0_1_20170108888888.jpg.chip.jpg").write_bytes(b"not a jpeg")
+    return root
+
+
+@pytest.fixture
+def shared_faces(tmp_path: Path) -> Path:
+    """A labels.csv over 12 real UTKFace faces from ../shared (skips when absent)."""
+    if not (UTKFACE / "labels.csv").is_file():
+        pytest.skip(f"real faces not available: {UTKFACE} is absent (../shared beside the checkout)")
+    with open(UTKFACE / "labels.csv", newline="") as fh:
+        rows = list(csv.DictReader(fh))
+    picked = rows[:: len(rows) // 12][:12]
+    root = tmp_path / "faces"
+    root.mkdir()
+    with open(root / "labels.csv", "w", newline="") as fh:
+        writer = csv.DictWriter(fh, fieldnames=list(rows[0]))
+        writer.writeheader()
+        for r in picked:
+            writer.writerow({**r, "file": str((UTKFACE / r["file"]).resolve())})
+    return root

@@ -1,0 +1,146 @@
+"""Click commands ``realtime train`` and ``realtime eval``: parse, build settings, call
+the library, print. Added to the app's CLI group with ``cli.add_command``."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import click
+
+from train.data import FORMATS
+
+_FORMAT = click.Choice(FORMATS)
+
+
+def _tqdm_progress(total: int, desc: str):
+    from tqdm import tqdm
+
+    return tqdm(total=total, desc=desc, leave=False, unit="it", dynamic_ncols=True)
+
+
+@click.command("train")
+@click.option(
+    "--data", type=click.Path(path_type=Path), required=True,
+    help="Labelled face set (folder, or CSV file for --format csv).",
+)
+@click.option("--format", "fmt", type=_FORMAT, required=True, help="Layout of --data.")
+@click.option(
+    "--out", type=click.Path(path_type=Path), default=Path("runs/train"), show_default=True,
+    help="Folder for folds, logs, summary, plots.",
+)
+@click.option(
+    "--folds", type=int, default=5, show_default=True,
+    help="k-fold cross-validation (Adience: official folds); 1: one run with --holdout.",
+)
+@click.option(
+    "--holdout", type=float, default=0.15, show_default=True,
+    help="With --folds 1: share of the images held out (identical images together).",
+)
+@click.option("--arch", default="mobilenetv3_small_100", show_default=True, help="Any timm model name, e.g. resnet50.")
+@click.option("--input-size", type=int, default=112, show_default=True)
+@click.option(
+    "--crop-scale", type=float, default=1.25, show_default=True,
+    help="Crop side / detector box side the app will use (goes into the meta).",
+)
+@click.option("--epochs", type=int, default=40, show_default=True)
+@click.option("--batch-size", type=int, default=128, show_default=True, help="Per process (per GPU under torchrun).")
+@click.option(
+    "--lr", type=float, default=3e-3, show_default=True,
+    help="Peak learning rate of the one-cycle schedule (AdamW).",
+)
+@click.option("--weight-decay", type=float, default=0.05, show_default=True)
+@click.option("--label-smoothing", type=float, default=0.1, show_default=True)
+@click.option(
+    "--class-weights/--no-class-weights", default=False, show_default=True,
+    help="Inverse-frequency class weights.",
+)
+@click.option("--years-weight", type=float, default=0.1, show_default=True, help="Weight of the L1 age-in-years loss.")
+@click.option("--drop-rate", type=float, default=0.2, show_default=True, help="Dropout before the heads.")
+@click.option("--no-augment", is_flag=True, help="Train on the plain app crops.")
+@click.option("--pretrained", is_flag=True, help="Start from timm's ImageNet weights (needs the internet).")
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--workers", type=int, default=0, show_default=True, help="DataLoader worker processes.")
+@click.option("--resume", is_flag=True, help="Continue from each fold's last.pt; finished folds are kept.")
+@click.option("--device", default=None, help="cpu, cuda, cuda:1 ... (default: CUDA when present).")
+@click.option("--no-amp", is_flag=True, help="No mixed precision on CUDA.")
+@click.option("--threads", type=int, default=None, help="torch CPU threads.")
+@click.option("--limit", type=int, default=None, help="Use only the first N images (quick checks).")
+@click.option("--trained-on", default="", help="Text for the model's meta: the data and its terms.")
+@click.option(
+    "--save", type=click.Path(path_type=Path), default=None,
+    help="Also write the (last fold's) final model here, float16.",
+)
+def train_command(fmt, no_augment, no_amp, **options):
+    """Train age/gender models with k-fold cross-validation (or one held-out run)."""
+    from train.augment import AugmentSettings
+    from train.trainer import TrainSettings, cross_validate
+
+    settings = TrainSettings(
+        format=fmt,
+        augment=AugmentSettings.off() if no_augment else AugmentSettings(),
+        amp=not no_amp,
+        **options,
+    )
+
+    def on_epoch(fold: int, row: dict) -> None:
+        from tqdm import tqdm
+
+        tqdm.write(
+            f"fold {fold} epoch {row['epoch']}: val loss {row['val_loss']:.3f}, age {100 * row['age_exact']:.1f}% "
+            f"(1-off {100 * row['age_one_off']:.1f}%), gender {100 * row['gender_acc']:.1f}%, MAE {row['mae']:.2f}, "
+            f"{row['seconds']:.0f} s",
+            file=sys.stderr,
+        )
+
+    summary = cross_validate(settings, progress=_tqdm_progress, on_epoch=on_epoch)
+    if summary:
+        click.echo((settings.out / "summary.md").read_text())
+        if "saved" in summary:
+            click.echo(f"model written to {summary['saved']}")
+
+
+@click.command("eval")
+@click.option(
+    "--data", type=click.Path(path_type=Path), required=True,
+    help="Labelled images (folder, or CSV file for --format csv).",
+)
+@click.option("--format", "fmt", type=_FORMAT, required=True, help="Layout of --data.")
+@click.option(
+    "--model", type=click.Path(path_type=Path), default=None,
+    help="Checkpoint (.safetensors) or .onnx; default: the app's default model.",
+)
+@click.option("--backend", default="auto", show_default=True, help="Engine backend, as in the app.")
+@click.option("--cropped", is_flag=True, help="Each image is already one face crop (no detector).")
+@click.option(
+    "--predictions", type=click.Path(path_type=Path), required=True,
+    help="CSV to write: file, age_group, age, gender, gender_prob.",
+)
+@click.option(
+    "--json", "json_path", type=click.Path(path_type=Path), default=None,
+    help="Also write all metrics as JSON.",
+)
+@click.option(
+    "--range", "detector_range", type=click.Choice(["full", "short"]), default="full", show_default=True,
+    help="MediaPipe detector model.",
+)
+@click.option("--batch-size", type=int, default=64, show_default=True)
+@click.option("--limit", type=int, default=None, help="Only the first N images.")
+@click.option(
+    "--holdout", type=float, default=None,
+    help="Only the share held out by `train --folds 1 --holdout` with this fraction.",
+)
+@click.option(
+    "--markdown", "markdown_path", type=click.Path(path_type=Path), default=None,
+    help="Also write the metric tables as Markdown.",
+)
+@click.option("--bootstrap", type=int, default=1000, show_default=True, help="Resamples for 95% intervals (0: none).")
+def eval_command(fmt, json_path, markdown_path, **options):
+    """Score a model on a labelled set through the app's own preprocessing."""
+    from train.evaluate import EvalSettings, evaluate, format_metrics
+    from train.report import eval_markdown
+
+    result = evaluate(EvalSettings(format=fmt, json=json_path, **options), progress=_tqdm_progress)
+    if markdown_path is not None:
+        markdown_path.write_text(eval_markdown(result))
+    click.echo(format_metrics(result))

@@ -1,0 +1,372 @@
+"""Labelled face sets: Adience, UTKFace and plain CSV, read into one container.
+
+Every loader returns a :class:`LabelledSet`, parallel arrays over N images. Unknown
+labels are kept as ``-1`` (classes) or ``NaN`` (years) so each head's loss can mask
+them out; they are never a class of their own.
+
+Age mapping (:func:`age_group_of`): an age in years goes to the nearest of the 8
+Adience groups (0-2, 4-6, 8-12, 15-20, 25-32, 38-43, 48-53, 60-100), ties to the
+younger group. For whole years that is 0-3, 4-7, 8-13, 14-22, 23-35, 36-45, 46-56, 57+.
+An Adience range such as ``(25, 32)`` goes to the group of its midpoint by the same
+rule, so the official ranges land in their own group and odd ones such as ``(8, 23)``
+(midpoint 15.5 -> 15-20) or ``(38, 48)`` (midpoint 43 -> 38-43) land by their middle.
+Only exact ages train and score the years head.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import logging
+import math
+import re
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Callable
+
+import cv2
+import numpy as np
+
+from engines.meta import AGE_LABELS, GENDER_LABELS
+from realtime.errors import RealtimeError
+
+log = logging.getLogger(__name__)
+
+FORMATS = ("adience", "utkface", "csv")
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
+#: UTKFace race codes 0-4.
+RACE_LABELS: tuple[str, ...] = ("White", "Black", "Asian", "Indian", "Others")
+_GROUP_BOUNDS = np.array([[int(a), int(b)] for a, b in (g.split("-") for g in AGE_LABELS)], np.float64)
+_GENDER_WORDS = {
+    "f": "female", "female": "female", "woman": "female", "w": "female",
+    "m": "male", "male": "male", "man": "male",
+}  # fmt: skip
+_UNKNOWN_WORDS = {"", "u", "unknown", "none", "nan", "na", "n/a", "-1", "?"}
+
+
+def age_group_of(age: float) -> int:
+    """Index into ``AGE_LABELS`` of the group nearest to ``age`` years, ties to the lower."""
+    if not math.isfinite(age):
+        return -1
+    distance = np.maximum(np.maximum(_GROUP_BOUNDS[:, 0] - age, age - _GROUP_BOUNDS[:, 1]), 0.0)
+    return int(np.argmin(distance))  # argmin returns the first (youngest) of equal distances
+
+
+def gender_index(value: str, source: str = "label") -> int:
+    """``"f"``, ``"female"``, ``"m"``, ``"male"``... -> index into ``GENDER_LABELS``; unknown -> -1."""
+    word = str(value).strip().lower()
+    if word in _UNKNOWN_WORDS:
+        return -1
+    if word not in _GENDER_WORDS:
+        raise RealtimeError(f"{source}: gender {value!r} is not one of male, female, m, f, u or empty")
+    return GENDER_LABELS.index(_GENDER_WORDS[word])
+
+
+def parse_age(value: str, source: str = "label") -> tuple[int, float]:
+    """An age field -> (group index or -1, exact years or NaN).
+
+    Accepts exact years (``"35"``, ``"35.0"``), Adience ranges (``"(25, 32)"``), a group
+    name from ``AGE_LABELS`` (``"25-32"``) and unknowns (``"None"``, empty)."""
+    text = str(value).strip()
+    if text.lower() in _UNKNOWN_WORDS:
+        return -1, math.nan
+    numbers = re.fullmatch(r"\(?\s*(\d+(?:\.\d+)?)\s*(?:[,-]\s*(\d+(?:\.\d+)?)\s*)?\)?", text)
+    if numbers is None:
+        raise RealtimeError(f"{source}: age {value!r} is neither years, a range like (25, 32) nor empty")
+    low, high = numbers.groups()
+    if high is None:
+        years = float(low)
+        return age_group_of(years), years
+    if text in AGE_LABELS:
+        return AGE_LABELS.index(text), math.nan
+    return age_group_of((float(low) + float(high)) / 2), math.nan
+
+
+@dataclass
+class LabelledSet:
+    """N labelled face images as parallel arrays.
+
+    Attributes:
+        files: N image paths.
+        age_group: (N,) int64 index into ``AGE_LABELS``, -1 unknown.
+        age_years: (N,) float32 exact age in years, NaN where only a range or nothing is known.
+        gender: (N,) int64 index into ``GENDER_LABELS``, -1 unknown.
+        race: (N,) int64 UTKFace race code (``RACE_LABELS``), -1 unknown or other data.
+        folds: (N,) int64 official fold (Adience), -1 where the data has none.
+        root: the data directory the files are under (for relative names).
+        skipped: images listed or found but dropped (missing, unreadable, unlabelled).
+    """
+
+    files: list[Path]
+    age_group: np.ndarray
+    age_years: np.ndarray
+    gender: np.ndarray
+    race: np.ndarray
+    folds: np.ndarray
+    root: Path = Path(".")
+    skipped: int = 0
+    _ARRAYS: tuple[str, ...] = field(default=("age_group", "age_years", "gender", "race", "folds"), repr=False)
+
+    def __post_init__(self) -> None:
+        n = len(self.files)
+        for name in self._ARRAYS:
+            if getattr(self, name).shape != (n,):
+                raise ValueError(f"{name} must have shape ({n},), got {getattr(self, name).shape}")
+
+    @classmethod
+    def from_rows(cls, rows: list[tuple], root: Path, skipped: int = 0) -> "LabelledSet":
+        """Rows of ``(file, age_group, age_years, gender, race, fold)``."""
+        cols = list(zip(*rows)) if rows else [[]] * 6
+        return cls(
+            files=list(cols[0]),
+            age_group=np.asarray(cols[1], np.int64).reshape(-1),
+            age_years=np.asarray(cols[2], np.float32).reshape(-1),
+            gender=np.asarray(cols[3], np.int64).reshape(-1),
+            race=np.asarray(cols[4], np.int64).reshape(-1),
+            folds=np.asarray(cols[5], np.int64).reshape(-1),
+            root=root,
+            skipped=skipped,
+        )
+
+    def __len__(self) -> int:
+        return len(self.files)
+
+    def __getitem__(self, index) -> "LabelledSet":
+        """Select images by index array or boolean mask; all fields stay aligned."""
+        index = np.asarray(index)
+        if index.dtype == bool:
+            index = np.flatnonzero(index)
+        arrays = {name: getattr(self, name)[index] for name in self._ARRAYS}
+        return replace(self, files=[self.files[i] for i in index], **arrays)
+
+    def names(self) -> list[str]:
+        """File names relative to ``root`` (POSIX), for prediction tables."""
+        out = []
+        for f in self.files:
+            try:
+                out.append(f.relative_to(self.root).as_posix())
+            except ValueError:
+                out.append(str(f))
+        return out
+
+    def content_keys(self) -> list[str]:
+        """sha256 of each file's bytes: byte-identical images share a key."""
+        keys = []
+        for f in self.files:
+            with open(f, "rb") as fh:
+                keys.append(hashlib.sha256(fh.read()).hexdigest())
+        return keys
+
+    def describe(self) -> str:
+        return (
+            f"{len(self)} images ({int((self.age_group >= 0).sum())} with age group, "
+            f"{int(np.isfinite(self.age_years).sum())} with exact age, {int((self.gender >= 0).sum())} with gender"
+            f"; {self.skipped} skipped)"
+        )
+
+
+# ----------------------------------------------------------------------------- loaders
+_LOADERS: dict[str, Callable[[Path], LabelledSet]] = {}
+
+
+def register_format(name: str):
+    def wrap(fn):
+        _LOADERS[name] = fn
+        return fn
+
+    return wrap
+
+
+def load_dataset(root: str | Path, fmt: str) -> LabelledSet:
+    """Read the labels of a face set in ``fmt`` (one of :data:`FORMATS`) under ``root``.
+
+    Images that are listed but missing are skipped and counted (``.skipped``); reading
+    pixels (and skipping unreadable files) happens in :func:`read_images`."""
+    root = Path(root)
+    if fmt not in _LOADERS:
+        raise RealtimeError(f"unknown data format {fmt!r}; choose one of: {', '.join(_LOADERS)}")
+    if not root.exists():
+        raise RealtimeError(f"data directory not found: {root}")
+    data = _LOADERS[fmt](root)
+    if len(data) == 0:
+        raise RealtimeError(f"{root}: no labelled images found in {fmt} layout (skipped {data.skipped}); check --format")
+    log.info("%s (%s): %s", root, fmt, data.describe())
+    return data
+
+
+@register_format("adience")
+def load_adience(root: Path) -> LabelledSet:
+    """Adience's published layout: ``fold_<k>_data.txt`` (tab-separated, with header) and
+    images ``faces/<user_id>/coarse_tilt_aligned_face.<face_id>.<original_image>`` or
+    ``aligned/<user_id>/landmark_aligned_face.<face_id>.<original_image>``.
+    ``.folds`` holds the official, subject-exclusive fold ``k``."""
+    fold_files = sorted(root.glob("fold_[0-9]*_data.txt"), key=lambda p: int(p.name.split("_")[1]))
+    fold_files = [p for p in fold_files if re.fullmatch(r"fold_\d+_data\.txt", p.name)]
+    if not fold_files:
+        raise RealtimeError(f"{root}: no Adience fold files (fold_0_data.txt ... fold_4_data.txt); is this Adience?")
+    layouts = (("faces", "coarse_tilt_aligned_face"), ("aligned", "landmark_aligned_face"))
+    rows, skipped = [], 0
+    for fold_file in fold_files:
+        fold = int(fold_file.name.split("_")[1])
+        with open(fold_file, newline="", encoding="utf-8") as fh:
+            reader = csv.DictReader(fh, delimiter="\t")
+            missing = {"user_id", "original_image", "face_id", "age", "gender"} - {
+                (c or "").strip() for c in reader.fieldnames or []
+            }
+            if missing:
+                raise RealtimeError(f"{fold_file}: missing columns {sorted(missing)}; is this an Adience fold file?")
+            for line, rec in enumerate(reader, start=2):
+                rec = {(k or "").strip(): (v or "").strip() for k, v in rec.items()}
+                source = f"{fold_file.name}:{line}"
+                path = next(
+                    (
+                        p
+                        for folder, prefix in layouts
+                        if (p := root / folder / rec["user_id"] / f"{prefix}.{rec['face_id']}.{rec['original_image']}").is_file()
+                    ),
+                    None,
+                )
+                if path is None:
+                    skipped += 1
+                    continue
+                group, years = parse_age(rec["age"], source)
+                gender = gender_index(rec["gender"], source)
+                if group < 0 and gender < 0:
+                    skipped += 1
+                    continue
+                rows.append((path, group, years, gender, -1, fold))
+    return LabelledSet.from_rows(rows, root, skipped)
+
+
+@register_format("utkface")
+def load_utkface(root: Path) -> LabelledSet:
+    """UTKFace: a ``labels.csv`` (file, age, gender, race) if present, else images named
+    ``<age>_<gender>_<race>_<date>.jpg...`` (gender 0 male, 1 female) anywhere under ``root``."""
+    if (root / "labels.csv").is_file():
+        return _read_csv(root / "labels.csv", root)
+    rows, skipped = [], 0
+    for path in sorted(p for p in root.rglob("*") if p.is_file() and _is_image(p)):
+        parts = path.name.split("_")
+        try:
+            years = float(int(parts[0]))
+        except ValueError:
+            skipped += 1
+            continue
+        gender = {"0": GENDER_LABELS.index("male"), "1": GENDER_LABELS.index("female")}.get(parts[1] if len(parts) > 1 else "", -1)
+        race = int(parts[2]) if len(parts) > 2 and parts[2] in {"0", "1", "2", "3", "4"} else -1
+        rows.append((path, age_group_of(years), years, gender, race, -1))
+    return LabelledSet.from_rows(rows, root, skipped)
+
+
+@register_format("csv")
+def load_csv(root: Path) -> LabelledSet:
+    """A plain CSV: ``root`` is the CSV file, or a directory holding ``labels.csv``.
+    Columns: ``file`` (relative to the CSV's folder), ``age`` (years or a range) or
+    ``age_group`` (a name from ``AGE_LABELS`` or its index), ``gender``; ``race`` optional."""
+    path = root if root.is_file() else root / "labels.csv"
+    if not path.is_file():
+        raise RealtimeError(f"{root}: no labels.csv here; pass the CSV file or a folder holding labels.csv")
+    return _read_csv(path, path.parent)
+
+
+def _read_csv(path: Path, root: Path) -> LabelledSet:
+    with open(path, newline="", encoding="utf-8") as fh:
+        reader = csv.DictReader(fh)
+        columns = {c.strip() for c in reader.fieldnames or []}
+        if "file" not in columns or not ({"age", "age_group", "gender"} & columns):
+            raise RealtimeError(f"{path}: needs a 'file' column and 'age', 'age_group' or 'gender' columns")
+        rows, skipped = [], 0
+        for line, rec in enumerate(reader, start=2):
+            rec = {(k or "").strip(): (v or "").strip() for k, v in rec.items()}
+            source = f"{path.name}:{line}"
+            file = root / rec["file"]
+            if not file.is_file():
+                skipped += 1
+                continue
+            group, years = parse_age(rec.get("age", ""), source)
+            if group < 0 and rec.get("age_group", ""):
+                group = _group_field(rec["age_group"], source)
+            gender = gender_index(rec.get("gender", ""), source)
+            race = int(rec["race"]) if rec.get("race", "").isdigit() else -1
+            if group < 0 and gender < 0:
+                skipped += 1
+                continue
+            rows.append((file, group, years, gender, race, -1))
+    return LabelledSet.from_rows(rows, root, skipped)
+
+
+def _group_field(value: str, source: str) -> int:
+    if value in AGE_LABELS:
+        return AGE_LABELS.index(value)
+    if value.isdigit() and int(value) < len(AGE_LABELS):
+        return int(value)
+    group, _ = parse_age(value, source)
+    return group
+
+
+def _is_image(path: Path) -> bool:
+    name = path.name.lower()
+    return any(name.endswith(s) or f"{s}." in name for s in IMAGE_SUFFIXES)
+
+
+# ----------------------------------------------------------------------------- splits
+def assign_folds(data: LabelledSet, folds: int) -> np.ndarray:
+    """(N,) int64 fold of each image, in ``[0, folds)``.
+
+    Data with official folds (Adience) keeps them. Otherwise each image's fold comes
+    from the sha256 of its bytes, so byte-identical images share a fold and the split
+    does not depend on file order or the machine."""
+    if folds < 1:
+        raise RealtimeError(f"--folds must be at least 1, got {folds}")
+    if (data.folds >= 0).all() and len(data):
+        official = np.unique(data.folds)
+        if folds > len(official):
+            raise RealtimeError(f"the data has {len(official)} official folds; ask for at most that many with --folds")
+        return data.folds.copy()
+    return np.array([int(k[:16], 16) % folds for k in data.content_keys()], np.int64)
+
+
+def holdout_mask(data: LabelledSet, fraction: float) -> np.ndarray:
+    """(N,) bool, True for the held-out share ``fraction`` of the images (by content
+    hash: identical images go together; deterministic)."""
+    if not 0.0 < fraction < 1.0:
+        raise RealtimeError(f"--holdout must be a fraction between 0 and 1, got {fraction}")
+    return np.array([int(k[:16], 16) / 2.0**64 < fraction for k in data.content_keys()], bool)
+
+
+# ----------------------------------------------------------------------------- pixels
+def read_images(data: LabelledSet, side: int | None = None, progress: Callable[[int], None] | None = None) -> tuple[LabelledSet, np.ndarray]:
+    """Read every image into RAM as BGR uint8 ``(N, side, side, 3)``.
+
+    Each image is taken whole as the crop square (as ``Cropper.crop_whole`` does:
+    centred, replicated edges for non-square images) and resized to ``side``; ``None``
+    keeps the first image's size. Unreadable files are skipped and counted in the
+    returned set's ``skipped``."""
+    keep, images = [], []
+    for i, path in enumerate(data.files):
+        image = cv2.imread(str(path), cv2.IMREAD_COLOR)
+        if progress is not None:
+            progress(1)
+        if image is None or image.size == 0:
+            log.warning("skipping unreadable image %s", path)
+            continue
+        side = side or max(image.shape[:2])
+        images.append(square(image, side))
+        keep.append(i)
+    subset = data[np.asarray(keep, np.int64)]
+    subset.skipped = data.skipped + len(data) - len(keep)
+    if not keep:
+        raise RealtimeError(f"{data.root}: none of the {len(data)} images could be read")
+    return subset, np.stack(images)
+
+
+def square(image: np.ndarray, side: int) -> np.ndarray:
+    """BGR (H, W, 3) -> (side, side, 3): the whole image centred in a square of its
+    longer side, edges replicated, resized."""
+    h, w = image.shape[:2]
+    k = side / max(h, w)
+    if h == w == side:
+        return image
+    m = np.array([[k, 0, side / 2 - k * w / 2], [0, k, side / 2 - k * h / 2]], np.float32)
+    interp = cv2.INTER_AREA if k < 1 else cv2.INTER_LINEAR
+    return cv2.warpAffine(image, m, (side, side), flags=interp, borderMode=cv2.BORDER_REPLICATE)

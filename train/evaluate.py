@@ -1,0 +1,249 @@
+"""Evaluate a model on a labelled set exactly as the app sees faces.
+
+Each image goes through the app's path: the MediaPipe detector (largest face; the
+whole image when it finds none, counted) and ``Cropper.crop``, or with ``cropped``
+``Cropper.crop_whole`` (the image is one face crop); then the engine
+``create_engine(model, backend)`` that the app would run.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import logging
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, ContextManager
+
+import cv2
+import numpy as np
+
+from engines.backends import create_engine
+from engines.meta import ModelMeta
+from realtime.crops import Cropper
+from realtime.errors import RealtimeError
+from train import metrics
+from train.data import RACE_LABELS, LabelledSet, holdout_mask, load_dataset
+
+log = logging.getLogger(__name__)
+
+PREDICTION_COLUMNS = ("file", "age_group", "age", "gender", "gender_prob")
+
+
+@dataclass
+class EvalSettings:
+    """One evaluation.
+
+    Attributes:
+        data, format: the labelled set and its layout (``adience``, ``utkface``, ``csv``).
+        predictions: CSV to write, one row per image: file, age_group (label), age
+            (years, regression head), gender (label), gender_prob (probability of that gender).
+        model: a .safetensors or .onnx model; None for the app's default weights.
+        backend: engine backend, as in the app ("auto" picks the fastest installed).
+        cropped: the images are face crops already (no detector).
+        json: also write the metrics here.
+        detector_range: "full" or "short" MediaPipe model when not ``cropped``.
+        batch_size: crops per engine call.
+        limit: only the first N images.
+        holdout: only the held-out share of a ``train --folds 1 --holdout`` run with this
+            fraction (same deterministic split), to score a model on faces it never saw.
+        bootstrap: resamples for the 95% intervals (0: none).
+    """
+
+    data: Path
+    format: str
+    predictions: Path
+    model: Path | None = None
+    backend: str = "auto"
+    cropped: bool = False
+    json: Path | None = None
+    detector_range: str = "full"
+    batch_size: int = 64
+    limit: int | None = None
+    holdout: float | None = None
+    bootstrap: int = 1000
+
+    def __post_init__(self) -> None:
+        self.data, self.predictions = Path(self.data), Path(self.predictions)
+        if self.model is not None:
+            self.model = Path(self.model)
+        if self.json is not None:
+            self.json = Path(self.json)
+        if self.batch_size < 1:
+            raise RealtimeError(f"--batch-size must be at least 1, got {self.batch_size}")
+
+
+@dataclass
+class Outputs:
+    """Engine outputs for the M images that could be read: labels + predictions."""
+
+    labels: LabelledSet
+    age_probs: np.ndarray  # (M, A) float32
+    gender_probs: np.ndarray  # (M, G) float32
+    age_years: np.ndarray  # (M,) float32
+
+
+def evaluate(settings: EvalSettings, progress: Callable[[int, str], ContextManager] | None = None) -> dict:
+    """Run the model over ``settings.data``, write the predictions CSV (and JSON), and
+    return the metrics (see :func:`score`)."""
+    from train.trainer import _null_progress
+
+    progress = progress or _null_progress
+    data = load_dataset(settings.data, settings.format)
+    if settings.holdout is not None:
+        data = data[holdout_mask(data, settings.holdout)]
+    if settings.limit:
+        data = data[np.arange(min(settings.limit, len(data)))]
+    engine = create_engine(settings.model, settings.backend)
+    cropper = Cropper(engine.meta)
+    detector = None if settings.cropped else _detector(settings.detector_range)
+    keep, chunks, batch = [], [], []
+    counts = {"unreadable": 0, "no_face": 0}
+
+    def flush():
+        if batch:
+            chunks.append(engine.infer(np.concatenate(batch)))
+            batch.clear()
+
+    try:
+        with progress(len(data), "evaluating") as bar:
+            for i, path in enumerate(data.files):
+                image = cv2.imread(str(path), cv2.IMREAD_COLOR)
+                bar.update(1)
+                if image is None or image.size == 0:
+                    log.warning("skipping unreadable image %s", path)
+                    counts["unreadable"] += 1
+                    continue
+                batch.append(_face_input(image, cropper, detector, counts))
+                keep.append(i)
+                if len(batch) >= settings.batch_size:
+                    flush()
+            flush()
+    finally:
+        if detector is not None:
+            detector.close()
+    if not keep:
+        raise RealtimeError(f"{settings.data}: none of the {len(data)} images could be read")
+    labels = data[np.asarray(keep)]
+    labels.skipped = data.skipped + counts["unreadable"]
+    out = Outputs(labels, *(np.concatenate([getattr(c, f) for c in chunks]) for f in ("age_probs", "gender_probs", "age_years")))
+    write_predictions(out, engine.meta, settings.predictions)
+    result = score(out, engine.meta, bootstrap=settings.bootstrap)
+    result.update(
+        {
+            "model": str(settings.model) if settings.model else "default",
+            "backend": engine.name,
+            "data": str(settings.data),
+            "format": settings.format,
+            "cropped": settings.cropped,
+            "holdout": settings.holdout,
+            "images": len(labels),
+            "skipped": labels.skipped,
+            "no_face": counts["no_face"],
+            "model_size": model_size(settings.model, engine.meta),
+        }
+    )
+    result = metrics.clean(result)
+    if settings.json is not None:
+        settings.json.parent.mkdir(parents=True, exist_ok=True)
+        settings.json.write_text(json.dumps(result, indent=2))
+    return result
+
+
+def _detector(range_: str):
+    try:
+        from realtime.detector import FaceDetector
+    except ImportError as e:
+        raise RealtimeError(f"the face detector is not available ({e}); use --cropped for face crops") from None
+    return FaceDetector(range=range_)
+
+
+def _face_input(image: np.ndarray, cropper: Cropper, detector, counts: dict) -> np.ndarray:
+    """One image -> (1, 3, S, S): its largest detected face, or the whole image."""
+    if detector is None:
+        return cropper.crop_whole(image)
+    faces = detector.detect(image)
+    if len(faces) == 0:
+        counts["no_face"] += 1
+        return cropper.crop_whole(image)
+    return cropper.crop(image, faces[int(np.argmax(faces.areas))])
+
+
+def write_predictions(out: Outputs, meta: ModelMeta, path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    gender = out.gender_probs.argmax(1)
+    with open(path, "w", newline="") as fh:
+        writer = csv.writer(fh)
+        writer.writerow(PREDICTION_COLUMNS)
+        for name, a, years, g, gp in zip(out.labels.names(), out.age_probs.argmax(1), out.age_years, gender, out.gender_probs.max(1)):
+            writer.writerow([name, meta.age_labels[a], f"{years:.1f}", meta.gender_labels[g], f"{gp:.4f}"])
+
+
+def score(out: Outputs, meta: ModelMeta, bootstrap: int = 1000) -> dict:
+    """Headline metrics (with 95% bootstrap intervals), per age group, gender and race
+    group, and confusion matrices."""
+    lab = out.labels
+    cols = (out.age_probs.argmax(1), lab.age_group, out.gender_probs.argmax(1), lab.gender, out.age_years, lab.age_years)
+    result: dict = {"overall": metrics.summary(*cols)}
+    if bootstrap:
+        result["ci95"] = {
+            key: metrics.bootstrap_ci(cols, lambda *c, key=key: metrics.summary(*c)[key], samples=bootstrap)
+            for key in ("age_exact", "age_one_off", "gender_acc", "gender_acc_13plus", "mae")
+        }
+    result["by_age_group"] = {name: metrics.summary(*(c[lab.age_group == k] for c in cols)) for k, name in enumerate(meta.age_labels)}
+    result["by_gender"] = {name: metrics.summary(*(c[lab.gender == k] for c in cols)) for k, name in enumerate(meta.gender_labels)}
+    if (lab.race >= 0).any():
+        result["by_race"] = {name: metrics.summary(*(c[lab.race == k] for c in cols)) for k, name in enumerate(RACE_LABELS)}
+    result["age_confusion"] = metrics.confusion(cols[0], cols[1], len(meta.age_labels))
+    result["gender_confusion"] = metrics.confusion(cols[2], cols[3], len(meta.gender_labels))
+    result["labels"] = {"age": list(meta.age_labels), "gender": list(meta.gender_labels)}
+    return result
+
+
+def model_size(model: Path | None, meta: ModelMeta) -> dict:
+    """Parameter count and forward FLOPs at (1, 3, S, S) of the PyTorch model (for an
+    .onnx file only the architecture from its meta is counted, untrained)."""
+    import torch
+    from torch.utils.flop_counter import FlopCounterMode
+
+    from engines.model import create_model, default_model, load_checkpoint
+
+    if model is None:
+        net = default_model()
+    elif model.suffix == ".safetensors":
+        net = load_checkpoint(model)
+    else:
+        net = create_model(meta=meta).eval()
+    x = torch.zeros(1, 3, meta.input_size, meta.input_size)
+    with torch.no_grad(), FlopCounterMode(display=False) as counter:
+        net(x)
+    return {
+        "arch": meta.arch,
+        "input_size": meta.input_size,
+        "parameters": int(sum(p.numel() for p in net.parameters())),
+        "flops": int(counter.get_total_flops()),
+    }
+
+
+def format_metrics(result: dict) -> str:
+    """A few lines for the terminal."""
+    o, ci = result["overall"], result.get("ci95", {})
+
+    def pct(key):
+        v = o.get(key)
+        if v is None:
+            return "n/a"
+        lo, hi = ci.get(key, (None, None)) or (None, None)
+        return f"{100 * v:.1f}%" + (f" [{100 * lo:.1f}, {100 * hi:.1f}]" if lo is not None else "")
+
+    mae = o.get("mae")
+    lines = [
+        f"{result['images']} images ({result['skipped']} skipped, {result['no_face']} without a detected face), backend {result['backend']}",
+        f"age group exact {pct('age_exact')}, 1-off {pct('age_one_off')}",
+        f"gender {pct('gender_acc')}, ages 13+ {pct('gender_acc_13plus')}",
+        f"age MAE {'n/a' if mae is None or not math.isfinite(mae) else f'{mae:.2f} years'}",
+    ]
+    size = result["model_size"]
+    lines.append(f"{size['arch']} at {size['input_size']} px: {size['parameters'] / 1e6:.2f} M parameters, {size['flops'] / 1e6:.0f} MFLOPs")
+    return "\n".join(lines)
