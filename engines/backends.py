@@ -88,7 +88,7 @@ _BACKENDS: dict[str, Callable[[Path | None], Engine]] = {}
 #: name -> importable module the backend needs
 _REQUIRES: dict[str, str] = {}
 #: Order ``auto`` tries, fastest first.
-AUTO_ORDER = ("tensorrt", "openvino", "onnxruntime", "torch")
+AUTO_ORDER = ("tensorrt", "onnxruntime", "openvino", "torch")
 
 
 def register_backend(name: str, requires: str):

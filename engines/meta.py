@@ -42,7 +42,7 @@ class ModelMeta:
     input_size: int = 112
     mean: tuple[float, float, float] = (0.485, 0.456, 0.406)
     std: tuple[float, float, float] = (0.229, 0.224, 0.225)
-    crop_scale: float = 1.25
+    crop_scale: float = 1.15
     age_labels: tuple[str, ...] = AGE_LABELS
     gender_labels: tuple[str, ...] = GENDER_LABELS
     trained: bool = False

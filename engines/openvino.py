@@ -72,7 +72,8 @@ class OpenVinoEngine(Engine):
     """OpenVINO CPU plugin, latency hint (one stream, all ``threads`` on each request).
 
     ``precision``: ``"f32"``, ``"reduced"`` (the CPU's bf16/f16 where native) or None
-    (the IR's own; reduced for ONNX and checkpoints). The one chosen is ``.precision``.
+    (the IR's own; f32 for ONNX and checkpoints, so predictions never silently change).
+    The one chosen is ``.precision``.
     """
 
     name = "openvino"
@@ -100,7 +101,7 @@ class OpenVinoEngine(Engine):
                 model = core.read_model(str(onnx_path))
             except RuntimeError as e:
                 raise RealtimeError(f"{onnx_path}: OpenVINO cannot read this ONNX file ({str(e).splitlines()[0]})") from None
-            precision = precision or "reduced"
+            precision = precision or "f32"
         precision = reduced_precision(core) if precision == "reduced" else "f32"
         super().__init__(meta)
         # Not pinned: pinned threads stall when the detector or another process holds a core.

@@ -40,8 +40,8 @@ def _tqdm_progress(total: int, desc: str):
 @click.option("--arch", default="mobilenetv3_small_100", show_default=True, help="Any timm model name, e.g. resnet50.")
 @click.option("--input-size", type=int, default=112, show_default=True)
 @click.option(
-    "--crop-scale", type=float, default=1.25, show_default=True,
-    help="Crop side / detector box side the app will use (goes into the meta).",
+    "--crop-scale", type=float, default=1.15, show_default=True,
+    help="Crop side / detector box side the app will use (goes into the meta); 1.15 frames a MediaPipe box like a UTKFace chip (measured).",
 )
 @click.option("--epochs", type=int, default=40, show_default=True)
 @click.option("--batch-size", type=int, default=128, show_default=True, help="Per process (per GPU under torchrun).")

@@ -84,7 +84,7 @@ class TrainSettings:
     out: Path = Path("runs/train")
     arch: str = "mobilenetv3_small_100"
     input_size: int = 112
-    crop_scale: float = 1.25
+    crop_scale: float = 1.15
     folds: int = 5
     holdout: float = 0.15
     epochs: int = 40
