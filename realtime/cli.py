@@ -247,21 +247,16 @@ def models_fetch(source: str | None, force: bool) -> None:
         click.echo(f"ok {path}")
 
 
-def _add_optional_commands() -> None:
+def _add_library_commands() -> None:
     """Commands that live beside their library code (train/, engines/)."""
-    for module, names in (("train.commands", ("train_command", "eval_command")),
-                          ("engines.commands", ("convert_command",))):
-        try:
-            mod = __import__(module, fromlist=list(names))
-        except ModuleNotFoundError as e:
-            if e.name != module:
-                raise
-            continue
-        for name in names:
-            cli.add_command(getattr(mod, name))
+    from engines.commands import convert_command
+    from train.commands import eval_command, train_command
+
+    for command in (train_command, eval_command, convert_command):
+        cli.add_command(command)
 
 
-_add_optional_commands()
+_add_library_commands()
 
 
 def main() -> None:
