@@ -82,6 +82,8 @@ def analyzer_options(command):
                      help="Also detect on overlapping tiles for small faces: auto (frames of 1280 px and more), off, or N columns."),
         click.option("--crop-scale", type=click.FloatRange(0.5, 4), default=None,
                      help="Face crop side / detector box side (default: the model's own)."),
+        click.option("--flip/--no-flip", default=True, show_default=True,
+                     help="Test-time flip: average each face with its mirror image (2x classifier work, more accurate)."),
         click.option("--track/--no-track", default=True, show_default=True,
                      help="Track faces across frames: ids, smoothed labels, people counts."),
         click.option("--smoothing", type=click.FloatRange(0, 0.99), default=TrackerSettings.smoothing, show_default=True,
@@ -107,7 +109,7 @@ def _settings(kw: dict):
     return AnalyzerSettings(
         model=kw.pop("model"), backend=kw.pop("backend"), detector_model=kw.pop("detector_model"),
         detector_range=kw.pop("detector_range"), min_score=kw.pop("min_score"), tiles=kw.pop("tiles"),
-        crop_scale=kw.pop("crop_scale"),
+        crop_scale=kw.pop("crop_scale"), flip=kw.pop("flip"),
         track=kw.pop("track"),
         tracker=TrackerSettings(smoothing=kw.pop("smoothing"), hysteresis=kw.pop("hysteresis"),
                                 reclassify_every=kw.pop("reclassify_every")),

@@ -17,7 +17,7 @@ from typing import Callable, Iterable
 
 import numpy as np
 
-from engines.backends import Engine, Predictions, create_engine
+from engines.backends import Engine, FlipAveraged, Predictions, create_engine
 from realtime.analytics import Analytics
 from realtime.annotators import Annotator, default_annotators
 from realtime.crops import Cropper
@@ -45,6 +45,7 @@ class AnalyzerSettings:
         min_score: detector confidence threshold in [0, 1].
         tiles: "auto", "off" or N columns of overlapping detector tiles (small faces).
         crop_scale: crop side / box side; None = the model's own (``meta.crop_scale``).
+        flip: average each face's predictions with its mirror image's (test-time flip).
         track: give faces track ids and smoothed labels (see :mod:`realtime.tracker`).
         tracker: matching, smoothing and re-classification settings when tracking.
     """
@@ -56,6 +57,7 @@ class AnalyzerSettings:
     min_score: float = 0.5
     tiles: str | int = "auto"
     crop_scale: float | None = None
+    flip: bool = True
     track: bool = True
     tracker: TrackerSettings = field(default_factory=TrackerSettings)
 
@@ -70,6 +72,8 @@ class Analyzer:
     def __init__(self, settings: AnalyzerSettings):
         self.detector = FaceDetector(settings.detector_model, settings.detector_range, settings.min_score, tiles=settings.tiles)
         self.engine: Engine = create_engine(settings.model, settings.backend)
+        if settings.flip:
+            self.engine = FlipAveraged(self.engine)
         self.meta = self.engine.meta
         self.cropper = Cropper(self.meta, settings.crop_scale)
         self.tracking = settings.track

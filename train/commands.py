@@ -112,6 +112,7 @@ def train_command(fmt, no_augment, no_amp, **options):
 )
 @click.option("--backend", default="auto", show_default=True, help="Engine backend, as in the app.")
 @click.option("--cropped", is_flag=True, help="Each image is already one face crop (no detector).")
+@click.option("--flip/--no-flip", default=True, show_default=True, help="Test-time flip, as in the app.")
 @click.option(
     "--predictions", type=click.Path(path_type=Path), required=True,
     help="CSV to write: file, age_group, age, gender, gender_prob.",

@@ -19,7 +19,7 @@ from typing import Callable, ContextManager
 import cv2
 import numpy as np
 
-from engines.backends import create_engine
+from engines.backends import FlipAveraged, create_engine
 from engines.meta import ModelMeta
 from realtime.crops import Cropper
 from realtime.errors import RealtimeError
@@ -42,6 +42,7 @@ class EvalSettings:
         model: a .safetensors or .onnx model; None for the app's default weights.
         backend: engine backend, as in the app ("auto" picks the fastest installed).
         cropped: the images are face crops already (no detector).
+        flip: test-time flip, as in the app (``FlipAveraged``).
         json: also write the metrics here.
         detector_range: "full" or "short" MediaPipe model when not ``cropped``.
         batch_size: crops per engine call.
@@ -57,6 +58,7 @@ class EvalSettings:
     model: Path | None = None
     backend: str = "auto"
     cropped: bool = False
+    flip: bool = True
     json: Path | None = None
     detector_range: str = "full"
     batch_size: int = 64
@@ -96,6 +98,8 @@ def evaluate(settings: EvalSettings, progress: Callable[[int, str], ContextManag
     if settings.limit:
         data = data[np.arange(min(settings.limit, len(data)))]
     engine = create_engine(settings.model, settings.backend)
+    if settings.flip:
+        engine = FlipAveraged(engine)
     cropper = Cropper(engine.meta)
     detector = None if settings.cropped else _detector(settings.detector_range)
     keep, chunks, batch = [], [], []

@@ -157,3 +157,16 @@ def test_tensorrt_asked_for_by_name_without_it(checkpoint, tensorrt_gpu):
         pytest.skip("TensorRT is installed here")
     with pytest.raises(RealtimeError, match="tensorrt.* is not installed"):
         create_engine(checkpoint, backend="tensorrt")
+
+
+def test_flip_averaging_is_the_mean_of_a_crop_and_its_mirror(crops, net):
+    from engines.backends import FlipAveraged, create_engine
+
+    base = create_engine(None, "onnxruntime")
+    flipped = FlipAveraged(base)
+    out = flipped.infer(crops[:5])
+    plain, mirror = base.infer(crops[:5]), base.infer(np.ascontiguousarray(crops[:5, ..., ::-1]))
+    np.testing.assert_allclose(out.age_probs, (plain.age_probs + mirror.age_probs) / 2, atol=1e-6)
+    np.testing.assert_allclose(out.gender_probs.sum(1), 1, atol=1e-5)
+    assert flipped.name == "onnxruntime+flip" and flipped.meta == base.meta
+    assert len(flipped.infer(crops[:0]).age_probs) == 0

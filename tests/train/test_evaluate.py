@@ -48,7 +48,7 @@ def test_eval_cropped_cli_on_real_faces(shared_faces, checkpoint, tmp_path):
     assert m["overall"]["age_exact"] == pytest.approx(exact, abs=1e-4)
     assert m["overall"]["gender_acc"] == pytest.approx(gender, abs=1e-4)
     assert m["overall"]["mae"] == pytest.approx(mae, abs=0.06)  # CSV rounds to 0.1 year
-    assert m["images"] == 12 and m["backend"] == "torch" and m["no_face"] == 0
+    assert m["images"] == 12 and m["backend"] == "torch+flip" and m["no_face"] == 0
     assert sum(v["n"] for v in m["by_age_group"].values()) == 12 and set(m["by_race"]) == {"White", "Black", "Asian", "Indian", "Others"}
     assert sum(map(sum, m["age_confusion"])) == 12
     size = m["model_size"]
