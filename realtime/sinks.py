@@ -20,7 +20,7 @@ import numpy as np
 from engines.meta import ModelMeta
 from realtime.errors import RealtimeError
 from realtime.faces import Faces
-from realtime.sources import IMAGE_SUFFIXES, Frame
+from realtime.sources import Frame
 
 log = logging.getLogger(__name__)
 

@@ -73,8 +73,8 @@ class Source(ABC):
     @abstractmethod
     def __iter__(self) -> Iterator[Frame]: ...
 
-    def close(self) -> None:
-        pass
+    def close(self) -> None:  # noqa: B027 - a default: most sources hold nothing to release
+        """Release the device, file or connection (a no-op where there is none)."""
 
     def __enter__(self) -> "Source":
         return self

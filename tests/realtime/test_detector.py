@@ -1,5 +1,3 @@
-import os
-from pathlib import Path
 
 import cv2
 import numpy as np
