@@ -91,11 +91,7 @@ class FaceDetector:
                 parts.append(part)
             faces = Faces(np.concatenate([p.boxes for p in parts]), np.concatenate([p.scores for p in parts]), frame_index=frame_index)
             faces = faces[nms(faces.boxes, faces.scores)]
-        if not len(faces):
-            return faces
-        np.clip(faces.boxes, 0, [w, h, w, h], out=faces.boxes)
-        sides = np.minimum(faces.boxes[:, 2] - faces.boxes[:, 0], faces.boxes[:, 3] - faces.boxes[:, 1])
-        return faces[sides >= self.min_size]
+        return faces.clipped(w, h, self.min_size)
 
     def close(self) -> None:
         if getattr(self, "_finalizer", None) is not None:

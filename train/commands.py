@@ -19,12 +19,17 @@ def _tqdm_progress(total: int, desc: str):
     return tqdm(total=total, desc=desc, leave=False, unit="it", dynamic_ncols=True)
 
 
+def data_options(command):
+    """--data and --format, shared by train and eval."""
+    command = click.option("--format", "fmt", type=_FORMAT, required=True, help="Layout of --data.")(command)
+    return click.option(
+        "--data", type=click.Path(path_type=Path), required=True,
+        help="Labelled face set (folder, or CSV file for --format csv).",
+    )(command)
+
+
 @click.command("train")
-@click.option(
-    "--data", type=click.Path(path_type=Path), required=True,
-    help="Labelled face set (folder, or CSV file for --format csv).",
-)
-@click.option("--format", "fmt", type=_FORMAT, required=True, help="Layout of --data.")
+@data_options
 @click.option(
     "--out", type=click.Path(path_type=Path), default=Path("runs/train"), show_default=True,
     help="Folder for folds, logs, summary, plots.",
@@ -101,11 +106,7 @@ def train_command(fmt, no_augment, no_amp, **options):
 
 
 @click.command("eval")
-@click.option(
-    "--data", type=click.Path(path_type=Path), required=True,
-    help="Labelled images (folder, or CSV file for --format csv).",
-)
-@click.option("--format", "fmt", type=_FORMAT, required=True, help="Layout of --data.")
+@data_options
 @click.option(
     "--model", type=click.Path(path_type=Path), default=None,
     help="Checkpoint (.safetensors) or .onnx; default: the app's default model.",
