@@ -29,6 +29,10 @@ class AugmentSettings:
         hue: largest hue shift in OpenCV hue units (0-180 circle).
         grayscale: probability of dropping colour.
         jpeg: probability of JPEG re-encoding at quality 30-80.
+        lowres: probability of a low-resolution pass: down to a side drawn from
+            ``lowres_side`` (fractions of the output side) and back up, as a small
+            face in a video frame reaches the classifier (a 40 px face upscaled).
+        lowres_side: range of that side, as fractions of the output side.
     """
 
     scale: tuple[float, float] = (0.8, 1.25)
@@ -42,10 +46,12 @@ class AugmentSettings:
     hue: float = 5.0
     grayscale: float = 0.05
     jpeg: float = 0.15
+    lowres: float = 0.25
+    lowres_side: tuple[float, float] = (0.25, 0.6)
 
     @classmethod
     def off(cls) -> "AugmentSettings":
-        return cls((1.0, 1.0), 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0)
+        return cls((1.0, 1.0), 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0)
 
 
 class Augmenter:
@@ -75,6 +81,9 @@ class Augmenter:
         m = self.matrix(h, w, rng)
         interp = cv2.INTER_AREA if abs(np.linalg.det(m[:, :2])) < 1 else cv2.INTER_LINEAR
         out = cv2.warpAffine(image, m, (s, s), flags=interp, borderMode=cv2.BORDER_REPLICATE)
+        if rng.random() < st.lowres:
+            small = max(8, round(s * rng.uniform(*st.lowres_side)))
+            out = cv2.resize(cv2.resize(out, (small, small), interpolation=cv2.INTER_AREA), (s, s), interpolation=cv2.INTER_LINEAR)
         if rng.random() < st.blur:
             out = cv2.GaussianBlur(out, (0, 0), rng.uniform(0.3, 1.5))
         out = self._colour(out, rng)

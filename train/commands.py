@@ -126,6 +126,10 @@ def train_command(fmt, no_augment, no_amp, **options):
     "--range", "detector_range", type=click.Choice(["full", "short"]), default="full", show_default=True,
     help="MediaPipe detector model.",
 )
+@click.option(
+    "--context", type=float, default=1.0, show_default=True,
+    help="With the detector: set each image in a frame this many times its side first (tight chips: 2).",
+)
 @click.option("--batch-size", type=int, default=64, show_default=True)
 @click.option("--limit", type=int, default=None, help="Only the first N images.")
 @click.option(

@@ -93,6 +93,10 @@ class LabelledSet:
         gender: (N,) int64 index into ``GENDER_LABELS``, -1 unknown.
         race: (N,) int64 UTKFace race code (``RACE_LABELS``), -1 unknown or other data.
         folds: (N,) int64 official fold (Adience), -1 where the data has none.
+        groups: (N,) object (str) split key: images with the same key always land on
+            the same side of a split (UTKFace: the capture date-time in the file name,
+            which identifies the photo; Adience: the subject). "" where the data has
+            none: those images are keyed by the sha256 of their bytes.
         root: the data directory the files are under (for relative names).
         skipped: images listed or found but dropped (missing, unreadable, unlabelled).
     """
@@ -103,20 +107,26 @@ class LabelledSet:
     gender: np.ndarray
     race: np.ndarray
     folds: np.ndarray
+    groups: np.ndarray | None = None
     root: Path = Path(".")
     skipped: int = 0
-    _ARRAYS: tuple[str, ...] = field(default=("age_group", "age_years", "gender", "race", "folds"), repr=False)
+    _ARRAYS: tuple[str, ...] = field(default=("age_group", "age_years", "gender", "race", "folds", "groups"), repr=False)
 
     def __post_init__(self) -> None:
         n = len(self.files)
+        if self.groups is None:
+            self.groups = np.full(n, "", object)
         for name in self._ARRAYS:
             if getattr(self, name).shape != (n,):
                 raise ValueError(f"{name} must have shape ({n},), got {getattr(self, name).shape}")
 
     @classmethod
     def from_rows(cls, rows: list[tuple], root: Path, skipped: int = 0) -> "LabelledSet":
-        """Rows of ``(file, age_group, age_years, gender, race, fold)``."""
-        cols = list(zip(*rows)) if rows else [[]] * 6
+        """Rows of ``(file, age_group, age_years, gender, race, fold[, group])``."""
+        rows = [(*r, "") if len(r) == 6 else r for r in rows]
+        cols = list(zip(*rows)) if rows else [[]] * 7
+        groups = np.empty(len(rows), object)
+        groups[:] = cols[6]
         return cls(
             files=list(cols[0]),
             age_group=np.asarray(cols[1], np.int64).reshape(-1),
@@ -124,6 +134,7 @@ class LabelledSet:
             gender=np.asarray(cols[3], np.int64).reshape(-1),
             race=np.asarray(cols[4], np.int64).reshape(-1),
             folds=np.asarray(cols[5], np.int64).reshape(-1),
+            groups=groups,
             root=root,
             skipped=skipped,
         )
@@ -157,11 +168,33 @@ class LabelledSet:
                 keys.append(hashlib.sha256(fh.read()).hexdigest())
         return keys
 
+    def split_keys(self) -> list[str]:
+        """Each image's split key: its ``groups`` entry (the sha256 of its bytes where
+        that is empty), with keys merged wherever byte-identical images carry different
+        ones, so neither a photo nor a copied file ever straddles a split."""
+        content = self.content_keys()
+        parent: dict[str, str] = {}
+
+        def root(key: str) -> str:
+            while parent.setdefault(key, key) != key:
+                parent[key] = key = parent[parent[key]]
+            return key
+
+        keys = [str(g) or c for g, c in zip(self.groups, content)]
+        hashes = set(content)
+        for key, c in zip(keys, content):
+            a, b = sorted((root(key), root(c)), key=lambda k: (k in hashes, k))
+            if a != b:
+                parent[b] = a  # a named key (capture, subject) stays the representative
+        return [root(k) for k in keys]
+
     def describe(self) -> str:
+        keyed = int((self.groups != "").sum())
+        keys = f"{len(set(self.groups[self.groups != ''].tolist()))} split keys over {keyed} images" if keyed else "split by content hash"
         return (
             f"{len(self)} images ({int((self.age_group >= 0).sum())} with age group, "
             f"{int(np.isfinite(self.age_years).sum())} with exact age, {int((self.gender >= 0).sum())} with gender"
-            f"; {self.skipped} skipped)"
+            f"; {keys}; {self.skipped} skipped)"
         )
 
 
@@ -234,7 +267,7 @@ def load_adience(root: Path) -> LabelledSet:
                 if group < 0 and gender < 0:
                     skipped += 1
                     continue
-                rows.append((path, group, years, gender, -1, fold))
+                rows.append((path, group, years, gender, -1, fold, f"subject:{rec['user_id']}"))
     return LabelledSet.from_rows(rows, root, skipped)
 
 
@@ -243,7 +276,9 @@ def load_utkface(root: Path) -> LabelledSet:
     """UTKFace: a ``labels.csv`` (file, age, gender, race) if present, else images named
     ``<age>_<gender>_<race>_<date>.jpg...`` (gender 0 male, 1 female) anywhere under ``root``."""
     if (root / "labels.csv").is_file():
-        return _read_csv(root / "labels.csv", root)
+        data = _read_csv(root / "labels.csv", root)
+        data.groups[:] = [utkface_capture_key(f) for f in data.files]
+        return data
     rows, skipped = [], 0
     for path in sorted(p for p in root.rglob("*") if p.is_file() and _is_image(p)):
         parts = path.name.split("_")
@@ -254,15 +289,28 @@ def load_utkface(root: Path) -> LabelledSet:
             continue
         gender = {"0": GENDER_LABELS.index("male"), "1": GENDER_LABELS.index("female")}.get(parts[1] if len(parts) > 1 else "", -1)
         race = int(parts[2]) if len(parts) > 2 and parts[2] in {"0", "1", "2", "3", "4"} else -1
-        rows.append((path, age_group_of(years), years, gender, race, -1))
+        rows.append((path, age_group_of(years), years, gender, race, -1, utkface_capture_key(path)))
     return LabelledSet.from_rows(rows, root, skipped)
+
+
+_CAPTURE_KEY = re.compile(r"_(\d{8,})\.(?:jpe?g|png)", re.IGNORECASE)
+
+
+def utkface_capture_key(path: Path) -> str:
+    """The capture date-time in a UTKFace file name (``26_1_0_20170116171048641.jpg.chip.jpg``
+    -> ``"capture:20170116171048641"``): it identifies the photo, so re-encoded copies
+    and several faces of one photo share it. "" when the name has none."""
+    m = _CAPTURE_KEY.search(Path(path).name)
+    return f"capture:{m.group(1)}" if m else ""
 
 
 @register_format("csv")
 def load_csv(root: Path) -> LabelledSet:
     """A plain CSV: ``root`` is the CSV file, or a directory holding ``labels.csv``.
     Columns: ``file`` (relative to the CSV's folder), ``age`` (years or a range) or
-    ``age_group`` (a name from ``AGE_LABELS`` or its index), ``gender``; ``race`` optional."""
+    ``age_group`` (a name from ``AGE_LABELS`` or its index), ``gender``; ``race`` and
+    ``group`` (split key: a person or photo id; images sharing it never straddle a
+    split) optional."""
     path = root if root.is_file() else root / "labels.csv"
     if not path.is_file():
         raise RealtimeError(f"{root}: no labels.csv here; pass the CSV file or a folder holding labels.csv")
@@ -291,7 +339,7 @@ def _read_csv(path: Path, root: Path) -> LabelledSet:
             if group < 0 and gender < 0:
                 skipped += 1
                 continue
-            rows.append((file, group, years, gender, race, -1))
+            rows.append((file, group, years, gender, race, -1, rec.get("group", "")))
     return LabelledSet.from_rows(rows, root, skipped)
 
 
@@ -314,8 +362,9 @@ def assign_folds(data: LabelledSet, folds: int) -> np.ndarray:
     """(N,) int64 fold of each image, in ``[0, folds)``.
 
     Data with official folds (Adience) keeps them. Otherwise each image's fold comes
-    from the sha256 of its bytes, so byte-identical images share a fold and the split
-    does not depend on file order or the machine."""
+    from a hash of its split key (:meth:`LabelledSet.split_keys`: UTKFace's capture
+    key, a CSV's ``group``, else the image's bytes), so one photo never sits in two
+    folds and the split does not depend on file order, the set's size or the machine."""
     if folds < 1:
         raise RealtimeError(f"--folds must be at least 1, got {folds}")
     if (data.folds >= 0).all() and len(data):
@@ -323,15 +372,22 @@ def assign_folds(data: LabelledSet, folds: int) -> np.ndarray:
         if folds > len(official):
             raise RealtimeError(f"the data has {len(official)} official folds; ask for at most that many with --folds")
         return data.folds.copy()
-    return np.array([int(k[:16], 16) % folds for k in data.content_keys()], np.int64)
+    return np.array([_key_hash(k) % folds for k in data.split_keys()], np.int64)
 
 
 def holdout_mask(data: LabelledSet, fraction: float) -> np.ndarray:
-    """(N,) bool, True for the held-out share ``fraction`` of the images (by content
-    hash: identical images go together; deterministic)."""
+    """(N,) bool, True for the held-out share ``fraction`` of the split keys (a photo's
+    faces go together; deterministic, independent of order and of the set's size)."""
     if not 0.0 < fraction < 1.0:
         raise RealtimeError(f"--holdout must be a fraction between 0 and 1, got {fraction}")
-    return np.array([int(k[:16], 16) / 2.0**64 < fraction for k in data.content_keys()], bool)
+    return np.array([_key_hash(k) / 2.0**64 < fraction for k in data.split_keys()], bool)
+
+
+def _key_hash(key: str) -> int:
+    """A uniform 64-bit number from a split key (content keys are sha256 hex already)."""
+    if len(key) == 64 and all(c in "0123456789abcdef" for c in key):
+        return int(key[:16], 16)
+    return int(hashlib.sha256(key.encode()).hexdigest()[:16], 16)
 
 
 # ----------------------------------------------------------------------------- pixels

@@ -45,6 +45,10 @@ class EvalSettings:
         flip: test-time flip, as in the app (``FlipAveraged``).
         json: also write the metrics here.
         detector_range: "full" or "short" MediaPipe model when not ``cropped``.
+        context: with the detector, first set each image in a frame ``context`` times
+            its side (edges replicated), as a face sits in a photo or video frame;
+            MediaPipe misses about half of UTKFace's tight chips taken as they are
+            (measured: 132 of 300 found) and about 1% set in a frame twice their side.
         batch_size: crops per engine call.
         limit: only the first N images.
         holdout: only the held-out share of a ``train --folds 1 --holdout`` run with this
@@ -61,6 +65,7 @@ class EvalSettings:
     flip: bool = True
     json: Path | None = None
     detector_range: str = "full"
+    context: float = 1.0
     batch_size: int = 64
     limit: int | None = None
     holdout: float | None = None
@@ -74,6 +79,8 @@ class EvalSettings:
             self.json = Path(self.json)
         if self.batch_size < 1:
             raise RealtimeError(f"--batch-size must be at least 1, got {self.batch_size}")
+        if not 1.0 <= self.context <= 8.0:
+            raise RealtimeError(f"--context must be between 1 and 8 (times the image side), got {self.context}")
 
 
 @dataclass
@@ -119,7 +126,7 @@ def evaluate(settings: EvalSettings, progress: Callable[[int, str], ContextManag
                     log.warning("skipping unreadable image %s", path)
                     counts["unreadable"] += 1
                     continue
-                batch.append(_face_input(image, cropper, detector, counts))
+                batch.append(_face_input(in_context(image, settings.context), cropper, detector, counts))
                 keep.append(i)
                 if len(batch) >= settings.batch_size:
                     flush()
@@ -141,6 +148,7 @@ def evaluate(settings: EvalSettings, progress: Callable[[int, str], ContextManag
             "data": str(settings.data),
             "format": settings.format,
             "cropped": settings.cropped,
+            "context": None if settings.cropped else settings.context,
             "holdout": settings.holdout,
             "images": len(labels),
             "skipped": labels.skipped,
@@ -161,6 +169,16 @@ def _detector(range_: str):
     except ImportError as e:
         raise RealtimeError(f"the face detector is not available ({e}); use --cropped for face crops") from None
     return FaceDetector(range=range_)
+
+
+def in_context(image: np.ndarray, context: float) -> np.ndarray:
+    """BGR (H, W, 3) -> the image centred in a frame ``context`` times its size, edges
+    replicated (the same image when ``context`` is 1)."""
+    if context <= 1.0:
+        return image
+    h, w = image.shape[:2]
+    dy, dx = round(h * (context - 1) / 2), round(w * (context - 1) / 2)
+    return cv2.copyMakeBorder(image, dy, dy, dx, dx, cv2.BORDER_REPLICATE)
 
 
 def _face_input(image: np.ndarray, cropper: Cropper, detector, counts: dict) -> np.ndarray:

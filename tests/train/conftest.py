@@ -84,19 +84,32 @@ def utk_dir(tmp_path: Path) -> Path:
     return root
 
 
+#: 12 named UTKFace faces: every age group, both genders, all five race codes. Named,
+#: not sampled, so the pick does not change when the set grows or is reordered.
+SHARED_FACE_FILES = (
+    "31_0_1_20170116235513414", "2_1_4_20161221201717930", "54_1_0_20170109010202728",
+    "60_1_0_20170110141612400", "37_1_0_20170117140054979", "40_0_0_20170117203219447",
+    "71_0_0_20170104213443413", "29_1_3_20170104232728113", "54_0_3_20170119210124368",
+    "18_1_0_20170109213414723", "4_1_0_20161219160558133", "22_1_2_20170116162944219",
+)  # fmt: skip
+
+
 @pytest.fixture
 def shared_faces(tmp_path: Path) -> Path:
-    """A labels.csv over 12 real UTKFace faces from ../shared (skips when absent)."""
+    """A labels.csv over the 12 real UTKFace faces of ``SHARED_FACE_FILES`` from
+    ../shared (skips when absent)."""
     if not (UTKFACE / "labels.csv").is_file():
         pytest.skip(f"real faces not available: {UTKFACE} is absent (../shared beside the checkout)")
     with open(UTKFACE / "labels.csv", newline="") as fh:
-        rows = list(csv.DictReader(fh))
-    picked = rows[:: len(rows) // 12][:12]
+        rows = {Path(r["file"]).name.split(".")[0]: r for r in csv.DictReader(fh)}
+    missing = [name for name in SHARED_FACE_FILES if name not in rows]
+    if missing:
+        pytest.skip(f"{UTKFACE} lacks the named test faces {missing[:3]}")
     root = tmp_path / "faces"
     root.mkdir()
     with open(root / "labels.csv", "w", newline="") as fh:
-        writer = csv.DictWriter(fh, fieldnames=list(rows[0]))
+        writer = csv.DictWriter(fh, fieldnames=list(next(iter(rows.values()))))
         writer.writeheader()
-        for r in picked:
-            writer.writerow({**r, "file": str((UTKFACE / r["file"]).resolve())})
+        for name in SHARED_FACE_FILES:
+            writer.writerow({**rows[name], "file": str((UTKFACE / rows[name]["file"]).resolve())})
     return root
