@@ -150,3 +150,21 @@ def eval_command(fmt, json_path, markdown_path, **options):
     if markdown_path is not None:
         markdown_path.write_text(eval_markdown(result))
     click.echo(format_metrics(result))
+
+
+@click.command("sheet")
+@click.argument("source")
+@click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path), required=True, help="Image to write (.jpg/.png).")
+@click.option("--every", type=int, default=4, show_default=True, help="Take every N-th frame.")
+@click.option("--max-faces", type=int, default=120, show_default=True)
+@click.option("--columns", type=int, default=12, show_default=True)
+@click.option("--scale", type=float, default=1.0, show_default=True, help="Draw each crop at this multiple of the model's input size.")
+def sheet_command(source, output, every, max_faces, columns, scale, **options):
+    """A contact sheet of the face crops the classifier sees in SOURCE, with their labels."""
+    from realtime.cli import _settings
+    from train.sheet import SheetSettings, contact_sheet
+
+    options.setdefault("track", False)
+    result = contact_sheet(SheetSettings(source, output, _settings(options), every, max_faces, columns, scale))
+    counts = ", ".join(f"{k} {v}" for k, v in result.labels.items())
+    click.echo(f"{result.faces} faces from {result.frames} frames -> {result.output} ({counts})")
