@@ -44,9 +44,21 @@ class Frame:
     name: str = ""
 
 
-def mask_credentials(spec: str) -> str:
-    """``rtsp://user:secret@host/x`` -> ``rtsp://user:***@host/x`` (safe for logs)."""
-    return re.sub(r"(://[^/:@]+:)[^/@]*@", r"\1***@", spec)
+# userinfo: everything from "://" to the LAST "@" before any query or fragment, so a
+# password holding "@" or "/" is masked whole (an "@" in a path over-masks: the safe side)
+_USERINFO = re.compile(r"(?<=://)[^\s?#]*@")
+_SECRET_QUERY = re.compile(
+    r"([?&;][^=&#\s]*(?:token|key|pass|pwd|secret|sig|auth|credential|session|cookie|jwt|bearer)[^=&#\s]*=)[^&#\s]*",
+    re.IGNORECASE,
+)
+
+
+def mask_credentials(text: str) -> str:
+    """Mask secrets in every URL in ``text`` (safe for logs, errors and results): the
+    whole userinfo (``rtsp://user:pw@host`` -> ``rtsp://***@host``, also a token alone
+    or a password holding ``@`` or ``/``) and the values of query parameters whose names
+    look secret (``?token=...``, ``api_key``, ``password``, ``sig``, ``auth``...)."""
+    return _SECRET_QUERY.sub(r"\1***", _USERINFO.sub("***@", text))
 
 
 class Source(ABC):
