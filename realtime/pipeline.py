@@ -24,6 +24,7 @@ from realtime.crops import Cropper
 from realtime.detector import FaceDetector
 from realtime.errors import RealtimeError
 from realtime.faces import Faces
+from realtime.outputs import OutputLock, claim_outputs
 from realtime.sinks import VIDEO_SUFFIXES, ImageSink, JsonlSink, Sink, VideoSink, WindowSink, check_writable, has_display
 from realtime.sources import IMAGE_SUFFIXES, Frame, Source, open_source
 from realtime.threads import FrameQueue, start_worker
@@ -282,10 +283,34 @@ def process(
 SinkFactory = Callable[[Source, Analyzer, int], Sink]
 
 
+@contextlib.contextmanager
+def finishing_signals():
+    """SIGINT/SIGTERM as KeyboardInterrupt until the caller calls the yielded function;
+    from then on (while outputs are being finished) they are noted, not obeyed, so a
+    storm of signals cannot cut an mp4 or a JSONL short. Off the main thread it does
+    nothing."""
+    finishing = threading.Event()
+    if threading.current_thread() is not threading.main_thread():
+        yield finishing.set
+        return
+
+    def handler(signum, frame):
+        if not finishing.is_set():
+            raise KeyboardInterrupt
+        log.warning("still finishing the outputs (signal %d noted)", signum)
+
+    previous = {sig: signal.signal(sig, handler) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield finishing.set
+    finally:
+        for sig, old in previous.items():
+            signal.signal(sig, old)
+
+
 def _run(sources: list[Source], settings: AnalyzerSettings, sinks: list[SinkFactory],
          summary_path: str | Path | None, fps_overlay: bool,
          on_start: Callable[[Source], None] | None, on_frame: FrameCallback | None) -> RunStats:
-    with contextlib.ExitStack() as stack:
+    with finishing_signals() as finishing, contextlib.ExitStack() as stack:
         for source in sources:
             stack.enter_context(source)
         analyzer = Analyzer(settings)
@@ -303,6 +328,7 @@ def _run(sources: list[Source], settings: AnalyzerSettings, sinks: list[SinkFact
                 on_start(source)
         annotators = [default_annotators(analyzer.meta, fps=fps_overlay) for _ in sources]
         stats = process(sources, analyzer.analyze, annotators, opened, on_frame, [s.live for s in sources])
+        finishing()
     stats.source = ", ".join(s.name for s in sources)
     stats.outputs = sorted({str(s.path) for group in opened for s in group if getattr(s, "path", None) is not None})
     stats.people = "; ".join((f"source {k}: " if len(sources) > 1 else "") + a.line() for k, a in enumerate(analytics))
@@ -338,16 +364,39 @@ def check_outputs(source: Source, output: str | Path | None, *data_paths: str | 
 def _data_sinks(output, json_path, n: int = 1) -> list[SinkFactory]:
     """The annotated-output and JSONL sinks for each of ``n`` sources."""
 
+    videos: dict[int, VideoSink] = {}
+
     def media(source: Source, analyzer: Analyzer, k: int) -> Sink:
         path = _numbered(output, k, n)
         if source.kind in ("image", "folder"):
             return ImageSink(path, folder=source.kind == "folder")
-        return VideoSink(path, source.fps)
+        videos[k] = VideoSink(path, source.fps)
+        return videos[k]
 
     def jsonl(source: Source, analyzer: Analyzer, k: int) -> Sink:
-        return JsonlSink(_numbered(json_path, k, n), analyzer.meta, source=k if n > 1 else None)
+        # lines follow the video's durable frames, so both always hold the same frames
+        return JsonlSink(_numbered(json_path, k, n), analyzer.meta, source=k if n > 1 else None, follows=videos.get(k))
 
     return ([media] if output is not None else []) + ([jsonl] if json_path is not None else [])
+
+
+def _claim(sources: list[Source], output, json_path, summary_path) -> OutputLock:
+    """Check that no output is an input or another output, and lock them all (closing
+    the sources if not)."""
+    n = len(sources)
+    outputs = []
+    for k, source in enumerate(sources):
+        for what, path in (("output folder" if source.kind == "folder" else "output", output),
+                           ("--json", json_path), ("--summary", summary_path)):
+            path = _numbered(path, k, n)
+            if path is not None and str(path) != "-":
+                outputs.append((what, Path(path)))
+    try:
+        return claim_outputs([p for source in sources for p in source.paths], outputs)
+    except RealtimeError:
+        for source in sources:
+            source.close()
+        raise
 
 
 def _opened(spec: str | Path, reconnect: float | None, check: Callable[[Source], None]) -> Source:
@@ -378,7 +427,8 @@ def annotate(
         check_outputs(source, output, json_path, summary_path)
 
     source = _opened(input, 0, check)
-    return _run([source], settings or AnalyzerSettings(), _data_sinks(output, json_path), summary_path, False, on_start, on_frame)
+    with _claim([source], output, json_path, summary_path):
+        return _run([source], settings or AnalyzerSettings(), _data_sinks(output, json_path), summary_path, False, on_start, on_frame)
 
 
 def run(
@@ -427,4 +477,5 @@ def run(
             source.close()
         raise
     window = [lambda src, an, k: WindowSink(f"realtime {k} - {src.name}")] if show else []
-    return _run(sources, settings or AnalyzerSettings(), window + _data_sinks(output, json_path, n), summary_path, True, on_start, on_frame)
+    with _claim(sources, output, json_path, summary_path):
+        return _run(sources, settings or AnalyzerSettings(), window + _data_sinks(output, json_path, n), summary_path, True, on_start, on_frame)

@@ -71,6 +71,7 @@ class Source(ABC):
         fps: frames per second if known (video, camera, stream), else None.
         size: (width, height) if known before the first frame, else None.
         frame_count: number of frames if known, else None.
+        paths: the local files (and folder) it reads, which no output may overwrite.
     """
 
     kind: str = ""
@@ -81,6 +82,7 @@ class Source(ABC):
         self.fps: float | None = None
         self.size: tuple[int, int] | None = None
         self.frame_count: int | None = None
+        self.paths: list[Path] = []
 
     @abstractmethod
     def __iter__(self) -> Iterator[Frame]: ...
@@ -103,6 +105,7 @@ class VideoSource(Source):
 
         super().__init__(mask_credentials(spec))
         self.kind, self.live = ("stream", True) if live else ("video", False)
+        self.paths = [] if live else [Path(spec)]
         options = {"rtsp_transport": "tcp"} if spec.lower().startswith("rtsp") else {}
         try:
             self._container = av.open(spec, options=options, timeout=(10.0, 10.0) if live else None)
@@ -267,6 +270,7 @@ class ImageSource(Source):
             self._files = [path]
             self.size = _image_size(_read_image(path))
         self.frame_count = len(self._files)
+        self.paths = [path, *self._files] if path.is_dir() else [path]
         self.skipped = 0
 
     def __iter__(self) -> Iterator[Frame]:
