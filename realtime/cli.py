@@ -111,8 +111,9 @@ def analyzer_options(command):
                      help="Face crop side / detector box side (default: the model's own)."),
         click.option("--flip/--no-flip", default=True, show_default=True,
                      help="Test-time flip: average each face with its mirror image (2x classifier work, more accurate)."),
-        click.option("--track/--no-track", default=True, show_default=True,
-                     help="Track faces across frames: ids, smoothed labels, people counts."),
+        click.option("--track/--no-track", default=None,
+                     help="Track faces across frames: ids, smoothed labels, people counts "
+                          "(default: on for video, off for images and folders of photos; --track for an image sequence)."),
         click.option("--smoothing", type=FiniteFloat(0, 0.99), default=TrackerSettings.smoothing, show_default=True,
                      help="Label smoothing per track (forgetting factor; 0 = latest prediction only)."),
         click.option("--hysteresis", type=FiniteFloat(0, 1), default=TrackerSettings.hysteresis, show_default=True,

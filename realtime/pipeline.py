@@ -7,6 +7,7 @@
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import logging
 import signal
 import threading
@@ -47,7 +48,10 @@ class AnalyzerSettings:
         tiles: "auto", "off" or N columns of overlapping detector tiles (small faces).
         crop_scale: crop side / box side; None = the model's own (``meta.crop_scale``).
         flip: average each face's predictions with its mirror image's (test-time flip).
-        track: give faces track ids and smoothed labels (see :mod:`realtime.tracker`).
+        track: give faces track ids and smoothed labels (see :mod:`realtime.tracker`);
+            None = for videos, cameras and streams but not for images and folders of
+            photos (unrelated pictures: a track would carry one person's label to
+            another); True also tracks across a folder (an image sequence).
         tracker: matching, smoothing and re-classification settings when tracking.
     """
 
@@ -59,7 +63,7 @@ class AnalyzerSettings:
     tiles: str | int = "auto"
     crop_scale: float | None = None
     flip: bool = True
-    track: bool = True
+    track: bool | None = None
     tracker: TrackerSettings = field(default_factory=TrackerSettings)
 
 
@@ -77,7 +81,7 @@ class Analyzer:
             self.engine = FlipAveraged(self.engine)
         self.meta = self.engine.meta
         self.cropper = Cropper(self.meta, settings.crop_scale)
-        self.tracking = settings.track
+        self.tracking = settings.track is not False
         self._tracker_settings = settings.tracker
         self.trackers: dict[int, Tracker] = {}
         if not self.meta.trained:
@@ -313,6 +317,9 @@ def _run(sources: list[Source], settings: AnalyzerSettings, sinks: list[SinkFact
     with finishing_signals() as finishing, contextlib.ExitStack() as stack:
         for source in sources:
             stack.enter_context(source)
+        if settings.track is None and any(s.kind in ("image", "folder") for s in sources):
+            settings = dataclasses.replace(settings, track=False)
+            log.info("photos: no tracking, smoothing or people counts across files (--track for an image sequence)")
         analyzer = Analyzer(settings)
         stack.callback(analyzer.close)
         opened = [[stack.enter_context(make(source, analyzer, k)) for make in sinks] for k, source in enumerate(sources)]

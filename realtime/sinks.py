@@ -63,9 +63,10 @@ class VideoSink(Sink):
     """H.264 video through PyAV/libx264, the source's size, written to play whatever
     happens to the run.
 
-    The stream opens on the first frame (its size fixes the video's); odd sizes are
-    kept by encoding 4:4:4 instead of 4:2:0. Each frame keeps its source time
-    (``frame.time``), so a variable frame rate stays variable.
+    The stream opens on the first frame (its size and rotation fix the video's); odd
+    sizes are kept by encoding 4:4:4 instead of 4:2:0. Each frame keeps its source time
+    (``frame.time``), so a variable frame rate stays variable; a rotated source is
+    written in its stored orientation with its display rotation, as it came.
 
     MP4 and MOV are fragmented: a keyframe every ``keyframe_seconds`` starts a fragment,
     and each completed fragment is flushed to the file, so after SIGKILL, a crash or a
@@ -94,7 +95,7 @@ class VideoSink(Sink):
         self._durable_bytes = 0
         self._error: str | None = None
 
-    def _open(self, width: int, height: int) -> None:
+    def _open(self, width: int, height: int, rotation: int) -> None:
         import av
 
         options = {"flush_packets": "1"}  # each completed fragment reaches the file at once
@@ -107,6 +108,8 @@ class VideoSink(Sink):
         stream.codec_context.time_base = self.TIME_BASE
         stream.codec_context.gop_size = self.keyframe_interval
         stream.thread_type = "AUTO"
+        if rotation:
+            stream.set_display_rotation(rotation)  # shown as the source was
         self._stream = stream
 
     def _mux(self, packet) -> None:
@@ -125,8 +128,10 @@ class VideoSink(Sink):
         if self._error:
             return
         try:
+            if frame.rotation:  # back to the source's stored orientation; the matrix turns it upright
+                annotated = np.ascontiguousarray(np.rot90(annotated, -(frame.rotation // 90)))
             if self._container is None:
-                self._open(annotated.shape[1], annotated.shape[0])
+                self._open(annotated.shape[1], annotated.shape[0], frame.rotation)
             out = av.VideoFrame.from_ndarray(annotated, format="bgr24")
             self._last_pts = out.pts = max(round(frame.time / self.TIME_BASE), self._last_pts + 1)
             out.time_base = self.TIME_BASE

@@ -6,6 +6,7 @@ the loop downstream does not care which it is (after norfair's ``Video``).
 
 from __future__ import annotations
 
+import bisect
 import logging
 import re
 import time
@@ -36,12 +37,16 @@ class Frame:
         time: seconds from the start of the source (stream time for files, wall
             clock for live sources, 0 for still images).
         name: file name for image and folder sources, else "".
+        rotation: degrees the source's display matrix turned ``image`` (counter-
+            clockwise) to make it upright; a video output turns it back and keeps the
+            matrix, so it shows as the source did.
     """
 
     image: np.ndarray
     index: int
     time: float
     name: str = ""
+    rotation: int = 0
 
 
 # userinfo: everything from "://" to the LAST "@" before any query or fragment, so a
@@ -124,11 +129,18 @@ class VideoSource(Source):
         self.decode_errors = 0
 
     def __iter__(self) -> Iterator[Frame]:
-        """Every decodable frame in order. A damaged packet is skipped; a file cut
-        short ends the iteration; either is reported in one warning line at the end."""
+        """Every decodable frame in order, upright (its display rotation applied).
+
+        ``index`` is the frame's place in the source and ``time`` its presentation
+        time from the stream's start, both from the frame's pts, so damaged packets
+        leave gaps instead of renumbering what follows. Damaged packets are skipped;
+        a file cut short ends the iteration; either is reported in one warning line."""
         import av
 
-        start, index, damaged, stopped = None, 0, 0, ""
+        base = self._stream.time_base
+        origin = self._stream.start_time
+        seen: list[int] = []  # pts of every packet so far, sorted: a frame's index is its rank
+        last, count, damaged, stopped, last_time = -1, 0, 0, "", None
         packets = self._container.demux(self._stream)
         while True:
             try:
@@ -138,25 +150,51 @@ class VideoSource(Source):
             except av.FFmpegError as e:  # the container itself is cut or broken here
                 stopped = _av_reason(e)
                 break
+            if packet.pts is not None and not self.live:
+                bisect.insort(seen, packet.pts)
             try:
                 decoded = packet.decode()
             except av.FFmpegError:
                 damaged += 1
                 continue
             for frame in decoded:
-                t = frame.time if frame.time is not None else index / (self.fps or 25.0)
-                start = t if start is None else start
-                yield Frame(frame.to_ndarray(format="bgr24"), index, t - start)
-                index += 1
+                if frame.pts is not None and base is not None:
+                    origin = frame.pts if origin is None else origin
+                    index = max(bisect.bisect_left(seen, frame.pts) if seen else last + 1, last + 1)
+                    t = float((frame.pts - origin) * base)
+                else:
+                    index = last + 1
+                    t = index / (self.fps or 25.0)
+                last, last_time = index, t
+                rotation = int(round(frame.rotation or 0)) % 360 if hasattr(frame, "rotation") else 0
+                image = frame.to_ndarray(format="bgr24")
+                if rotation:
+                    image = np.ascontiguousarray(np.rot90(image, rotation // 90))
+                yield Frame(image, index, t, rotation=rotation)
+                count += 1
         self.decode_errors = damaged + bool(stopped)
-        short = self.frame_count is not None and not self.live and index + damaged < self.frame_count
-        if damaged or stopped or short:
-            parts = [f"{index} frames decoded" + (f" of {self.frame_count}" if self.frame_count else "")]
-            if damaged:
-                parts.append(f"{damaged} damaged packets skipped")
-            if stopped or short:
-                parts.append(f"the rest is unreadable ({stopped or 'file ends early'})")
-            log.warning("%s: %s", self.name, "; ".join(parts))
+        self._report(count, damaged, stopped, last_time)
+
+    def _report(self, frames: int, damaged: int, stopped: str, last_time: float | None) -> None:
+        """One warning line when frames were lost: damaged packets, or a file that ends
+        before its header says (frame count for MP4, duration for MKV and others)."""
+        duration = float(self._stream.duration * self._stream.time_base) if self._stream.duration else (
+            self._container.duration / 1e6 if self._container.duration else None)
+        step = 1.0 / (self.fps or 25.0)
+        short = not self.live and (
+            (self.frame_count is not None and frames + damaged < self.frame_count)
+            or (self.frame_count is None and duration and last_time is not None and last_time + 2 * step < duration)
+        )
+        if not (damaged or stopped or short):
+            return
+        total = self.frame_count or (round(duration / step) if duration else None)
+        parts = [f"{frames} frames decoded" + (f" of {'about ' if not self.frame_count else ''}{total}" if total else "")]
+        if damaged:
+            parts.append(f"{damaged} damaged packets skipped")
+        if stopped or short:
+            end = f"file ends at {last_time:.1f} s of {duration:.1f} s" if duration and last_time is not None else "file ends early"
+            parts.append(f"the rest is unreadable ({stopped or end})")
+        log.warning("%s: %s", self.name, "; ".join(parts))
 
     def close(self) -> None:
         self._container.close()
@@ -298,6 +336,10 @@ def _image_size(image: np.ndarray) -> tuple[int, int]:
 
 
 def _av_reason(e: Exception) -> str:
+    import av
+
+    if isinstance(e, av.ExitError):  # FFmpeg's "Immediate exit requested": our time-out fired
+        return "no answer within 10 s (is the address right and the device on?)"
     return mask_credentials(getattr(e, "strerror", None) or str(e).splitlines()[0])
 
 
