@@ -273,6 +273,8 @@ def process(
         stats.interrupted = True
     finally:
         stop.set()
+        for frames in streams:  # a source waiting to reconnect stops waiting
+            getattr(frames, "interrupt", lambda: None)()
         for worker in workers:
             worker.join(timeout=10)
             if worker.is_alive():
@@ -319,7 +321,8 @@ def _run(sources: list[Source], settings: AnalyzerSettings, sinks: list[SinkFact
             stack.enter_context(source)
         if settings.track is None and any(s.kind in ("image", "folder") for s in sources):
             settings = dataclasses.replace(settings, track=False)
-            log.info("photos: no tracking, smoothing or people counts across files (--track for an image sequence)")
+            if any(s.kind == "folder" for s in sources):
+                log.info("a folder of photos: no tracking, smoothing or people counts across files (--track for an image sequence)")
         analyzer = Analyzer(settings)
         stack.callback(analyzer.close)
         opened = [[stack.enter_context(make(source, analyzer, k)) for make in sinks] for k, source in enumerate(sources)]

@@ -9,6 +9,7 @@ from __future__ import annotations
 import bisect
 import logging
 import re
+import threading
 import time
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
@@ -252,7 +253,7 @@ class ReconnectingSource(Source):
         self.first_delay, self.max_delay, self.max_gap = first_delay, max_delay, max_gap
         self.reconnects = 0
         self.gap_seconds = 0.0
-        self._closed = False
+        self._closed = threading.Event()
 
     def __iter__(self) -> Iterator[Frame]:
         start = time.monotonic()
@@ -268,8 +269,7 @@ class ReconnectingSource(Source):
         lost = time.monotonic()
         delay = self.first_delay
         log.warning("%s: no more frames; reconnecting", self.name)
-        while not self._closed:
-            time.sleep(delay)
+        while not self._closed.wait(delay):
             try:
                 source = self._opener()
             except RealtimeError as e:
@@ -287,8 +287,12 @@ class ReconnectingSource(Source):
             return source
         return None
 
+    def interrupt(self) -> None:
+        """Stop waiting to reconnect (safe from another thread; the run is ending)."""
+        self._closed.set()
+
     def close(self) -> None:
-        self._closed = True
+        self._closed.set()
         if self._inner is not None:
             self._inner.close()
 
@@ -298,6 +302,7 @@ class ImageSource(Source):
 
     def __init__(self, path: Path):
         super().__init__(str(path))
+        self._first = None
         if path.is_dir():
             self.kind = "folder"
             self._files = sorted(p for p in path.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
@@ -306,7 +311,8 @@ class ImageSource(Source):
         else:
             self.kind = "image"
             self._files = [path]
-            self.size = _image_size(_read_image(path))
+            self._first: np.ndarray | None = _read_image(path)  # read once: its warnings once
+            self.size = _image_size(self._first)
         self.frame_count = len(self._files)
         self.paths = [path, *self._files] if path.is_dir() else [path]
         self.skipped = 0
@@ -314,7 +320,8 @@ class ImageSource(Source):
     def __iter__(self) -> Iterator[Frame]:
         for index, path in enumerate(self._files):
             try:
-                image = _read_image(path)
+                image = self._first if self.kind == "image" and self._first is not None else _read_image(path)
+                self._first = None
             except RealtimeError as e:
                 if self.kind == "image":
                     raise
@@ -325,9 +332,18 @@ class ImageSource(Source):
 
 
 def _read_image(path: Path) -> np.ndarray:
-    image = cv2.imread(str(path), cv2.IMREAD_COLOR)
+    """(H, W, 3) uint8 BGR. libjpeg's own complaints (printed from C) are kept off
+    stderr; a JPEG cut short is named in one warning instead."""
+    with quiet_native_stderr():
+        image = cv2.imread(str(path), cv2.IMREAD_COLOR)
     if image is None:
         raise RealtimeError(f"{path}: not a readable image")
+    with open(path, "rb") as f:
+        head = f.read(2)
+        f.seek(max(0, path.stat().st_size - 64))
+        tail = f.read()
+    if head == b"\xff\xd8" and b"\xff\xd9" not in tail:
+        log.warning("%s: the JPEG file is cut short; its missing part is analysed as grey", path)
     return image
 
 
