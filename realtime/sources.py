@@ -140,7 +140,8 @@ class VideoSource(Source):
 
         base = self._stream.time_base
         origin = self._stream.start_time
-        seen: list[int] = []  # pts of every packet so far, sorted: a frame's index is its rank
+        seen: list[int] = []  # pts of every packet so far, sorted
+        on_grid = True  # every pts so far on the frame-rate grid (constant frame rate)
         last, count, damaged, stopped, last_time = -1, 0, 0, "", None
         packets = self._container.demux(self._stream)
         while True:
@@ -153,6 +154,10 @@ class VideoSource(Source):
                 break
             if packet.pts is not None and not self.live:
                 bisect.insort(seen, packet.pts)
+                origin = packet.pts if origin is None else origin
+                if on_grid and base is not None and self.fps:
+                    steps = float((packet.pts - origin) * base) * self.fps
+                    on_grid = abs(steps - round(steps)) < 0.05
             try:
                 decoded = packet.decode()
             except av.FFmpegError:
@@ -161,8 +166,11 @@ class VideoSource(Source):
             for frame in decoded:
                 if frame.pts is not None and base is not None:
                     origin = frame.pts if origin is None else origin
-                    index = max(bisect.bisect_left(seen, frame.pts) if seen else last + 1, last + 1)
                     t = float((frame.pts - origin) * base)
+                    # constant rate: the index is the time in frames, whatever was lost;
+                    # variable: the frame's rank among the packets seen so far
+                    rank = round(t * self.fps) if on_grid and self.fps else bisect.bisect_left(seen, frame.pts)
+                    index = max(rank, last + 1)
                 else:
                     index = last + 1
                     t = index / (self.fps or 25.0)
@@ -174,9 +182,9 @@ class VideoSource(Source):
                 yield Frame(image, index, t, rotation=rotation)
                 count += 1
         self.decode_errors = damaged + bool(stopped)
-        self._report(count, damaged, stopped, last_time)
+        self._report(count, damaged, stopped, last_time, lost=last + 1 - count)
 
-    def _report(self, frames: int, damaged: int, stopped: str, last_time: float | None) -> None:
+    def _report(self, frames: int, damaged: int, stopped: str, last_time: float | None, lost: int = 0) -> None:
         """One warning line when frames were lost: damaged packets, or a file that ends
         before its header says (frame count for MP4, duration for MKV and others)."""
         duration = float(self._stream.duration * self._stream.time_base) if self._stream.duration else (
@@ -186,12 +194,14 @@ class VideoSource(Source):
             (self.frame_count is not None and frames + damaged < self.frame_count)
             or (self.frame_count is None and duration and last_time is not None and last_time + 2 * step < duration)
         )
-        if not (damaged or stopped or short):
+        if not (damaged or stopped or short or lost):
             return
         total = self.frame_count or (round(duration / step) if duration else None)
         parts = [f"{frames} frames decoded" + (f" of {'about ' if not self.frame_count else ''}{total}" if total else "")]
         if damaged:
             parts.append(f"{damaged} damaged packets skipped")
+        if lost:
+            parts.append(f"{lost} frames missing before frame {frames + lost - 1}")
         if stopped or short:
             end = f"file ends at {last_time:.1f} s of {duration:.1f} s" if duration and last_time is not None else "file ends early"
             parts.append(f"the rest is unreadable ({stopped or end})")
