@@ -175,6 +175,8 @@ def _finish(stats, json_to_stdout: bool) -> None:
     """Print the run's summary; an interrupted run exits 130 (its outputs are complete)."""
     click.echo(stats.summary(), err=json_to_stdout)
     if stats.interrupted:
+        for sig in (signal.SIGINT, signal.SIGTERM):  # the rest of a storm of signals: the outputs are done
+            signal.signal(sig, signal.SIG_IGN)
         sys.exit(130)
 
 

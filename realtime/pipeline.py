@@ -163,9 +163,10 @@ FrameCallback = Callable[[Frame, Faces], None]
 
 @contextlib.contextmanager
 def graceful_stop(stop: threading.Event):
-    """Turn the first SIGINT/SIGTERM into a request to stop after the current frame
-    (it sets ``stop``), so every sink holds the same frames and closes properly; a
-    second one interrupts at once. Yields an Event set when a signal came. Off the main
+    """Turn SIGINT/SIGTERM into a request to stop after the current frame (it sets
+    ``stop``), so every sink holds the same frames and closes properly; more signals
+    change nothing (the loop checks ``stop`` at least every 0.1 s, so it is prompt).
+    Yields an Event set when a signal came. Off the main
     thread signals cannot be caught, and Ctrl-C keeps its default behaviour there."""
     signalled = threading.Event()
     if threading.current_thread() is not threading.main_thread():
@@ -174,7 +175,8 @@ def graceful_stop(stop: threading.Event):
 
     def handler(signum, frame):
         if signalled.is_set():
-            raise KeyboardInterrupt
+            log.warning("already stopping: finishing the current frame and the outputs")
+            return
         signalled.set()
         stop.set()
 
@@ -202,6 +204,7 @@ def process(
     on_frame: FrameCallback | None = None,
     live: list[bool] | None = None,
     queue_size: int = 4,
+    stop: threading.Event | None = None,
 ) -> RunStats:
     """The loop, for one or several sources, on threads joined by bounded queues:
     decode (a thread per source) -> analyze (one thread, one frame of every source per
@@ -212,9 +215,9 @@ def process(
     Files go through every frame in order; a ``live`` source keeps only its newest
     frames (``stats.dropped`` counts the rest), so latency stays bounded. Ctrl-C or
     SIGTERM stops it cleanly (the caller's ``with`` blocks close the sinks); a window
-    sink may ask to stop (q or Esc)."""
+    sink may ask to stop (q or Esc); so does setting ``stop``."""
     stats = RunStats()
-    stop = threading.Event()
+    stop = stop or threading.Event()
     live = live or [False] * len(streams)
     # a live source keeps at most 2 frames waiting: what is shown is at most ~2 frames old
     decoded = [FrameQueue(min(2, queue_size) if is_live else queue_size, stop, drop_oldest=is_live) for is_live in live]
@@ -266,9 +269,9 @@ def process(
                     if on_frame is not None:
                         on_frame(frame, faces)
                 stats.timer.add_frame({**times, **stats.timer.take_frame()})
-                if signalled.is_set() or any(sink.stop_requested for group in sinks for sink in group):
+                if stop.is_set() or any(sink.stop_requested for group in sinks for sink in group):
                     break
-        stats.interrupted = signalled.is_set()
+        stats.interrupted = signalled.is_set() or stop.is_set()  # only signals set stop before the finally
     except KeyboardInterrupt:
         stats.interrupted = True
     finally:
@@ -290,24 +293,27 @@ SinkFactory = Callable[[Source, Analyzer, int], Sink]
 
 
 @contextlib.contextmanager
-def finishing_signals():
-    """SIGINT/SIGTERM as KeyboardInterrupt until the caller calls the yielded function;
-    from then on (while outputs are being finished) they are noted, not obeyed, so a
-    storm of signals cannot cut an mp4 or a JSONL short. Off the main thread it does
-    nothing."""
-    finishing = threading.Event()
+def finishing_signals(stop: threading.Event):
+    """SIGINT/SIGTERM as KeyboardInterrupt (start-up: nothing written yet) until the
+    caller calls the yielded function; from then on they set ``stop`` (the loop ends
+    after the current frame) and are otherwise only noted, so a storm of signals
+    cannot cut an mp4 or a JSONL short while the outputs are finished. Off the main
+    thread it does nothing."""
+    running = threading.Event()
     if threading.current_thread() is not threading.main_thread():
-        yield finishing.set
+        yield running.set
         return
 
     def handler(signum, frame):
-        if not finishing.is_set():
+        if not running.is_set():
             raise KeyboardInterrupt
-        log.warning("still finishing the outputs (signal %d noted)", signum)
+        if stop.is_set():
+            log.warning("already stopping: finishing the outputs")
+        stop.set()
 
     previous = {sig: signal.signal(sig, handler) for sig in (signal.SIGINT, signal.SIGTERM)}
     try:
-        yield finishing.set
+        yield running.set
     finally:
         for sig, old in previous.items():
             signal.signal(sig, old)
@@ -316,7 +322,8 @@ def finishing_signals():
 def _run(sources: list[Source], settings: AnalyzerSettings, sinks: list[SinkFactory],
          summary_path: str | Path | None, fps_overlay: bool,
          on_start: Callable[[Source], None] | None, on_frame: FrameCallback | None) -> RunStats:
-    with finishing_signals() as finishing, contextlib.ExitStack() as stack:
+    stop = threading.Event()
+    with finishing_signals(stop) as running, contextlib.ExitStack() as stack:
         for source in sources:
             stack.enter_context(source)
         if settings.track is None and any(s.kind in ("image", "folder") for s in sources):
@@ -337,8 +344,8 @@ def _run(sources: list[Source], settings: AnalyzerSettings, sinks: list[SinkFact
             for source in sources:
                 on_start(source)
         annotators = [default_annotators(analyzer.meta, fps=fps_overlay) for _ in sources]
-        stats = process(sources, analyzer.analyze, annotators, opened, on_frame, [s.live for s in sources])
-        finishing()
+        running()
+        stats = process(sources, analyzer.analyze, annotators, opened, on_frame, [s.live for s in sources], stop=stop)
     stats.source = ", ".join(s.name for s in sources)
     stats.outputs = sorted({str(s.path) for group in opened for s in group if getattr(s, "path", None) is not None})
     stats.people = "; ".join((f"source {k}: " if len(sources) > 1 else "") + a.line() for k, a in enumerate(analytics))
