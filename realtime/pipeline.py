@@ -75,12 +75,14 @@ class Analyzer:
     to the engine in ONE batched call."""
 
     def __init__(self, settings: AnalyzerSettings):
-        self.detector = FaceDetector(settings.detector_model, settings.detector_range, settings.min_score, tiles=settings.tiles)
         self.engine: Engine = create_engine(settings.model, settings.backend)
         if settings.flip:
             self.engine = FlipAveraged(self.engine)
         self.meta = self.engine.meta
         self.cropper = Cropper(self.meta, settings.crop_scale)
+        # last: nothing after it can fail, so a bad model file never leaves a detector
+        # to be closed by the garbage collector (inside MediaPipe that can deadlock)
+        self.detector = FaceDetector(settings.detector_model, settings.detector_range, settings.min_score, tiles=settings.tiles)
         self.tracking = settings.track is not False
         self._tracker_settings = settings.tracker
         self.trackers: dict[int, Tracker] = {}
