@@ -364,3 +364,20 @@ def test_ctrl_c_while_a_stream_reconnects_is_prompt(tmp_path, detector_models):
         server.shutdown()
     assert proc.returncode == 130, err
     assert "Traceback" not in err and took < 3.0, (took, err)
+
+
+def test_a_stream_that_never_answers_says_so(tmp_path, detector_models):
+    import socket
+
+    silent = socket.socket()
+    silent.bind(("127.0.0.1", 0))
+    silent.listen(4)  # accepts connections, never says a word
+    try:
+        port = silent.getsockname()[1]
+        proc = realtime("run", "--source", f"http://127.0.0.1:{port}/cam.ts", "--no-show", "--reconnect-timeout", "0")
+        _, err = proc.communicate(timeout=120)
+    finally:
+        silent.close()
+    assert proc.returncode == 1
+    one_error_line(err, f"cannot open http://127.0.0.1:{port}/cam.ts: no answer within 10 s")
+    assert "Immediate exit requested" not in err
