@@ -10,6 +10,7 @@ import json
 import os
 import resource
 import signal
+import subprocess
 import threading
 import time
 from fractions import Fraction
@@ -176,6 +177,28 @@ def test_a_full_disk_is_one_line_and_the_outputs_still_agree(tmp_path, long_clip
     one_error_line(err, f"cannot write {out}: File too large; it holds the first")
     records = outputs_agree(out, results)
     assert 25 <= len(records) < 300 and out.stat().st_size <= 400_000
+
+
+@pytest.fixture
+def small_disk(tmp_path):
+    """A 300 kB tmpfs: a real full disk (ENOSPC). Needs the right to mount."""
+    disk = tmp_path / "disk"
+    disk.mkdir()
+    done = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=300k", "tmpfs", str(disk)], capture_output=True)
+    if done.returncode != 0:
+        pytest.skip("cannot mount a small tmpfs here (needs root); the file size limit test covers write errors")
+    yield disk
+    subprocess.run(["umount", str(disk)], check=True)
+
+
+def test_a_really_full_disk(small_disk, long_clip, detector_models, warm_cache):
+    out, results = small_disk / "o.mp4", small_disk / "o.jsonl"
+    proc = realtime("annotate", long_clip, "-o", out, "--json", results)
+    _, err = proc.communicate(timeout=300)
+    assert proc.returncode == 1, err
+    one_error_line(err, f"cannot write {out}: No space left on device; it holds the first")
+    records = outputs_agree(out, results)
+    assert 25 <= len(records) < 300
 
 
 # -- 3. faithful to the source ---------------------------------------------------------
