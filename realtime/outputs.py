@@ -37,6 +37,7 @@ def check_distinct(inputs: list[Path], outputs: list[tuple[str, Path]]) -> None:
     """Fail with one line when an output (``(what, path)``, e.g. ``("--json", p)``) is
     one of the ``inputs`` (every file a run reads, and a folder it reads from) or
     another output."""
+    outputs = [(what, path) for what, path in outputs if not _device(path)]
     for k, (what, path) in enumerate(outputs):
         for source in inputs:
             if same_file(path, source):
@@ -44,6 +45,11 @@ def check_distinct(inputs: list[Path], outputs: list[tuple[str, Path]]) -> None:
         for other_what, other in outputs[:k]:
             if same_file(path, other):
                 raise RealtimeError(f"{what} {path}: the same file as {other_what} {other}; give each output its own name")
+
+
+def _device(path: Path) -> bool:
+    """/dev/null, /dev/stdout, a FIFO: nothing there to clobber or to lock."""
+    return path.exists() and not path.is_file() and not path.is_dir()
 
 
 class OutputLock(contextlib.AbstractContextManager):
@@ -64,7 +70,7 @@ class OutputLock(contextlib.AbstractContextManager):
             raise
 
     def _lock(self, what: str, path: Path) -> None:
-        if fcntl is None:
+        if fcntl is None or _device(path):
             return
         folder = what == "output folder"
         created = not path.exists()
