@@ -196,7 +196,8 @@ def test_a_really_full_disk(small_disk, long_clip, detector_models, warm_cache):
     proc = realtime("annotate", long_clip, "-o", out, "--json", results)
     _, err = proc.communicate(timeout=300)
     assert proc.returncode == 1, err
-    one_error_line(err, f"cannot write {out}: No space left on device; it holds the first")
+    # whichever file the disk filled up on (the mp4 or the JSONL), the two agree
+    one_error_line(err, ": No space left on device; it")
     records = outputs_agree(out, results)
     assert 25 <= len(records) < 300
 
