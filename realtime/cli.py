@@ -10,17 +10,21 @@ from __future__ import annotations
 import contextlib
 import functools
 import logging
+import os
 import signal
 import sys
+import threading
 
 
 def _interrupted_while_starting(signum, frame):
-    sys.stderr.write("interrupted\n")
-    raise SystemExit(130)
+    # nothing is open yet: leave at once (an exception here could land in a finalizer
+    # and be printed as "Exception ignored" instead of ending the process)
+    os.write(2, b"interrupted\n")
+    os._exit(130)
 
 
 # Ctrl-C while the libraries load (seconds) ends quietly instead of with a traceback
-# through importlib; main() hands SIGINT back to Python once the command runs.
+# through importlib; _Cli.main hands SIGINT back to Python once the command runs.
 if __name__ == "__main__" or sys.argv and sys.argv[0].endswith("realtime"):
     signal.signal(signal.SIGINT, _interrupted_while_starting)
 
@@ -37,6 +41,8 @@ class _Cli(click.Group):
 
     def main(self, args=None, prog_name=None, complete_var=None, standalone_mode=True, **extra):
         try:
+            if threading.current_thread() is threading.main_thread():
+                signal.signal(signal.SIGINT, signal.default_int_handler)  # Ctrl-C: KeyboardInterrupt from here on
             result = super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
         except click.exceptions.NoArgsIsHelpError as e:
             click.echo(e.ctx.get_help(), err=True)
@@ -45,7 +51,7 @@ class _Cli(click.Group):
             click.echo(f"error: {e.format_message()}", err=True)
             sys.exit(e.exit_code)
         except click.Abort:
-            click.echo("aborted", err=True)
+            click.echo("interrupted", err=True)
             sys.exit(130)
         except RealtimeError as e:
             click.echo(f"error: {e}", err=True)
@@ -174,9 +180,10 @@ def _progress(desc: str):
 def _finish(stats, json_to_stdout: bool) -> None:
     """Print the run's summary; an interrupted run exits 130 (its outputs are complete)."""
     click.echo(stats.summary(), err=json_to_stdout)
-    if stats.interrupted:
-        for sig in (signal.SIGINT, signal.SIGTERM):  # the rest of a storm of signals: the outputs are done
+    if _program:
+        for sig in (signal.SIGINT, signal.SIGTERM):  # the work is done: a late (or another) signal changes nothing
             signal.signal(sig, signal.SIG_IGN)
+    if stats.interrupted:
         sys.exit(130)
 
 
@@ -291,8 +298,13 @@ def _add_library_commands() -> None:
 _add_library_commands()
 
 
+#: True when running as the `realtime` program (not called from Python or a test)
+_program = False
+
+
 def main() -> None:
-    signal.signal(signal.SIGINT, signal.default_int_handler)
+    global _program
+    _program = True
     if hasattr(signal, "SIGXFSZ"):  # over a file size limit: a write error (one line), not a kill
         signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
     cli(prog_name="realtime")
