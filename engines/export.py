@@ -89,7 +89,7 @@ def _check_onnx_shapes(graph, meta: ModelMeta, path) -> None:
     for name, shape in wanted.items():
         if name not in outputs:
             problems.append(f"output {name} is missing")
-        elif dims(outputs[name])[1:] not in (shape, [1] if not shape else shape):
+        elif dims(outputs[name])[1:] not in (shape, [1] if not shape else shape):  # age_years: (N,) or (N, 1)
             problems.append(f"output {name} should be (N{''.join(f', {d}' for d in shape)}), it is {dims(outputs[name])}")
     if problems:
         raise RealtimeError(f"{path}: its graph does not match its metadata ({'; '.join(problems)})")

@@ -87,20 +87,20 @@ class ModelMeta:
         return cls(**data)
 
 
-def _number(value, low: float, high: float, integer: bool = False, low_open: bool = False) -> str:
-    """Why ``value`` is not a finite number in [low, high] (``low_open``: (low, high]), or ""."""
+def _number(value, low: float, high: float, integer: bool = False) -> str:
+    """Why ``value`` is not a finite number in [low, high], or ""."""
     kind = int if integer else (int, float)
     if isinstance(value, bool) or not isinstance(value, kind):
         return "expected an integer" if integer else "expected a number"
-    if not math.isfinite(value) or value < low or value > high or (low_open and value == low):
-        return f"expected {'(' if low_open else '['}{low:g}, {high:g}]"
+    if not math.isfinite(value) or value < low or value > high:
+        return f"expected [{low:g}, {high:g}]"
     return ""
 
 
-def _numbers(value, n: int, low: float, high: float, low_open: bool = False) -> str:
+def _numbers(value, n: int, low: float, high: float) -> str:
     if not isinstance(value, (list, tuple)) or len(value) != n:
         return f"expected {n} numbers"
-    return next((p for v in value if (p := _number(v, low, high, low_open=low_open))), "")
+    return next((p for v in value if (p := _number(v, low, high))), "")
 
 
 def _labels(value, at_least: int) -> str:

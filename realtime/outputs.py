@@ -9,7 +9,6 @@ instead of interleaving its bytes with the first's.
 from __future__ import annotations
 
 import contextlib
-import logging
 import os
 from pathlib import Path
 
@@ -20,7 +19,6 @@ try:  # POSIX; elsewhere outputs are checked but not locked
 except ImportError:  # pragma: no cover - Windows
     fcntl = None
 
-log = logging.getLogger(__name__)
 
 
 def same_file(a: Path, b: Path) -> bool:

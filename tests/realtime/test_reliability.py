@@ -7,7 +7,6 @@ the mp4 decodes, the JSONL's lines parse and match the mp4's frames."""
 from __future__ import annotations
 
 import json
-import os
 import resource
 import signal
 import subprocess
