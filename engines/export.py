@@ -66,4 +66,30 @@ def read_onnx_meta(path: str | Path) -> ModelMeta:
     props = {p.key: p.value for p in proto.metadata_props}
     if META_KEY not in props:
         raise RealtimeError(f"{path}: ONNX file without realtime model metadata; export it with `realtime convert --format onnx`")
-    return ModelMeta.from_json(props[META_KEY], str(path))
+    meta = ModelMeta.from_json(props[META_KEY], str(path))
+    _check_onnx_shapes(proto.graph, meta, path)
+    return meta
+
+
+def _check_onnx_shapes(graph, meta: ModelMeta, path) -> None:
+    """The graph's input and outputs must be what the metadata promises, so a file of
+    another shape fails at load with one line, not at the first face."""
+
+    def dims(value) -> list:
+        return [d.dim_param or d.dim_value for d in value.type.tensor_type.shape.dim]
+
+    s, a, g = meta.input_size, len(meta.age_labels), len(meta.gender_labels)
+    inputs = [i for i in graph.input if i.name not in {t.name for t in graph.initializer}]
+    outputs = {o.name: o for o in graph.output}
+    wanted = {name: shape for name, shape in zip(OUTPUT_NAMES, ([a], [g], []))}
+    problems = []
+    if len(inputs) != 1 or dims(inputs[0])[1:] != [3, s, s]:
+        got = ", ".join(f"{i.name} {dims(i)}" for i in inputs) or "none"
+        problems.append(f"input should be (N, 3, {s}, {s}), it is {got}")
+    for name, shape in wanted.items():
+        if name not in outputs:
+            problems.append(f"output {name} is missing")
+        elif dims(outputs[name])[1:] not in (shape, [1] if not shape else shape):  # age_years: (N,) or (N, 1)
+            problems.append(f"output {name} should be (N{''.join(f', {d}' for d in shape)}), it is {dims(outputs[name])}")
+    if problems:
+        raise RealtimeError(f"{path}: its graph does not match its metadata ({'; '.join(problems)})")

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 from dataclasses import dataclass, field
 
 from realtime.errors import RealtimeError
@@ -65,9 +66,15 @@ class ModelMeta:
     @classmethod
     def from_dict(cls, data: dict, source: str = "model") -> "ModelMeta":
         names = {f.name for f in dataclasses.fields(cls)}
+        if not isinstance(data, dict):
+            raise RealtimeError(f"{source}: its model metadata is not a JSON object")
         unknown = set(data) - names
         if unknown:
             raise RealtimeError(f"{source}: unknown model metadata fields {sorted(unknown)}")
+        for key, value in data.items():
+            problem = _FIELD_CHECKS[key](value)
+            if problem:
+                raise RealtimeError(f"{source}: bad model metadata: {key} = {_short(value)} ({problem}); the file is damaged or not from realtime")
         version = data.get("format_version", FORMAT_VERSION)
         if version > FORMAT_VERSION:
             raise RealtimeError(
@@ -78,3 +85,53 @@ class ModelMeta:
             if key in data:
                 data[key] = tuple(data[key])
         return cls(**data)
+
+
+def _number(value, low: float, high: float, integer: bool = False) -> str:
+    """Why ``value`` is not a finite number in [low, high], or ""."""
+    kind = int if integer else (int, float)
+    if isinstance(value, bool) or not isinstance(value, kind):
+        return "expected an integer" if integer else "expected a number"
+    if not math.isfinite(value) or value < low or value > high:
+        return f"expected [{low:g}, {high:g}]"
+    return ""
+
+
+def _numbers(value, n: int, low: float, high: float) -> str:
+    if not isinstance(value, (list, tuple)) or len(value) != n:
+        return f"expected {n} numbers"
+    return next((p for v in value if (p := _number(v, low, high))), "")
+
+
+def _labels(value, at_least: int) -> str:
+    if not isinstance(value, (list, tuple)) or len(value) < at_least:
+        return f"expected a list of at least {at_least} names"
+    if not all(isinstance(v, str) and v for v in value) or len(set(value)) != len(value):
+        return "expected distinct non-empty names"
+    return ""
+
+
+def _text(value) -> str:
+    return "" if isinstance(value, str) else "expected a string"
+
+
+#: field -> why its value is wrong ("" when it is fine). Ranges are what a crop
+#: classifier can sensibly use: 16..1024 px inputs, a std that does not divide by ~0.
+_FIELD_CHECKS = {
+    "arch": lambda v: _text(v) or ("" if v else "expected a timm architecture name"),
+    "input_size": lambda v: _number(v, 16, 1024, integer=True),
+    "mean": lambda v: _numbers(v, 3, 0, 1),
+    "std": lambda v: _numbers(v, 3, 1e-3, 10),
+    "crop_scale": lambda v: _number(v, 0.5, 4),
+    "age_labels": lambda v: _labels(v, 2),
+    "gender_labels": lambda v: _labels(v, 2),
+    "trained": lambda v: "" if isinstance(v, bool) else "expected true or false",
+    "trained_on": _text,
+    "format_version": lambda v: _number(v, 1, 10**6, integer=True),
+    "extra": lambda v: "" if isinstance(v, dict) else "expected an object",
+}
+
+
+def _short(value) -> str:
+    text = json.dumps(value) if not isinstance(value, float) else repr(value)
+    return text if len(text) <= 40 else text[:37] + "..."

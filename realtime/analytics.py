@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 
 from engines.meta import ModelMeta
+from realtime.errors import RealtimeError
 from realtime.faces import Faces
 from realtime.sinks import Sink
 from realtime.sources import Frame
@@ -125,4 +126,9 @@ class Analytics(Sink):
 
     def close(self) -> None:
         if self.path is not None:
-            Path(self.path).write_text(json.dumps(self.summary(), indent=2))
+            path = Path(self.path)
+            try:
+                path.write_text(json.dumps(self.summary(), indent=2))
+            except OSError as e:
+                path.unlink(missing_ok=True)  # no summary rather than half of one
+                raise RealtimeError(f"cannot write {path}: {e.strerror}") from None

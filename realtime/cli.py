@@ -10,12 +10,28 @@ from __future__ import annotations
 import contextlib
 import functools
 import logging
+import os
+import signal
 import sys
+import threading
 
-import click
 
-from realtime import __version__
-from realtime.errors import RealtimeError
+def _interrupted_while_starting(signum, frame):
+    # nothing is open yet: leave at once (an exception here could land in a finalizer
+    # and be printed as "Exception ignored" instead of ending the process)
+    os.write(2, b"interrupted\n")
+    os._exit(130)
+
+
+# Ctrl-C while the libraries load (seconds) ends quietly instead of with a traceback
+# through importlib; _Cli.main hands SIGINT back to Python once the command runs.
+if __name__ == "__main__" or sys.argv and sys.argv[0].endswith("realtime"):
+    signal.signal(signal.SIGINT, _interrupted_while_starting)
+
+import click  # noqa: E402
+
+from realtime import __version__  # noqa: E402
+from realtime.errors import RealtimeError  # noqa: E402
 
 log = logging.getLogger("realtime")
 
@@ -25,6 +41,8 @@ class _Cli(click.Group):
 
     def main(self, args=None, prog_name=None, complete_var=None, standalone_mode=True, **extra):
         try:
+            if threading.current_thread() is threading.main_thread():
+                signal.signal(signal.SIGINT, signal.default_int_handler)  # Ctrl-C: KeyboardInterrupt from here on
             result = super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
         except click.exceptions.NoArgsIsHelpError as e:
             click.echo(e.ctx.get_help(), err=True)
@@ -33,12 +51,27 @@ class _Cli(click.Group):
             click.echo(f"error: {e.format_message()}", err=True)
             sys.exit(e.exit_code)
         except click.Abort:
-            click.echo("aborted", err=True)
+            click.echo("interrupted", err=True)
             sys.exit(130)
         except RealtimeError as e:
             click.echo(f"error: {e}", err=True)
             sys.exit(1)
         sys.exit(result if isinstance(result, int) else 0)
+
+
+class FiniteFloat(click.FloatRange):
+    """A float option in a range that also refuses nan and inf (which every range
+    comparison lets through)."""
+
+    name = "number"
+
+    def convert(self, value, param, ctx):
+        import math
+
+        number = super().convert(value, param, ctx)
+        if not math.isfinite(number):
+            self.fail(f"{value!r} is not a finite number", param, ctx)
+        return number
 
 
 def _setup_logging(verbose: int, quiet: bool) -> None:
@@ -76,19 +109,20 @@ def analyzer_options(command):
                      help="MediaPipe face detector .tflite (default: found via $REALTIME_MODELS or the cache)."),
         click.option("--detector-range", type=click.Choice(list(DETECTOR_MODELS)), default="full", show_default=True,
                      help="full: crowds, faces up to ~5 m; short: close faces (webcam)."),
-        click.option("--min-score", type=click.FloatRange(0, 1), default=0.5, show_default=True,
+        click.option("--min-score", type=FiniteFloat(0, 1), default=0.5, show_default=True,
                      help="Detector confidence threshold."),
         click.option("--tiles", default="auto", show_default=True,
                      help="Also detect on overlapping tiles for small faces: auto (frames of 1280 px and more), off, or N columns."),
-        click.option("--crop-scale", type=click.FloatRange(0.5, 4), default=None,
+        click.option("--crop-scale", type=FiniteFloat(0.5, 4), default=None,
                      help="Face crop side / detector box side (default: the model's own)."),
         click.option("--flip/--no-flip", default=True, show_default=True,
                      help="Test-time flip: average each face with its mirror image (2x classifier work, more accurate)."),
-        click.option("--track/--no-track", default=True, show_default=True,
-                     help="Track faces across frames: ids, smoothed labels, people counts."),
-        click.option("--smoothing", type=click.FloatRange(0, 0.99), default=TrackerSettings.smoothing, show_default=True,
+        click.option("--track/--no-track", default=None,
+                     help="Track faces across frames: ids, smoothed labels, people counts "
+                          "(default: on for video, off for images and folders of photos; --track for an image sequence)."),
+        click.option("--smoothing", type=FiniteFloat(0, 0.99), default=TrackerSettings.smoothing, show_default=True,
                      help="Label smoothing per track (forgetting factor; 0 = latest prediction only)."),
-        click.option("--hysteresis", type=click.FloatRange(0, 1), default=TrackerSettings.hysteresis, show_default=True,
+        click.option("--hysteresis", type=FiniteFloat(0, 1), default=TrackerSettings.hysteresis, show_default=True,
                      help="A track's shown label changes only when another leads by this probability margin."),
         click.option("--reclassify-every", type=click.IntRange(1), default=TrackerSettings.reclassify_every, show_default=True,
                      help="Classify a confident track only every K frames (1 = every frame)."),
@@ -146,6 +180,9 @@ def _progress(desc: str):
 def _finish(stats, json_to_stdout: bool) -> None:
     """Print the run's summary; an interrupted run exits 130 (its outputs are complete)."""
     click.echo(stats.summary(), err=json_to_stdout)
+    if _program:
+        for sig in (signal.SIGINT, signal.SIGTERM):  # the work is done: a late (or another) signal changes nothing
+            signal.signal(sig, signal.SIG_IGN)
     if stats.interrupted:
         sys.exit(130)
 
@@ -175,7 +212,7 @@ def annotate(input: str, output: str, json_path: str | None, summary_path: str |
 @click.option("--json", "json_path", type=click.Path(dir_okay=False), default=None,
               help="Per-frame results as JSON Lines ('-' for stdout).")
 @click.option("--show/--no-show", default=None, help="Open a window (default: when a display exists).")
-@click.option("--reconnect-timeout", type=click.FloatRange(0), default=300.0, show_default=True,
+@click.option("--reconnect-timeout", type=FiniteFloat(0), default=300.0, show_default=True,
               help="Seconds to keep reconnecting a camera or stream that dropped (0: never).")
 @summary_option
 @analyzer_options
@@ -195,7 +232,7 @@ def run(sources: tuple[str, ...], output: str | None, json_path: str | None, sho
 @click.option("--json", "json_path", type=click.Path(dir_okay=False), default=None, help="Write the report as JSON.")
 @click.option("--frames", "max_frames", type=click.IntRange(1), default=None, help="Only the first N frames.")
 @click.option("--batches", default="1,8,32", show_default=True, help="Classifier batch sizes, comma separated.")
-@click.option("--classifier-seconds", type=click.FloatRange(0.1), default=2.0, show_default=True,
+@click.option("--classifier-seconds", type=FiniteFloat(0.1), default=2.0, show_default=True,
               help="Time per backend and batch size.")
 @click.option("--classifier-backend", "backends", multiple=True, help="Only these backends (default: every installed one).")
 @analyzer_options
@@ -262,7 +299,15 @@ def _add_library_commands() -> None:
 _add_library_commands()
 
 
+#: True when running as the `realtime` program (not called from Python or a test)
+_program = False
+
+
 def main() -> None:
+    global _program
+    _program = True
+    if hasattr(signal, "SIGXFSZ"):  # over a file size limit: a write error (one line), not a kill
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
     cli(prog_name="realtime")
 
 

@@ -7,6 +7,7 @@
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import logging
 import signal
 import threading
@@ -24,6 +25,7 @@ from realtime.crops import Cropper
 from realtime.detector import FaceDetector
 from realtime.errors import RealtimeError
 from realtime.faces import Faces
+from realtime.outputs import OutputLock, claim_outputs
 from realtime.sinks import VIDEO_SUFFIXES, ImageSink, JsonlSink, Sink, VideoSink, WindowSink, check_writable, has_display
 from realtime.sources import IMAGE_SUFFIXES, Frame, Source, open_source
 from realtime.threads import FrameQueue, start_worker
@@ -46,7 +48,10 @@ class AnalyzerSettings:
         tiles: "auto", "off" or N columns of overlapping detector tiles (small faces).
         crop_scale: crop side / box side; None = the model's own (``meta.crop_scale``).
         flip: average each face's predictions with its mirror image's (test-time flip).
-        track: give faces track ids and smoothed labels (see :mod:`realtime.tracker`).
+        track: give faces track ids and smoothed labels (see :mod:`realtime.tracker`);
+            None = for videos, cameras and streams but not for images and folders of
+            photos (unrelated pictures: a track would carry one person's label to
+            another); True also tracks across a folder (an image sequence).
         tracker: matching, smoothing and re-classification settings when tracking.
     """
 
@@ -58,7 +63,7 @@ class AnalyzerSettings:
     tiles: str | int = "auto"
     crop_scale: float | None = None
     flip: bool = True
-    track: bool = True
+    track: bool | None = None
     tracker: TrackerSettings = field(default_factory=TrackerSettings)
 
 
@@ -70,13 +75,15 @@ class Analyzer:
     to the engine in ONE batched call."""
 
     def __init__(self, settings: AnalyzerSettings):
-        self.detector = FaceDetector(settings.detector_model, settings.detector_range, settings.min_score, tiles=settings.tiles)
         self.engine: Engine = create_engine(settings.model, settings.backend)
         if settings.flip:
             self.engine = FlipAveraged(self.engine)
         self.meta = self.engine.meta
         self.cropper = Cropper(self.meta, settings.crop_scale)
-        self.tracking = settings.track
+        # last: nothing after it can fail, so a bad model file never leaves a detector
+        # to be closed by the garbage collector (inside MediaPipe that can deadlock)
+        self.detector = FaceDetector(settings.detector_model, settings.detector_range, settings.min_score, tiles=settings.tiles)
+        self.tracking = settings.track is not False
         self._tracker_settings = settings.tracker
         self.trackers: dict[int, Tracker] = {}
         if not self.meta.trained:
@@ -158,9 +165,10 @@ FrameCallback = Callable[[Frame, Faces], None]
 
 @contextlib.contextmanager
 def graceful_stop(stop: threading.Event):
-    """Turn the first SIGINT/SIGTERM into a request to stop after the current frame
-    (it sets ``stop``), so every sink holds the same frames and closes properly; a
-    second one interrupts at once. Yields an Event set when a signal came. Off the main
+    """Turn SIGINT/SIGTERM into a request to stop after the current frame (it sets
+    ``stop``), so every sink holds the same frames and closes properly; more signals
+    change nothing (the loop checks ``stop`` at least every 0.1 s, so it is prompt).
+    Yields an Event set when a signal came. Off the main
     thread signals cannot be caught, and Ctrl-C keeps its default behaviour there."""
     signalled = threading.Event()
     if threading.current_thread() is not threading.main_thread():
@@ -169,7 +177,8 @@ def graceful_stop(stop: threading.Event):
 
     def handler(signum, frame):
         if signalled.is_set():
-            raise KeyboardInterrupt
+            log.warning("already stopping: finishing the current frame and the outputs")
+            return
         signalled.set()
         stop.set()
 
@@ -197,6 +206,7 @@ def process(
     on_frame: FrameCallback | None = None,
     live: list[bool] | None = None,
     queue_size: int = 4,
+    stop: threading.Event | None = None,
 ) -> RunStats:
     """The loop, for one or several sources, on threads joined by bounded queues:
     decode (a thread per source) -> analyze (one thread, one frame of every source per
@@ -207,9 +217,9 @@ def process(
     Files go through every frame in order; a ``live`` source keeps only its newest
     frames (``stats.dropped`` counts the rest), so latency stays bounded. Ctrl-C or
     SIGTERM stops it cleanly (the caller's ``with`` blocks close the sinks); a window
-    sink may ask to stop (q or Esc)."""
+    sink may ask to stop (q or Esc); so does setting ``stop``."""
     stats = RunStats()
-    stop = threading.Event()
+    stop = stop or threading.Event()
     live = live or [False] * len(streams)
     # a live source keeps at most 2 frames waiting: what is shown is at most ~2 frames old
     decoded = [FrameQueue(min(2, queue_size) if is_live else queue_size, stop, drop_oldest=is_live) for is_live in live]
@@ -261,13 +271,15 @@ def process(
                     if on_frame is not None:
                         on_frame(frame, faces)
                 stats.timer.add_frame({**times, **stats.timer.take_frame()})
-                if signalled.is_set() or any(sink.stop_requested for group in sinks for sink in group):
+                if stop.is_set() or any(sink.stop_requested for group in sinks for sink in group):
                     break
-        stats.interrupted = signalled.is_set()
+        stats.interrupted = signalled.is_set() or stop.is_set()  # only signals set stop before the finally
     except KeyboardInterrupt:
         stats.interrupted = True
     finally:
         stop.set()
+        for frames in streams:  # a source waiting to reconnect stops waiting
+            getattr(frames, "interrupt", lambda: None)()
         for worker in workers:
             worker.join(timeout=10)
             if worker.is_alive():
@@ -282,12 +294,44 @@ def process(
 SinkFactory = Callable[[Source, Analyzer, int], Sink]
 
 
+@contextlib.contextmanager
+def finishing_signals(stop: threading.Event):
+    """SIGINT/SIGTERM as KeyboardInterrupt (start-up: nothing written yet) until the
+    caller calls the yielded function; from then on they set ``stop`` (the loop ends
+    after the current frame) and are otherwise only noted, so a storm of signals
+    cannot cut an mp4 or a JSONL short while the outputs are finished. Off the main
+    thread it does nothing."""
+    running = threading.Event()
+    if threading.current_thread() is not threading.main_thread():
+        yield running.set
+        return
+
+    def handler(signum, frame):
+        if not running.is_set():
+            raise KeyboardInterrupt
+        if stop.is_set():
+            log.warning("already stopping: finishing the outputs")
+        stop.set()
+
+    previous = {sig: signal.signal(sig, handler) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield running.set
+    finally:
+        for sig, old in previous.items():
+            signal.signal(sig, old)
+
+
 def _run(sources: list[Source], settings: AnalyzerSettings, sinks: list[SinkFactory],
          summary_path: str | Path | None, fps_overlay: bool,
          on_start: Callable[[Source], None] | None, on_frame: FrameCallback | None) -> RunStats:
-    with contextlib.ExitStack() as stack:
+    stop = threading.Event()
+    with finishing_signals(stop) as running, contextlib.ExitStack() as stack:
         for source in sources:
             stack.enter_context(source)
+        if settings.track is None and any(s.kind in ("image", "folder") for s in sources):
+            settings = dataclasses.replace(settings, track=False)
+            if any(s.kind == "folder" for s in sources):
+                log.info("a folder of photos: no tracking, smoothing or people counts across files (--track for an image sequence)")
         analyzer = Analyzer(settings)
         stack.callback(analyzer.close)
         opened = [[stack.enter_context(make(source, analyzer, k)) for make in sinks] for k, source in enumerate(sources)]
@@ -302,7 +346,8 @@ def _run(sources: list[Source], settings: AnalyzerSettings, sinks: list[SinkFact
             for source in sources:
                 on_start(source)
         annotators = [default_annotators(analyzer.meta, fps=fps_overlay) for _ in sources]
-        stats = process(sources, analyzer.analyze, annotators, opened, on_frame, [s.live for s in sources])
+        running()
+        stats = process(sources, analyzer.analyze, annotators, opened, on_frame, [s.live for s in sources], stop=stop)
     stats.source = ", ".join(s.name for s in sources)
     stats.outputs = sorted({str(s.path) for group in opened for s in group if getattr(s, "path", None) is not None})
     stats.people = "; ".join((f"source {k}: " if len(sources) > 1 else "") + a.line() for k, a in enumerate(analytics))
@@ -338,16 +383,39 @@ def check_outputs(source: Source, output: str | Path | None, *data_paths: str | 
 def _data_sinks(output, json_path, n: int = 1) -> list[SinkFactory]:
     """The annotated-output and JSONL sinks for each of ``n`` sources."""
 
+    videos: dict[int, VideoSink] = {}
+
     def media(source: Source, analyzer: Analyzer, k: int) -> Sink:
         path = _numbered(output, k, n)
         if source.kind in ("image", "folder"):
             return ImageSink(path, folder=source.kind == "folder")
-        return VideoSink(path, source.fps)
+        videos[k] = VideoSink(path, source.fps)
+        return videos[k]
 
     def jsonl(source: Source, analyzer: Analyzer, k: int) -> Sink:
-        return JsonlSink(_numbered(json_path, k, n), analyzer.meta, source=k if n > 1 else None)
+        # lines follow the video's durable frames, so both always hold the same frames
+        return JsonlSink(_numbered(json_path, k, n), analyzer.meta, source=k if n > 1 else None, follows=videos.get(k))
 
     return ([media] if output is not None else []) + ([jsonl] if json_path is not None else [])
+
+
+def _claim(sources: list[Source], output, json_path, summary_path) -> OutputLock:
+    """Check that no output is an input or another output, and lock them all (closing
+    the sources if not)."""
+    n = len(sources)
+    outputs = []
+    for k, source in enumerate(sources):
+        for what, path in (("output folder" if source.kind == "folder" else "output", output),
+                           ("--json", json_path), ("--summary", summary_path)):
+            path = _numbered(path, k, n)
+            if path is not None and str(path) != "-":
+                outputs.append((what, Path(path)))
+    try:
+        return claim_outputs([p for source in sources for p in source.paths], outputs)
+    except RealtimeError:
+        for source in sources:
+            source.close()
+        raise
 
 
 def _opened(spec: str | Path, reconnect: float | None, check: Callable[[Source], None]) -> Source:
@@ -378,7 +446,8 @@ def annotate(
         check_outputs(source, output, json_path, summary_path)
 
     source = _opened(input, 0, check)
-    return _run([source], settings or AnalyzerSettings(), _data_sinks(output, json_path), summary_path, False, on_start, on_frame)
+    with _claim([source], output, json_path, summary_path):
+        return _run([source], settings or AnalyzerSettings(), _data_sinks(output, json_path), summary_path, False, on_start, on_frame)
 
 
 def run(
@@ -427,4 +496,5 @@ def run(
             source.close()
         raise
     window = [lambda src, an, k: WindowSink(f"realtime {k} - {src.name}")] if show else []
-    return _run(sources, settings or AnalyzerSettings(), window + _data_sinks(output, json_path, n), summary_path, True, on_start, on_frame)
+    with _claim(sources, output, json_path, summary_path):
+        return _run(sources, settings or AnalyzerSettings(), window + _data_sinks(output, json_path, n), summary_path, True, on_start, on_frame)

@@ -6,8 +6,10 @@ the loop downstream does not care which it is (after norfair's ``Video``).
 
 from __future__ import annotations
 
+import bisect
 import logging
 import re
+import threading
 import time
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
@@ -36,17 +38,33 @@ class Frame:
         time: seconds from the start of the source (stream time for files, wall
             clock for live sources, 0 for still images).
         name: file name for image and folder sources, else "".
+        rotation: degrees the source's display matrix turned ``image`` (counter-
+            clockwise) to make it upright; a video output turns it back and keeps the
+            matrix, so it shows as the source did.
     """
 
     image: np.ndarray
     index: int
     time: float
     name: str = ""
+    rotation: int = 0
 
 
-def mask_credentials(spec: str) -> str:
-    """``rtsp://user:secret@host/x`` -> ``rtsp://user:***@host/x`` (safe for logs)."""
-    return re.sub(r"(://[^/:@]+:)[^/@]*@", r"\1***@", spec)
+# userinfo: everything from "://" to the LAST "@" before any query or fragment, so a
+# password holding "@" or "/" is masked whole (an "@" in a path over-masks: the safe side)
+_USERINFO = re.compile(r"(?<=://)[^\s?#]*@")
+_SECRET_QUERY = re.compile(
+    r"([?&;][^=&#\s]*(?:token|key|pass|pwd|secret|sig|auth|credential|session|cookie|jwt|bearer)[^=&#\s]*=)[^&#\s]*",
+    re.IGNORECASE,
+)
+
+
+def mask_credentials(text: str) -> str:
+    """Mask secrets in every URL in ``text`` (safe for logs, errors and results): the
+    whole userinfo (``rtsp://user:pw@host`` -> ``rtsp://***@host``, also a token alone
+    or a password holding ``@`` or ``/``) and the values of query parameters whose names
+    look secret (``?token=...``, ``api_key``, ``password``, ``sig``, ``auth``...)."""
+    return _SECRET_QUERY.sub(r"\1***", _USERINFO.sub("***@", text))
 
 
 class Source(ABC):
@@ -59,6 +77,7 @@ class Source(ABC):
         fps: frames per second if known (video, camera, stream), else None.
         size: (width, height) if known before the first frame, else None.
         frame_count: number of frames if known, else None.
+        paths: the local files (and folder) it reads, which no output may overwrite.
     """
 
     kind: str = ""
@@ -69,6 +88,7 @@ class Source(ABC):
         self.fps: float | None = None
         self.size: tuple[int, int] | None = None
         self.frame_count: int | None = None
+        self.paths: list[Path] = []
 
     @abstractmethod
     def __iter__(self) -> Iterator[Frame]: ...
@@ -91,6 +111,7 @@ class VideoSource(Source):
 
         super().__init__(mask_credentials(spec))
         self.kind, self.live = ("stream", True) if live else ("video", False)
+        self.paths = [] if live else [Path(spec)]
         options = {"rtsp_transport": "tcp"} if spec.lower().startswith("rtsp") else {}
         try:
             self._container = av.open(spec, options=options, timeout=(10.0, 10.0) if live else None)
@@ -109,11 +130,19 @@ class VideoSource(Source):
         self.decode_errors = 0
 
     def __iter__(self) -> Iterator[Frame]:
-        """Every decodable frame in order. A damaged packet is skipped; a file cut
-        short ends the iteration; either is reported in one warning line at the end."""
+        """Every decodable frame in order, upright (its display rotation applied).
+
+        ``index`` is the frame's place in the source and ``time`` its presentation
+        time from the stream's start, both from the frame's pts, so damaged packets
+        leave gaps instead of renumbering what follows. Damaged packets are skipped;
+        a file cut short ends the iteration; either is reported in one warning line."""
         import av
 
-        start, index, damaged, stopped = None, 0, 0, ""
+        base = self._stream.time_base
+        origin = self._stream.start_time
+        seen: list[int] = []  # pts of every packet so far, sorted
+        on_grid = True  # every pts so far on the frame-rate grid (constant frame rate)
+        last, count, damaged, stopped, last_time = -1, 0, 0, "", None
         packets = self._container.demux(self._stream)
         while True:
             try:
@@ -123,25 +152,60 @@ class VideoSource(Source):
             except av.FFmpegError as e:  # the container itself is cut or broken here
                 stopped = _av_reason(e)
                 break
+            if packet.pts is not None and not self.live:
+                bisect.insort(seen, packet.pts)
+                origin = packet.pts if origin is None else origin
+                if on_grid and base is not None and self.fps:
+                    steps = float((packet.pts - origin) * base) * self.fps
+                    on_grid = abs(steps - round(steps)) < 0.05
             try:
                 decoded = packet.decode()
             except av.FFmpegError:
                 damaged += 1
                 continue
             for frame in decoded:
-                t = frame.time if frame.time is not None else index / (self.fps or 25.0)
-                start = t if start is None else start
-                yield Frame(frame.to_ndarray(format="bgr24"), index, t - start)
-                index += 1
+                if frame.pts is not None and base is not None:
+                    origin = frame.pts if origin is None else origin
+                    t = float((frame.pts - origin) * base)
+                    # constant rate: the index is the time in frames, whatever was lost;
+                    # variable: the frame's rank among the packets seen so far
+                    rank = round(t * self.fps) if on_grid and self.fps else bisect.bisect_left(seen, frame.pts)
+                    index = max(rank, last + 1)
+                else:
+                    index = last + 1
+                    t = index / (self.fps or 25.0)
+                last, last_time = index, t
+                rotation = int(round(frame.rotation or 0)) % 360 if hasattr(frame, "rotation") else 0
+                image = frame.to_ndarray(format="bgr24")
+                if rotation:
+                    image = np.ascontiguousarray(np.rot90(image, rotation // 90))
+                yield Frame(image, index, t, rotation=rotation)
+                count += 1
         self.decode_errors = damaged + bool(stopped)
-        short = self.frame_count is not None and not self.live and index + damaged < self.frame_count
-        if damaged or stopped or short:
-            parts = [f"{index} frames decoded" + (f" of {self.frame_count}" if self.frame_count else "")]
-            if damaged:
-                parts.append(f"{damaged} damaged packets skipped")
-            if stopped or short:
-                parts.append(f"the rest is unreadable ({stopped or 'file ends early'})")
-            log.warning("%s: %s", self.name, "; ".join(parts))
+        self._report(count, damaged, stopped, last_time, lost=last + 1 - count)
+
+    def _report(self, frames: int, damaged: int, stopped: str, last_time: float | None, lost: int = 0) -> None:
+        """One warning line when frames were lost: damaged packets, or a file that ends
+        before its header says (frame count for MP4, duration for MKV and others)."""
+        duration = float(self._stream.duration * self._stream.time_base) if self._stream.duration else (
+            self._container.duration / 1e6 if self._container.duration else None)
+        step = 1.0 / (self.fps or 25.0)
+        short = not self.live and (
+            (self.frame_count is not None and frames + damaged < self.frame_count)
+            or (self.frame_count is None and duration and last_time is not None and last_time + 2 * step < duration)
+        )
+        if not (damaged or stopped or short or lost):
+            return
+        total = self.frame_count or (round(duration / step) if duration else None)
+        parts = [f"{frames} frames decoded" + (f" of {'about ' if not self.frame_count else ''}{total}" if total else "")]
+        if damaged:
+            parts.append(f"{damaged} damaged packets skipped")
+        if lost:
+            parts.append(f"{lost} frames missing before frame {frames + lost - 1}")
+        if stopped or short:
+            end = f"file ends at {last_time:.1f} s of {duration:.1f} s" if duration and last_time is not None else "file ends early"
+            parts.append(f"the rest is unreadable ({stopped or end})")
+        log.warning("%s: %s", self.name, "; ".join(parts))
 
     def close(self) -> None:
         self._container.close()
@@ -199,7 +263,7 @@ class ReconnectingSource(Source):
         self.first_delay, self.max_delay, self.max_gap = first_delay, max_delay, max_gap
         self.reconnects = 0
         self.gap_seconds = 0.0
-        self._closed = False
+        self._closed = threading.Event()
 
     def __iter__(self) -> Iterator[Frame]:
         start = time.monotonic()
@@ -215,8 +279,7 @@ class ReconnectingSource(Source):
         lost = time.monotonic()
         delay = self.first_delay
         log.warning("%s: no more frames; reconnecting", self.name)
-        while not self._closed:
-            time.sleep(delay)
+        while not self._closed.wait(delay):
             try:
                 source = self._opener()
             except RealtimeError as e:
@@ -234,8 +297,12 @@ class ReconnectingSource(Source):
             return source
         return None
 
+    def interrupt(self) -> None:
+        """Stop waiting to reconnect (safe from another thread; the run is ending)."""
+        self._closed.set()
+
     def close(self) -> None:
-        self._closed = True
+        self._closed.set()
         if self._inner is not None:
             self._inner.close()
 
@@ -245,6 +312,7 @@ class ImageSource(Source):
 
     def __init__(self, path: Path):
         super().__init__(str(path))
+        self._first = None
         if path.is_dir():
             self.kind = "folder"
             self._files = sorted(p for p in path.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
@@ -253,14 +321,17 @@ class ImageSource(Source):
         else:
             self.kind = "image"
             self._files = [path]
-            self.size = _image_size(_read_image(path))
+            self._first: np.ndarray | None = _read_image(path)  # read once: its warnings once
+            self.size = _image_size(self._first)
         self.frame_count = len(self._files)
+        self.paths = [path, *self._files] if path.is_dir() else [path]
         self.skipped = 0
 
     def __iter__(self) -> Iterator[Frame]:
         for index, path in enumerate(self._files):
             try:
-                image = _read_image(path)
+                image = self._first if self.kind == "image" and self._first is not None else _read_image(path)
+                self._first = None
             except RealtimeError as e:
                 if self.kind == "image":
                     raise
@@ -271,9 +342,18 @@ class ImageSource(Source):
 
 
 def _read_image(path: Path) -> np.ndarray:
-    image = cv2.imread(str(path), cv2.IMREAD_COLOR)
+    """(H, W, 3) uint8 BGR. libjpeg's own complaints (printed from C) are kept off
+    stderr; a JPEG cut short is named in one warning instead."""
+    with quiet_native_stderr():
+        image = cv2.imread(str(path), cv2.IMREAD_COLOR)
     if image is None:
         raise RealtimeError(f"{path}: not a readable image")
+    with open(path, "rb") as f:
+        head = f.read(2)
+        f.seek(max(0, path.stat().st_size - 64))
+        tail = f.read()
+    if head == b"\xff\xd8" and b"\xff\xd9" not in tail:
+        log.warning("%s: the JPEG file is cut short; its missing part is analysed as grey", path)
     return image
 
 
@@ -282,6 +362,10 @@ def _image_size(image: np.ndarray) -> tuple[int, int]:
 
 
 def _av_reason(e: Exception) -> str:
+    import av
+
+    if isinstance(e, av.ExitError):  # FFmpeg's "Immediate exit requested": our time-out fired
+        return "no answer within 10 s (is the address right and the device on?)"
     return mask_credentials(getattr(e, "strerror", None) or str(e).splitlines()[0])
 
 

@@ -13,8 +13,21 @@ SHARED = (ROOT / ".." / "shared").resolve()
 SAMPLES = ROOT / "samples"
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+
+def _user_detector_models() -> Path | None:
+    """The folder where ``realtime models fetch`` (the README's set-up) put both
+    detector models: the user cache, read here before the tests move the cache away."""
+    from realtime.detector_models import DETECTOR_MODELS, model_cache_dir
+
+    folder = model_cache_dir()
+    return folder if all((folder / m.filename).is_file() for m in DETECTOR_MODELS.values()) else None
+
+
 if (SHARED / "models").is_dir():
     os.environ.setdefault("REALTIME_MODELS", str(SHARED / "models"))
+elif not os.environ.get("REALTIME_MODELS") and (_fetched := _user_detector_models()) is not None:
+    os.environ["REALTIME_MODELS"] = str(_fetched)
 
 
 def shared_path(*parts: str) -> Path:
@@ -37,7 +50,7 @@ def detector_models() -> Path:
     """The folder holding both MediaPipe detector models."""
     models = os.environ.get("REALTIME_MODELS")
     if not models or not Path(models).is_dir():
-        pytest.skip("needs the MediaPipe detector models: ../shared/models or REALTIME_MODELS")
+        pytest.skip("needs the MediaPipe detector models: run `realtime models fetch`, or put ../shared/models beside the checkout")
     return Path(models)
 
 

@@ -34,7 +34,10 @@ def test_precision(ov, onnx_file, net, crops, reference):
 
     exact = OpenVinoEngine(onnx_file)  # ONNX and checkpoints: f32 unless asked otherwise
     assert exact.meta == net.meta and exact.precision == "f32"
-    assert abs(exact.infer(crops).age_probs - reference[0]).max() < 1e-5
+    # f32 on another CPU runs other kernels (AVX2, AVX-512, AMX) that sum in another
+    # order: measured max differences 5.0e-6 (Xeon with AMX) and 1.07e-5 (another x86).
+    # 1e-4 leaves a 10x margin and is still 100x below any reduced precision (bf16 >= 1e-2).
+    assert abs(exact.infer(crops).age_probs - reference[0]).max() < 1e-4
     fast = OpenVinoEngine(onnx_file, precision="reduced")  # the CPU's native reduced precision
     assert fast.precision == reduced_precision(ov.Core())
     assert (fast.infer(crops).gender_probs.argmax(1) == reference[1].argmax(1)).mean() >= 0.9

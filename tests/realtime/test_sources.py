@@ -61,9 +61,14 @@ def test_a_text_file_named_mp4_is_not_a_video(tmp_path):
 @pytest.mark.parametrize(
     "url, shown",
     [
-        ("rtsp://admin:hunter2@10.0.0.5:554/stream", "rtsp://admin:***@10.0.0.5:554/stream"),
+        ("rtsp://admin:hunter2@10.0.0.5:554/stream", "rtsp://***@10.0.0.5:554/stream"),
         ("http://cam.local/video.mjpg", "http://cam.local/video.mjpg"),
-        ("rtsp://user:p%40ss@host/x", "rtsp://user:***@host/x"),
+        ("rtsp://user:p%40ss@host/x", "rtsp://***@host/x"),
+        ("rtsp://ghp_t0ken@host/x", "rtsp://***@host/x"),  # a token alone as the userinfo
+        ("rtsp://admin:p@ss/w0rd@host:554/live", "rtsp://***@host:554/live"),  # "@" and "/" in the password
+        ("https://cdn/live.m3u8?token=abc123&quality=hd", "https://cdn/live.m3u8?token=***&quality=hd"),
+        ("https://s3/v.mp4?X-Amz-Signature=f00&api_key=k3y#t=5", "https://s3/v.mp4?X-Amz-Signature=***&api_key=***#t=5"),
+        ("cannot open http://u:pw@cam/x?auth=zz: refused", "cannot open http://***@cam/x?auth=*** refused"),
     ],
 )
 def test_credentials_are_masked(url, shown):

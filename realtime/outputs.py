@@ -1,0 +1,109 @@
+"""Outputs never clobber inputs or each other.
+
+Before any work, :func:`claim_outputs` compares every output path with every input and
+every other output (resolved, so a symlink, ``./x`` or a hard link is the same file),
+and locks each output so that a second run writing the same file stops with one line
+instead of interleaving its bytes with the first's.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from pathlib import Path
+
+from realtime.errors import RealtimeError
+
+try:  # POSIX; elsewhere outputs are checked but not locked
+    import fcntl
+except ImportError:  # pragma: no cover - Windows
+    fcntl = None
+
+
+
+def same_file(a: Path, b: Path) -> bool:
+    """True when ``a`` and ``b`` name one file or folder (existing or not)."""
+    try:
+        if a.exists() and b.exists():
+            return os.path.samefile(a, b)
+    except OSError:
+        pass
+    return a.resolve() == b.resolve()
+
+
+def check_distinct(inputs: list[Path], outputs: list[tuple[str, Path]]) -> None:
+    """Fail with one line when an output (``(what, path)``, e.g. ``("--json", p)``) is
+    one of the ``inputs`` (every file a run reads, and a folder it reads from) or
+    another output."""
+    outputs = [(what, path) for what, path in outputs if not _device(path)]
+    for k, (what, path) in enumerate(outputs):
+        for source in inputs:
+            if same_file(path, source):
+                raise RealtimeError(f"{what} {path}: that is the input {source}; it would be overwritten (choose another name)")
+        for other_what, other in outputs[:k]:
+            if same_file(path, other):
+                raise RealtimeError(f"{what} {path}: the same file as {other_what} {other}; give each output its own name")
+
+
+def _device(path: Path) -> bool:
+    """/dev/null, /dev/stdout, a FIFO: nothing there to clobber or to lock."""
+    return path.exists() and not path.is_file() and not path.is_dir()
+
+
+class OutputLock(contextlib.AbstractContextManager):
+    """Advisory locks (``flock``) on output files and folders, held for a run.
+
+    A missing output is created empty to hold its lock, and removed again on release
+    if the run left it empty, so a run that fails before its first frame leaves
+    nothing behind. Locking never truncates: a file locked by another run is untouched.
+    """
+
+    def __init__(self, outputs: list[tuple[str, Path]]):
+        self._held: list[tuple[int, Path, bool]] = []
+        try:
+            for what, path in outputs:
+                self._lock(what, path)
+        except BaseException:
+            self.release()
+            raise
+
+    def _lock(self, what: str, path: Path) -> None:
+        if fcntl is None or _device(path):
+            return
+        folder = what == "output folder"
+        created = not path.exists()
+        try:
+            if folder:
+                path.mkdir(parents=True, exist_ok=True)
+                fd = os.open(path, os.O_RDONLY)
+            else:
+                fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
+        except OSError as e:
+            raise RealtimeError(f"{what} {path}: cannot be written ({e.strerror})") from None
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            os.close(fd)
+            raise RealtimeError(f"{what} {path}: another realtime run is writing it; wait for it to end or choose another name") from None
+        self._held.append((fd, path, created))
+
+    def release(self) -> None:
+        """Unlock; remove what this run created and left empty."""
+        while self._held:
+            fd, path, created = self._held.pop()
+            with contextlib.suppress(OSError):
+                if created and path.is_dir() and not any(path.iterdir()):
+                    path.rmdir()
+                elif created and path.is_file() and path.stat().st_size == 0:
+                    path.unlink()
+            os.close(fd)
+
+    def __exit__(self, *exc) -> None:
+        self.release()
+
+
+def claim_outputs(inputs: list[Path], outputs: list[tuple[str, Path]]) -> OutputLock:
+    """:func:`check_distinct`, then lock every output (release the returned lock, or
+    use it in ``with``, when the run ends)."""
+    check_distinct(inputs, outputs)
+    return OutputLock(outputs)
