@@ -8,23 +8,19 @@ from pathlib import Path
 
 import torch
 
-from engines.meta import ModelMeta
+from engines.files import INPUT_NAME, META_KEY, OUTPUT_NAMES, SOURCE_KEY, read_onnx_meta  # noqa: F401
 from engines.model import AgeGenderNet, ProbabilityModel
-from realtime.errors import RealtimeError
 
 log = logging.getLogger(__name__)
 
-META_KEY = "realtime.meta"
-INPUT_NAME = "crops"
-OUTPUT_NAMES = ("age_probs", "gender_probs", "age_years")
 
-
-def export_onnx(net: AgeGenderNet, path: str | Path, opset: int = 17) -> Path:
+def export_onnx(net: AgeGenderNet, path: str | Path, opset: int = 17, source_sha256: str | None = None) -> Path:
     """Write ``net`` as ONNX: input ``crops`` (N, 3, S, S) float32, outputs
     ``age_probs`` (N, A), ``gender_probs`` (N, G), ``age_years`` (N,); batch is dynamic.
 
     The :class:`ModelMeta` is stored in the file's ``metadata_props`` under
-    ``realtime.meta``.
+    ``realtime.meta``, and ``source_sha256`` (the checkpoint's, where there is one)
+    under ``realtime.checkpoint_sha256``.
     """
     import onnx
 
@@ -47,23 +43,12 @@ def export_onnx(net: AgeGenderNet, path: str | Path, opset: int = 17) -> Path:
             dynamo=False,
         )
     proto = onnx.load(str(tmp))
-    entry = proto.metadata_props.add()
-    entry.key, entry.value = META_KEY, net.meta.to_json()
+    props = {META_KEY: net.meta.to_json(), **({SOURCE_KEY: source_sha256} if source_sha256 else {})}
+    for key, value in props.items():
+        entry = proto.metadata_props.add()
+        entry.key, entry.value = key, value
     onnx.save(proto, str(path))
     tmp.unlink()
     log.info("exported ONNX to %s", path)
     return path
 
-
-def read_onnx_meta(path: str | Path) -> ModelMeta:
-    """Read the :class:`ModelMeta` stored in an ONNX file by :func:`export_onnx`."""
-    import onnx
-
-    try:
-        proto = onnx.load(str(path), load_external_data=False)
-    except Exception as e:  # onnx raises DecodeError and friends without a common base
-        raise RealtimeError(f"{path}: not a readable ONNX file ({type(e).__name__})") from None
-    props = {p.key: p.value for p in proto.metadata_props}
-    if META_KEY not in props:
-        raise RealtimeError(f"{path}: ONNX file without realtime model metadata; export it with `realtime convert --format onnx`")
-    return ModelMeta.from_json(props[META_KEY], str(path))
