@@ -16,7 +16,7 @@ from typing import Callable, NamedTuple, Sequence
 
 import numpy as np
 
-from engines.errors import RealtimeError
+from engines.errors import RealtimeError, require
 from engines.files import read_checkpoint_meta, read_onnx_meta
 from engines.meta import ModelMeta
 
@@ -104,8 +104,7 @@ def create_engine(model: str | Path | None = None, backend: str | Sequence[str] 
     if isinstance(backend, str) and backend != "auto":
         if backend not in _BACKENDS:
             raise RealtimeError(f"unknown backend {backend!r}; choose one of: auto, {', '.join(list_backends())}")
-        if not backend_available(backend):
-            raise RealtimeError(f"backend {backend!r} is not installed (missing Python module {_REQUIRES[backend]!r})")
+        require(_REQUIRES[backend], f"backend {backend!r}")
         engine = _BACKENDS[backend](path)
         log.info("engine: %s (asked for by name)", backend)
         return engine
