@@ -8,8 +8,8 @@ from pathlib import Path
 
 import numpy as np
 
-from engines.backends import Engine, create_engine, list_backends
-from realtime.errors import RealtimeError
+from engines.errors import RealtimeError
+from engines.registry import Engine, create_engine, list_backends
 
 log = logging.getLogger(__name__)
 

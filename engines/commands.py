@@ -11,7 +11,7 @@ from pathlib import Path
 import click
 
 from engines.convert import FORMATS, ConvertSettings, convert
-from realtime.errors import RealtimeError
+from engines.errors import RealtimeError
 
 _FILE = click.Path(path_type=Path, dir_okay=False)
 _DIR = click.Path(path_type=Path, file_okay=False)

@@ -26,8 +26,10 @@ from pathlib import Path
 
 import numpy as np
 
-from engines.backends import cached_path, checkpoint_file, create_engine, onnx_for
-from realtime.errors import RealtimeError
+from engines.crops import IMAGE_SUFFIXES, Cropper
+from engines.errors import RealtimeError, require
+from engines.files import cached_path, checkpoint_file, file_sha256, onnx_for
+from engines.registry import create_engine
 
 log = logging.getLogger(__name__)
 
@@ -35,7 +37,6 @@ FORMATS = ("tensorrt", "onnx", "openvino")
 SUFFIXES = {".engine": "tensorrt", ".plan": "tensorrt", ".onnx": "onnx", ".xml": "openvino"}
 #: The backend that runs each format (for ``check``).
 FORMAT_BACKEND = {"tensorrt": "tensorrt", "onnx": "onnxruntime", "openvino": "openvino"}
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
 #: Largest max abs probability difference a check accepts, by precision.
 CHECK_TOLERANCE = {"fp32": 1e-3, "fp16": 2e-2, "bf16": 1e-1, "int8": 1e-1}
 
@@ -165,6 +166,7 @@ class ConvertResult:
 
 def convert(settings: ConvertSettings) -> ConvertResult:
     """Convert ``settings.model`` as ``settings`` asks; see the module docstring."""
+    require("torch", "realtime convert")
     from engines.export import export_onnx
     from engines.model import default_model, load_checkpoint
 
@@ -172,8 +174,9 @@ def convert(settings: ConvertSettings) -> ConvertResult:
     net = load_checkpoint(source) if source is not None else default_model()
     output = settings.output or _cache_output(settings)
     output.parent.mkdir(parents=True, exist_ok=True)
+    sha = file_sha256(source) if source is not None else None
     if settings.format == "onnx":
-        files = [export_onnx(net, output)]
+        files = [export_onnx(net, output, source_sha256=sha)]
     elif settings.format == "openvino":
         from engines.openvino import save_ir
 
@@ -203,12 +206,12 @@ def _cache_output(settings: ConvertSettings) -> Path:
 
 def _convert_tensorrt(settings: ConvertSettings, net, source: Path | None, output: Path) -> list[Path]:
     from engines.export import export_onnx
-    from engines.model import file_sha256
     from engines.tensorrt import BuildSettings, Sidecar, build_engine, build_engine_torch2trt, write_sidecar
 
     calib = load_face_crops(settings.calib, net.meta, settings.calib_count) if settings.int8 else None
     build = BuildSettings(settings.precision, 1, settings.opt_batch, settings.max_batch, calib_crops=calib)
-    onnx_path = export_onnx(net, output.with_suffix(".onnx"))  # kept: the fallback on other machines
+    sha = file_sha256(source) if source is not None else None
+    onnx_path = export_onnx(net, output.with_suffix(".onnx"), source_sha256=sha)  # kept: the fallback on other machines
     if settings.converter == "torch2trt":
         target = build_engine_torch2trt(net, output, build)
     else:
@@ -223,7 +226,7 @@ def _convert_tensorrt(settings: ConvertSettings, net, source: Path | None, outpu
         opt_batch=build.opt_batch,
         max_batch=build.max_batch,
         checkpoint=str(source.resolve()) if source is not None else None,
-        checkpoint_sha256=file_sha256(source) if source is not None else None,
+        checkpoint_sha256=sha,
         onnx=onnx_path.name,
         converter=settings.converter,
     )
@@ -236,12 +239,10 @@ def load_face_crops(folder: str | Path, meta, limit: int | None = None) -> np.nd
     sorted folder."""
     import cv2
 
-    from realtime.crops import Cropper
-
     folder = Path(folder)
     files = sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES) if folder.is_dir() else []
     if not files:
-        raise RealtimeError(f"{folder}: no face crop images ({', '.join(IMAGE_SUFFIXES)}); pass a folder of face crops")
+        raise RealtimeError(f"{folder}: no face crop images ({', '.join(sorted(IMAGE_SUFFIXES))}); pass a folder of face crops")
     if limit is not None and len(files) > limit:
         files = [files[i * len(files) // limit] for i in range(limit)]
     cropper = Cropper(meta)

@@ -13,7 +13,7 @@ import json
 import math
 from dataclasses import dataclass, field
 
-from realtime.errors import RealtimeError
+from engines.errors import RealtimeError
 
 #: The 8 Adience age groups, youngest first.
 AGE_LABELS: tuple[str, ...] = ("0-2", "4-6", "8-12", "15-20", "25-32", "38-43", "48-53", "60-100")

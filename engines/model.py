@@ -7,21 +7,19 @@ unpickles anything.
 
 from __future__ import annotations
 
-import hashlib
 import logging
 from pathlib import Path
 
 import torch
 from torch import nn
 
+from engines.errors import RealtimeError
+from engines.files import DEFAULT_WEIGHTS, file_sha256  # noqa: F401  (re-exported)
+from engines.files import META_KEY as _META_KEY
+from engines.files import read_checkpoint_meta as read_meta
 from engines.meta import ModelMeta
-from realtime.errors import RealtimeError
 
 log = logging.getLogger(__name__)
-
-#: The default weights shipped with the package (see MODEL_CARD.md).
-DEFAULT_WEIGHTS = Path(__file__).parent / "weights" / "default.safetensors"
-_META_KEY = "realtime.meta"
 
 
 class AgeGenderNet(nn.Module):
@@ -97,21 +95,6 @@ def save_checkpoint(net: AgeGenderNet, path: str | Path, meta: ModelMeta | None 
     return path
 
 
-def read_meta(path: str | Path) -> ModelMeta:
-    """Read only the metadata of a checkpoint written by :func:`save_checkpoint`."""
-    from safetensors import SafetensorError, safe_open
-
-    path = _existing(path)
-    try:
-        with safe_open(str(path), framework="pt") as f:
-            header = f.metadata() or {}
-    except (SafetensorError, OSError, ValueError) as e:
-        raise RealtimeError(f"{path}: not a realtime checkpoint (safetensors expected: {e})") from None
-    if _META_KEY not in header:
-        raise RealtimeError(f"{path}: a safetensors file without realtime model metadata; was it written by `realtime train`?")
-    return ModelMeta.from_json(header[_META_KEY], str(path))
-
-
 def load_checkpoint(path: str | Path) -> AgeGenderNet:
     """Load a checkpoint safely (safetensors: tensors and JSON only) into eval mode."""
     from safetensors.torch import load_file
@@ -139,18 +122,3 @@ def default_model() -> AgeGenderNet:
         return load_checkpoint(DEFAULT_WEIGHTS)
     log.warning("no trained default weights at %s: using an UNTRAINED model", DEFAULT_WEIGHTS)
     return untrained_model()
-
-
-def file_sha256(path: str | Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
-def _existing(path: str | Path) -> Path:
-    path = Path(path)
-    if not path.is_file():
-        raise RealtimeError(f"model file not found: {path}")
-    return path

@@ -18,10 +18,10 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
-from engines.backends import Engine, cached_path, onnx_for, register_backend
-from engines.export import INPUT_NAME, OUTPUT_NAMES, read_onnx_meta
+from engines.errors import RealtimeError
+from engines.files import INPUT_NAME, OUTPUT_NAMES, cached_path, onnx_for, read_onnx_meta
 from engines.meta import ModelMeta
-from realtime.errors import RealtimeError
+from engines.registry import Engine, register_backend
 
 log = logging.getLogger(__name__)
 

@@ -20,145 +20,24 @@ optimization profile are split into chunks, smaller ones padded up to its minimu
 
 from __future__ import annotations
 
-import dataclasses
-import json
 import logging
-import re
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from engines.backends import ENGINE_SUFFIXES, Engine, cached_path, register_backend
-from engines.export import INPUT_NAME, OUTPUT_NAMES
+from engines.errors import RealtimeError
+from engines.files import ENGINE_SUFFIXES, INPUT_NAME, OUTPUT_NAMES, cached_path
 from engines.meta import ModelMeta
-from realtime.errors import RealtimeError
+from engines.registry import Engine, register_backend
+from engines.sidecar import CONVERTERS, PRECISIONS, SIDECAR_VERSION, Sidecar, Target, check_target, read_sidecar, sidecar_path, write_sidecar  # noqa: F401
 
 log = logging.getLogger(__name__)
 
-SIDECAR_VERSION = 1
-PRECISIONS = ("fp32", "fp16", "int8")
-CONVERTERS = ("onnx", "torch2trt")
-
-
-@dataclass(frozen=True)
-class Target:
-    """What a serialized engine is tied to."""
-
-    tensorrt_version: str
-    gpu_name: str
-    compute_capability: str  # "major.minor", e.g. "8.9"
-
-
-@dataclass(frozen=True)
-class Sidecar:
-    """The JSON written beside an engine: its model metadata and what it was built for."""
-
-    meta: ModelMeta
-    tensorrt_version: str
-    gpu_name: str
-    compute_capability: str
-    precision: str = "fp16"
-    min_batch: int = 1
-    opt_batch: int = 8
-    max_batch: int = 32
-    checkpoint: str | None = None
-    checkpoint_sha256: str | None = None
-    onnx: str | None = None
-    converter: str = "onnx"
-    format_version: int = SIDECAR_VERSION
-
-    @property
-    def target(self) -> Target:
-        return Target(self.tensorrt_version, self.gpu_name, self.compute_capability)
-
-    def to_json(self) -> str:
-        data = dataclasses.asdict(self)
-        data["meta"] = json.loads(self.meta.to_json())
-        return json.dumps(data, indent=2, sort_keys=True)
-
-    @classmethod
-    def from_json(cls, text: str, source: str = "sidecar") -> "Sidecar":
-        """Parse and validate; every problem is a one-line :class:`RealtimeError`."""
-        try:
-            data = json.loads(text)
-        except json.JSONDecodeError as e:
-            raise RealtimeError(f"{source}: not valid JSON ({e}); rebuild the engine with `realtime convert`") from None
-        if not isinstance(data, dict):
-            raise RealtimeError(f"{source}: expected a JSON object; rebuild the engine with `realtime convert`")
-        fields = {f.name: f for f in dataclasses.fields(cls)}
-        unknown = sorted(set(data) - set(fields))
-        required = [n for n, f in fields.items() if f.default is dataclasses.MISSING]
-        missing = [n for n in required if n not in data]
-        if unknown or missing:
-            raise RealtimeError(
-                f"{source}: not a realtime engine sidecar (missing {missing}, unknown {unknown}); "
-                "rebuild the engine with `realtime convert`"
-            )
-        version = data.get("format_version", SIDECAR_VERSION)
-        if not isinstance(version, int) or version > SIDECAR_VERSION:
-            raise RealtimeError(f"{source}: sidecar format {version!r} is newer than this realtime reads; upgrade realtime")
-        if not isinstance(data["meta"], dict):
-            raise RealtimeError(f"{source}: 'meta' must be a JSON object")
-        data["meta"] = ModelMeta.from_dict(dict(data["meta"]), source)
-        side = cls(**data)
-        side._validate(source)
-        return side
-
-    def _validate(self, source: str) -> None:
-        def bad(what: str) -> RealtimeError:
-            return RealtimeError(f"{source}: {what}; rebuild the engine with `realtime convert`")
-
-        for name in ("tensorrt_version", "gpu_name", "compute_capability"):
-            if not isinstance(getattr(self, name), str) or not getattr(self, name):
-                raise bad(f"{name} must be a non-empty string")
-        if not re.fullmatch(r"\d+\.\d+", self.compute_capability):
-            raise bad(f"compute_capability must look like '8.9', got {self.compute_capability!r}")
-        if self.precision not in PRECISIONS:
-            raise bad(f"precision must be one of {', '.join(PRECISIONS)}, got {self.precision!r}")
-        if self.converter not in CONVERTERS:
-            raise bad(f"converter must be one of {', '.join(CONVERTERS)}, got {self.converter!r}")
-        batches = (self.min_batch, self.opt_batch, self.max_batch)
-        integers = all(isinstance(b, int) and not isinstance(b, bool) for b in batches)
-        if not integers or not 1 <= batches[0] <= batches[1] <= batches[2]:
-            raise bad(f"batch profile must be integers with 1 <= min <= opt <= max, got {batches}")
-        sha = self.checkpoint_sha256
-        if sha is not None and not (isinstance(sha, str) and re.fullmatch(r"[0-9a-f]{64}", sha)):
-            raise bad("checkpoint_sha256 must be 64 hex digits or null")
-
-
-def sidecar_path(engine_path: str | Path) -> Path:
-    """``model.engine`` -> ``model.json``."""
-    return Path(engine_path).with_suffix(".json")
-
-
-def read_sidecar(engine_path: str | Path) -> Sidecar:
-    path = sidecar_path(engine_path)
-    if not path.is_file():
-        raise RealtimeError(f"{engine_path}: its sidecar {path.name} is missing; rebuild the engine with `realtime convert`")
-    return Sidecar.from_json(path.read_text(), str(path))
-
-
-def write_sidecar(engine_path: str | Path, sidecar: Sidecar) -> Path:
-    path = sidecar_path(engine_path)
-    path.write_text(sidecar.to_json() + "\n")
-    return path
-
-
-def check_target(sidecar: Sidecar, current: Target, source: str | Path) -> None:
-    """Refuse an engine built for another TensorRT version or GPU (one line, with the fix)."""
-    built = sidecar.target
-    rebuild = f"rebuild it here: realtime convert --model {sidecar.checkpoint or 'CKPT'} -o {source}"
-    if built.tensorrt_version != current.tensorrt_version:
-        raise RealtimeError(
-            f"{source}: built with TensorRT {built.tensorrt_version}, this machine has TensorRT "
-            f"{current.tensorrt_version}; {rebuild}"
-        )
-    if (built.gpu_name, built.compute_capability) != (current.gpu_name, current.compute_capability):
-        raise RealtimeError(
-            f"{source}: built for {built.gpu_name} (sm {built.compute_capability}), this GPU is "
-            f"{current.gpu_name} (sm {current.compute_capability}); {rebuild}"
-        )
+#: The TensorRT major version this module is written against. TensorRT 11 removed the
+#: FP16/INT8 builder flags and the INT8 calibrators (and 9 and older lack the tensor
+#: API used to run engines), so `pip install 'realtime[tensorrt]'` pins ``>=10,<11``.
+TENSORRT_MAJOR = 10
 
 
 def plan_chunks(n: int, min_batch: int, max_batch: int) -> list[tuple[int, int, int]]:
@@ -179,6 +58,20 @@ def current_target() -> Target:
     return Target(trt.__version__, torch.cuda.get_device_name(), f"{major}.{minor}")
 
 
+def check_tensorrt_version(version: str) -> None:
+    """Refuse a TensorRT whose API this module does not use correctly (one line, with the fix)."""
+    try:
+        major = int(version.split(".")[0])
+    except ValueError:
+        raise RealtimeError(f"TensorRT version {version!r} is not understood; install tensorrt>=10,<11") from None
+    if major != TENSORRT_MAJOR:
+        gone = "removed the FP16/INT8 builder flags and INT8 calibrators" if major > TENSORRT_MAJOR else "lacks the tensor API"
+        raise RealtimeError(
+            f"TensorRT {version} is installed, but realtime builds and runs engines with TensorRT {TENSORRT_MAJOR} "
+            f"(TensorRT {major} {gone}): pip install 'tensorrt>={TENSORRT_MAJOR},<{TENSORRT_MAJOR + 1}'"
+        )
+
+
 def _import_tensorrt():
     try:
         import tensorrt
@@ -187,26 +80,34 @@ def _import_tensorrt():
             "TensorRT is not installed: pip install 'realtime[tensorrt]' on a machine with an NVIDIA GPU "
             "(or convert with --format onnx / --format openvino for the CPU)"
         ) from None
+    check_tensorrt_version(tensorrt.__version__)
     return tensorrt
 
 
+_LOGGER = None
+
+
 def _trt_logger(trt):
-    class _Logger(trt.ILogger):
-        """Routes TensorRT's messages to :mod:`logging`."""
+    """The one TensorRT logger of the process (TensorRT wants a single ILogger, kept
+    alive as long as any builder, runtime or engine), routing messages to :mod:`logging`."""
+    global _LOGGER
+    if _LOGGER is None:
 
-        def __init__(self):
-            trt.ILogger.__init__(self)
+        class _Logger(trt.ILogger):
+            def __init__(self):
+                trt.ILogger.__init__(self)
 
-        def log(self, severity, msg):
-            sev = trt.ILogger.Severity
-            level = {
-                sev.INTERNAL_ERROR: logging.ERROR,
-                sev.ERROR: logging.ERROR,
-                sev.WARNING: logging.WARNING,
-            }.get(severity, logging.DEBUG)
-            log.log(level, "TensorRT: %s", msg)
+            def log(self, severity, msg):
+                sev = trt.ILogger.Severity
+                level = {
+                    sev.INTERNAL_ERROR: logging.ERROR,
+                    sev.ERROR: logging.ERROR,
+                    sev.WARNING: logging.WARNING,
+                }.get(severity, logging.DEBUG)
+                log.log(level, "TensorRT: %s", msg)
 
-    return _Logger()
+        _LOGGER = _Logger()
+    return _LOGGER
 
 
 # ----------------------------------------------------------------------------- building
@@ -260,12 +161,20 @@ def build_engine(onnx_path: str | Path, engine_path: str | Path, meta: ModelMeta
         INPUT_NAME, (settings.min_batch, 3, s, s), (settings.opt_batch, 3, s, s), (settings.max_batch, 3, s, s)
     )
     config.add_optimization_profile(profile)
-    if settings.precision in ("fp16", "int8"):
+    if settings.precision == "fp32":
+        config.clear_flag(trt.BuilderFlag.TF32)  # on by default: 10-bit mantissas in convolutions, not fp32
+    else:
         config.set_flag(trt.BuilderFlag.FP16)  # int8: layers without int8 kernels run fp16
     if settings.precision == "int8":
+        batches = calibration_batches(settings.calib_crops, settings.calib_batch)
         config.set_flag(trt.BuilderFlag.INT8)
-        config.int8_calibrator = _entropy_calibrator(trt, settings.calib_crops, settings.calib_batch)
-        config.set_calibration_profile(profile)
+        config.int8_calibrator = _entropy_calibrator(trt, batches)
+        # TensorRT calibrates at the calibration profile's opt shape: give it one whose
+        # batch is exactly the calibrator's, apart from the run-time profile
+        n = len(batches[0])
+        calib_profile = builder.create_optimization_profile()
+        calib_profile.set_shape(INPUT_NAME, (n, 3, s, s), (n, 3, s, s), (n, 3, s, s))
+        config.set_calibration_profile(calib_profile)
     log.info("building a %s TensorRT engine for %s (batch %d/%d/%d)...", settings.precision, target.gpu_name,
              settings.min_batch, settings.opt_batch, settings.max_batch)
     serialized = builder.build_serialized_network(network, config)
@@ -275,26 +184,39 @@ def build_engine(onnx_path: str | Path, engine_path: str | Path, meta: ModelMeta
     return target
 
 
-def _entropy_calibrator(trt, crops: np.ndarray, batch: int):
-    """An IInt8EntropyCalibrator2 feeding ``crops`` in fixed batches from a CUDA tensor."""
+def calibration_batches(crops: np.ndarray, batch: int) -> list[np.ndarray]:
+    """Split calibration crops (N, 3, S, S) into batches of exactly ``min(batch, N)``
+    rows, each a contiguous float32 array: the last one is filled up with crops from
+    the start, so every crop is seen and TensorRT never reads past a buffer."""
+    if crops is None or len(crops) == 0:
+        raise RealtimeError("INT8 needs calibration crops: pass --calib DIR (a folder of face crop images)")
+    if batch < 1:
+        raise RealtimeError(f"calibration batch must be at least 1, got {batch}")
+    batch = min(batch, len(crops))
+    count = -(-len(crops) // batch) * batch
+    order = np.arange(count) % len(crops)
+    return [np.ascontiguousarray(crops[order[i : i + batch]], dtype=np.float32) for i in range(0, count, batch)]
+
+
+def _entropy_calibrator(trt, batches: list[np.ndarray]):
+    """An IInt8EntropyCalibrator2 feeding ``batches`` (each (B, 3, S, S), same B) from one CUDA buffer."""
     import torch
 
-    batch = min(batch, len(crops))
-    chunks = [crops[i : i + batch] for i in range(0, len(crops) - batch + 1, batch)]
+    size = len(batches[0])
 
     class _Calibrator(trt.IInt8EntropyCalibrator2):
         def __init__(self):
             trt.IInt8EntropyCalibrator2.__init__(self)
-            self.buffer = torch.empty((batch, *crops.shape[1:]), dtype=torch.float32, device="cuda")
+            self.buffer = torch.empty(batches[0].shape, dtype=torch.float32, device="cuda")
             self.index = 0
 
         def get_batch_size(self):
-            return batch
+            return size
 
         def get_batch(self, names):
-            if self.index >= len(chunks):
+            if self.index >= len(batches):
                 return None
-            self.buffer.copy_(torch.from_numpy(np.ascontiguousarray(chunks[self.index])))
+            self.buffer.copy_(torch.from_numpy(batches[self.index]))
             torch.cuda.synchronize()
             self.index += 1
             return [int(self.buffer.data_ptr())]
@@ -305,7 +227,7 @@ def _entropy_calibrator(trt, crops: np.ndarray, batch: int):
         def write_calibration_cache(self, cache):
             return None
 
-    log.info("INT8 calibration over %d crops in batches of %d", batch * len(chunks), batch)
+    log.info("INT8 calibration: %d batches of %d crops", len(batches), size)
     return _Calibrator()
 
 
@@ -396,35 +318,47 @@ class TensorRTEngine(Engine):
     name = "tensorrt"
 
     def __init__(self, path: Path | None):
-        import torch
-
         path = engine_file(path)
         side = read_sidecar(path)
         check_target(side, current_target(), path)
         super().__init__(side.meta)
+        try:
+            self._load(path)
+        except RealtimeError:
+            raise
+        except Exception as e:  # out of GPU memory, a TensorRT or CUDA error: one line, so `auto` moves on
+            first = str(e).splitlines()[0] if str(e) else ""
+            raise RealtimeError(f"{path}: TensorRT cannot load this engine here ({type(e).__name__}: {first})") from e
+        log.info("TensorRT engine %s: %s, batch %d..%d", path, side.precision, self.min_batch, self.max_batch)
+
+    def _load(self, path: Path) -> None:
+        import torch
+
         trt = _import_tensorrt()
-        self._logger = _trt_logger(trt)
-        self._runtime = trt.Runtime(self._logger)
+        self._runtime = trt.Runtime(_trt_logger(trt))
         self._engine = self._runtime.deserialize_cuda_engine(path.read_bytes())
         if self._engine is None:
             raise RealtimeError(f"{path}: TensorRT cannot deserialize this engine; rebuild it with `realtime convert`")
         self._context = self._engine.create_execution_context()
+        if self._context is None:
+            raise RealtimeError(f"{path}: TensorRT could not create an execution context (out of GPU memory?)")
         names = [self._engine.get_tensor_name(i) for i in range(self._engine.num_io_tensors)]
         if INPUT_NAME not in names or not set(OUTPUT_NAMES) <= set(names):
             raise RealtimeError(f"{path}: engine tensors {names} are not {INPUT_NAME} -> {', '.join(OUTPUT_NAMES)}")
         lo, _, hi = self._engine.get_tensor_profile_shape(INPUT_NAME, 0)
         self.min_batch, self.max_batch = int(lo[0]), int(hi[0])
         dtypes = {trt.float32: torch.float32, trt.float16: torch.float16}
+        found = {n: self._engine.get_tensor_dtype(n) for n in (INPUT_NAME, *OUTPUT_NAMES)}
+        odd = {n: str(d) for n, d in found.items() if d not in dtypes}
+        if odd:
+            raise RealtimeError(f"{path}: engine tensors of unexpected types {odd}; rebuild it with `realtime convert`")
         s, a, g = self.meta.input_size, len(self.meta.age_labels), len(self.meta.gender_labels)
         shapes = {INPUT_NAME: (3, s, s), "age_probs": (a,), "gender_probs": (g,), "age_years": ()}
-        self._buffers = {
-            n: torch.empty((self.max_batch, *shapes[n]), dtype=dtypes[self._engine.get_tensor_dtype(n)], device="cuda")
-            for n in (INPUT_NAME, *OUTPUT_NAMES)
-        }
+        self._buffers = {n: torch.empty((self.max_batch, *shapes[n]), dtype=dtypes[d], device="cuda") for n, d in found.items()}
         for n, buffer in self._buffers.items():
-            self._context.set_tensor_address(n, buffer.data_ptr())
+            if not self._context.set_tensor_address(n, buffer.data_ptr()):
+                raise RealtimeError(f"{path}: TensorRT refused the buffer of tensor {n}")
         self._stream = torch.cuda.Stream()
-        log.info("TensorRT engine %s: %s, batch %d..%d", path, side.precision, self.min_batch, self.max_batch)
 
     def _infer(self, crops):
         import torch

@@ -1,6 +1,49 @@
-"""realtime: age group and gender for every face in live video."""
+"""realtime: age group and gender for every face in live video.
+
+The library's front door (each name is imported when first used, so ``import
+realtime`` stays light)::
+
+    from realtime import Analyzer, AnalyzerSettings, OutputSettings, annotate, open_source
+
+    stats = annotate("samples/people.mp4", OutputSettings(media="out.mp4", json="out.jsonl"))
+    with Analyzer(AnalyzerSettings(backend="onnxruntime")) as analyzer:
+        for frame, faces in analyzer.stream("samples/people.mp4"):
+            print(frame.index, faces.boxes, faces.age_classes, faces.gender_classes)
+"""
+
+from __future__ import annotations
+
+import importlib
 
 from realtime.errors import RealtimeError
 
 __version__ = "0.1.0"
-__all__ = ["RealtimeError", "__version__"]
+
+#: Public name -> the module that defines it.
+_EXPORTS = {
+    "Analyzer": "realtime.pipeline",
+    "AnalyzerSettings": "realtime.pipeline",
+    "OutputSettings": "realtime.pipeline",
+    "RunStats": "realtime.pipeline",
+    "annotate": "realtime.pipeline",
+    "run": "realtime.pipeline",
+    "Faces": "realtime.faces",
+    "Frame": "realtime.sources",
+    "Source": "realtime.sources",
+    "open_source": "realtime.sources",
+    "TrackerSettings": "realtime.tracker",
+}
+
+__all__ = ["RealtimeError", "__version__", *_EXPORTS]
+
+
+def __getattr__(name: str):
+    if name in _EXPORTS:
+        value = getattr(importlib.import_module(_EXPORTS[name]), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module 'realtime' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_EXPORTS))

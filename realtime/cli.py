@@ -197,11 +197,12 @@ def _finish(stats, json_to_stdout: bool) -> None:
 @analyzer_options
 def annotate(input: str, output: str, json_path: str | None, summary_path: str | None, **kw) -> None:
     """Annotate a video file, an image or a folder of images."""
-    from realtime.pipeline import annotate as annotate_
+    from realtime.pipeline import OutputSettings, annotate as annotate_
 
     settings = _settings(kw)
+    outputs = OutputSettings(media=output, json=json_path, summary=summary_path)
     with _progress("annotate") as (on_start, on_frame):
-        stats = annotate_(input, output, json_path, settings, on_start, on_frame, summary_path)
+        stats = annotate_(input, outputs, settings, on_start, on_frame)
     _finish(stats, json_path == "-")
 
 
@@ -219,11 +220,12 @@ def annotate(input: str, output: str, json_path: str | None, summary_path: str |
 def run(sources: tuple[str, ...], output: str | None, json_path: str | None, show: bool | None, reconnect_timeout: float,
         summary_path: str | None, **kw) -> None:
     """Live: detect and label faces on a camera, stream or file, with an FPS counter."""
-    from realtime.pipeline import run as run_
+    from realtime.pipeline import OutputSettings, run as run_
 
     settings = _settings(kw)
+    outputs = OutputSettings(media=output, json=json_path, summary=summary_path, show=show)
     with _progress("run") as (on_start, on_frame):
-        stats = run_(list(sources), output, json_path, show, settings, on_start, on_frame, reconnect_timeout, summary_path)
+        stats = run_(list(sources), outputs, settings, on_start, on_frame, reconnect_timeout)
     _finish(stats, json_path == "-")
 
 

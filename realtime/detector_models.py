@@ -19,7 +19,7 @@ import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from engines.model import file_sha256
+from engines.files import file_sha256
 from realtime.errors import RealtimeError
 from realtime.paths import cache_dir
 

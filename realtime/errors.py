@@ -1,10 +1,9 @@
-"""The one error type for mistakes a user can make."""
+"""The one error type for mistakes a user can make.
 
+It is defined in :mod:`engines.errors` (the layer below, which never imports
+``realtime``) and is the same class here.
+"""
 
-class RealtimeError(Exception):
-    """A problem the user can fix: a missing file, a bad video, no camera, a wrong model.
+from engines.errors import RealtimeError
 
-    The message is one line that names the input and, where there is one, the fix.
-    The CLI prints it on stderr and exits non-zero; anything else is a bug and keeps
-    its traceback.
-    """
+__all__ = ["RealtimeError"]

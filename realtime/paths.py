@@ -1,20 +1,5 @@
-"""Where realtime keeps files it makes: the user cache directory."""
+"""Where realtime keeps files it makes: the user cache directory (see :func:`engines.files.cache_dir`)."""
 
-from __future__ import annotations
+from engines.files import cache_dir
 
-import os
-from pathlib import Path
-
-
-def cache_dir(*parts: str) -> Path:
-    """``$REALTIME_CACHE``, else ``$XDG_CACHE_HOME/realtime``, else ``~/.cache/realtime``.
-
-    The returned directory (joined with ``parts``) is created if missing.
-    """
-    base = os.environ.get("REALTIME_CACHE")
-    if not base:
-        xdg = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
-        base = str(Path(xdg) / "realtime")
-    path = Path(base).joinpath(*parts)
-    path.mkdir(parents=True, exist_ok=True)
-    return path
+__all__ = ["cache_dir"]

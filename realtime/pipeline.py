@@ -14,7 +14,7 @@ import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Iterable
+from typing import Callable, Iterable, Iterator
 
 import numpy as np
 
@@ -67,15 +67,42 @@ class AnalyzerSettings:
     tracker: TrackerSettings = field(default_factory=TrackerSettings)
 
 
+@dataclass
+class OutputSettings:
+    """Where :func:`annotate` and :func:`run` write; None = not written.
+
+    Attributes:
+        media: annotated output: .mp4 for a video or live source, an image file for an
+            image, a folder for a folder of images. With several sources put
+            ``{source}`` in every path (it becomes the source's number).
+        json: per-frame results as JSON Lines (``"-"``: stdout).
+        summary: people counts by age group and gender, dwell times, flicker (JSON).
+        show: open a window per source (``run`` only; None = when a display exists).
+    """
+
+    media: str | Path | None = None
+    json: str | Path | None = None
+    summary: str | Path | None = None
+    show: bool | None = None
+
+
 class Analyzer:
     """Detector + cropper + engine (+ a tracker per source): frames in, classified
     :class:`Faces` out.
 
     The faces of all frames given together (one per source) that need classifying go
-    to the engine in ONE batched call."""
+    to the engine in ONE batched call. In a notebook::
+
+        from realtime import Analyzer, AnalyzerSettings
+        with Analyzer(AnalyzerSettings()) as analyzer:
+            for frame, faces in analyzer.stream("samples/people.mp4"):
+                print(frame.index, [analyzer.meta.age_labels[k] for k in faces.age_classes])
+    """
 
     def __init__(self, settings: AnalyzerSettings):
+        # the engine first: a detector left open by a failed engine load aborts noisily at exit
         self.engine: Engine = create_engine(settings.model, settings.backend)
+        self.detector = FaceDetector(settings.detector_model, settings.detector_range, settings.min_score, tiles=settings.tiles)
         if settings.flip:
             self.engine = FlipAveraged(self.engine)
         self.meta = self.engine.meta
@@ -118,8 +145,27 @@ class Analyzer:
         """One frame of one source."""
         return self.analyze([(0, Frame(image, frame_index, 0.0))], timer)[0]
 
+    def stream(self, source: str | int | Path | Source, reconnect: float | None = 300.0) -> Iterator[tuple[Frame, Faces]]:
+        """Each frame of ``source`` (anything :func:`open_source` takes, or an open
+        :class:`Source`) with its classified (and, when tracking, tracked) faces, on
+        this thread. A source opened here is closed when the loop ends."""
+        opened = not isinstance(source, Source)
+        src = open_source(source, reconnect) if opened else source
+        try:
+            for frame in src:
+                yield frame, self.analyze([(0, frame)])[0]
+        finally:
+            if opened:
+                src.close()
+
     def close(self) -> None:
         self.detector.close()
+
+    def __enter__(self) -> "Analyzer":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
 
 
 @dataclass
@@ -430,43 +476,43 @@ def _opened(spec: str | Path, reconnect: float | None, check: Callable[[Source],
 
 def annotate(
     input: str | Path,
-    output: str | Path,
-    json_path: str | Path | None = None,
+    output: OutputSettings | str | Path,
     settings: AnalyzerSettings | None = None,
     on_start: Callable[[Source], None] | None = None,
     on_frame: FrameCallback | None = None,
-    summary_path: str | Path | None = None,
 ) -> RunStats:
     """Annotate a video (-> mp4), an image (-> image) or a folder (-> folder of images),
-    optionally writing per-frame JSON Lines and a people summary (JSON)."""
+    optionally writing per-frame JSON Lines and a people summary (JSON). ``output`` is
+    an :class:`OutputSettings`, or just the annotated output's path."""
+    out = output if isinstance(output, OutputSettings) else OutputSettings(media=output)
 
     def check(source: Source) -> None:
         if source.live:
             raise RealtimeError(f"{source.name}: annotate takes a file or folder; use `realtime run --source` for cameras and streams")
-        check_outputs(source, output, json_path, summary_path)
+        check_outputs(source, out.media, out.json, out.summary)
 
     source = _opened(input, 0, check)
-    with _claim([source], output, json_path, summary_path):
-        return _run([source], settings or AnalyzerSettings(), _data_sinks(output, json_path), summary_path, False, on_start, on_frame)
+    with _claim([source], out.media, out.json, out.summary):
+        return _run([source], settings or AnalyzerSettings(), _data_sinks(out.media, out.json), out.summary, False, on_start, on_frame)
 
 
 def run(
     source_spec: str | list[str],
-    output: str | Path | None = None,
-    json_path: str | Path | None = None,
-    show: bool | None = None,
+    output: OutputSettings | None = None,
     settings: AnalyzerSettings | None = None,
     on_start: Callable[[Source], None] | None = None,
     on_frame: FrameCallback | None = None,
     reconnect: float | None = 300.0,
-    summary_path: str | Path | None = None,
 ) -> RunStats:
     """Live: one or several cameras, streams or files, each shown in its own window when
-    a display exists (``show`` None = if possible), optionally recorded to mp4, JSON
-    Lines and a people summary, FPS on the overlay. With several sources the faces of
-    all of them go to the classifier in one batch, and output paths need ``{source}``
-    (replaced by the source's number; JSON to ``-`` gains a ``source`` field). A camera
-    or stream that drops is reopened for up to ``reconnect`` seconds a gap."""
+    a display exists (``output.show`` None = if possible), optionally recorded to mp4,
+    JSON Lines and a people summary (:class:`OutputSettings`), FPS on the overlay. With
+    several sources the faces of all of them go to the classifier in one batch, and
+    output paths need ``{source}`` (replaced by the source's number; JSON to ``-`` gains
+    a ``source`` field). A camera or stream that drops is reopened for up to
+    ``reconnect`` seconds a gap."""
+    out = output or OutputSettings()
+    output, json_path, summary_path, show = out.media, out.json, out.summary, out.show
     specs = [source_spec] if isinstance(source_spec, (str, Path)) else list(source_spec)
     if not specs:
         raise RealtimeError("no --source given")

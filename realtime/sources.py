@@ -19,12 +19,12 @@ from typing import Callable, Iterator
 import cv2
 import numpy as np
 
+from engines.crops import IMAGE_SUFFIXES
 from realtime.errors import RealtimeError
 from realtime.native import quiet_native_stderr
 
 log = logging.getLogger(__name__)
 
-IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff"})
 _URL = re.compile(r"^[a-z][a-z0-9+.-]*://", re.IGNORECASE)
 
 

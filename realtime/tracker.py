@@ -16,6 +16,7 @@ from typing import Callable
 import numpy as np
 
 from engines.backends import Predictions
+from realtime.assignment import linear_sum_assignment
 from realtime.boxes import iou_matrix
 from realtime.faces import Faces
 
@@ -181,8 +182,6 @@ class Tracker:
         self._next_id = 1
 
     def _match(self, boxes: np.ndarray) -> tuple[list[tuple[int, int]], list[int], list[int]]:
-        from scipy.optimize import linear_sum_assignment
-
         if not self.tracks or not len(boxes):
             return [], list(range(len(self.tracks))), list(range(len(boxes)))
         cost = self.settings.cost(np.stack([t.predict() for t in self.tracks]), boxes)

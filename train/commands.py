@@ -78,6 +78,10 @@ def data_options(command):
 )
 def train_command(fmt, no_augment, no_amp, **options):
     """Train age/gender models with k-fold cross-validation (or one held-out run)."""
+    from engines.errors import require
+
+    for module in ("torch", "timm"):
+        require(module, "realtime train")
     from train.augment import AugmentSettings
     from train.trainer import TrainSettings, cross_validate
 

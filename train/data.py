@@ -27,13 +27,13 @@ from typing import Callable
 import cv2
 import numpy as np
 
+from engines.crops import IMAGE_SUFFIXES, warp_square
+from engines.errors import RealtimeError
 from engines.meta import AGE_LABELS, GENDER_LABELS
-from realtime.errors import RealtimeError
 
 log = logging.getLogger(__name__)
 
 FORMATS = ("adience", "utkface", "csv")
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
 #: UTKFace race codes 0-4.
 RACE_LABELS: tuple[str, ...] = ("White", "Black", "Asian", "Indian", "Others")
 _GROUP_BOUNDS = np.array([[int(a), int(b)] for a, b in (g.split("-") for g in AGE_LABELS)], np.float64)
@@ -420,9 +420,6 @@ def square(image: np.ndarray, side: int) -> np.ndarray:
     """BGR (H, W, 3) -> (side, side, 3): the whole image centred in a square of its
     longer side, edges replicated, resized."""
     h, w = image.shape[:2]
-    k = side / max(h, w)
     if h == w == side:
         return image
-    m = np.array([[k, 0, side / 2 - k * w / 2], [0, k, side / 2 - k * h / 2]], np.float32)
-    interp = cv2.INTER_AREA if k < 1 else cv2.INTER_LINEAR
-    return cv2.warpAffine(image, m, (side, side), flags=interp, borderMode=cv2.BORDER_REPLICATE)
+    return warp_square(image, w / 2, h / 2, max(h, w), side)

@@ -9,6 +9,7 @@ whole image when it finds none, counted) and ``Cropper.crop``, or with ``cropped
 from __future__ import annotations
 
 import csv
+import importlib.util
 import json
 import logging
 import math
@@ -223,9 +224,13 @@ def score(out: Outputs, meta: ModelMeta, bootstrap: int = 1000) -> dict:
     return result
 
 
-def model_size(model: Path | None, meta: ModelMeta) -> dict:
+def model_size(model: Path | None, meta: ModelMeta) -> dict | None:
     """Parameter count and forward FLOPs at (1, 3, S, S) of the PyTorch model (for an
-    .onnx file only the architecture from its meta is counted, untrained)."""
+    .onnx file only the architecture from its meta is counted, untrained); None
+    without torch (the runtime install), where they are not counted."""
+    if importlib.util.find_spec("torch") is None or importlib.util.find_spec("timm") is None:
+        log.info("model size not counted: needs torch and timm (pip install 'realtime[train]')")
+        return None
     import torch
     from torch.utils.flop_counter import FlopCounterMode
 
@@ -267,5 +272,6 @@ def format_metrics(result: dict) -> str:
         f"age MAE {'n/a' if mae is None or not math.isfinite(mae) else f'{mae:.2f} years'}",
     ]
     size = result["model_size"]
-    lines.append(f"{size['arch']} at {size['input_size']} px: {size['parameters'] / 1e6:.2f} M parameters, {size['flops'] / 1e6:.0f} MFLOPs")
+    if size is not None:
+        lines.append(f"{size['arch']} at {size['input_size']} px: {size['parameters'] / 1e6:.2f} M parameters, {size['flops'] / 1e6:.0f} MFLOPs")
     return "\n".join(lines)

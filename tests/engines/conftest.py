@@ -43,10 +43,55 @@ def tensorrt_gpu() -> bool:
 
 
 @pytest.fixture(scope="session")
-def faces_dir() -> Path:
-    if not FACES.is_dir():
-        pytest.skip(f"needs real face crops in {FACES} (the project's ../shared data is not beside this checkout)")
-    return FACES
+def faces_dir(tmp_path_factory) -> Path:
+    """A folder of real face crops: UTKFace from ../shared, else cut from the project's own
+    samples (people.jpg, people.mp4) by its own detector and cropper, so a GPU machine
+    without ../shared runs every TensorRT test."""
+    if FACES.is_dir():
+        return FACES
+    return sample_faces(tmp_path_factory.mktemp("sample-faces"))
+
+
+def sample_faces(folder: Path) -> Path:
+    """Write face crops of samples/people.* to ``folder``: each detected face at several
+    framings (crop scales) and mirrored, as JPEG files that each are one face crop."""
+    import cv2
+
+    from engines.meta import ModelMeta
+    from realtime.crops import Cropper
+    from realtime.detector import FaceDetector
+    from realtime.detector_models import fetch_detector_models, resolve_detector_model
+    from realtime.errors import RealtimeError
+    from realtime.sources import open_source
+
+    samples = Path(__file__).resolve().parents[2] / "samples"
+    try:
+        resolve_detector_model("full")
+    except RealtimeError:
+        try:
+            fetch_detector_models()
+        except RealtimeError as e:
+            pytest.skip(f"needs face crops: no ../shared/data/utkface, and the detector models cannot be fetched ({e})")
+    detector = FaceDetector(None, "full", 0.5)
+    croppers = [Cropper(ModelMeta(input_size=160), scale) for scale in (1.0, 1.15, 1.3, 1.5)]
+    count = 0
+    try:
+        for name in ("people.jpg", "people.mp4"):
+            with open_source(samples / name) as source:
+                for frame in source:
+                    if frame.index % 5:
+                        continue
+                    faces = detector.detect(frame.image, frame.index)
+                    for cropper in croppers:
+                        for rgb in cropper.cut(frame.image, faces):
+                            for image in (rgb, rgb[:, ::-1]):
+                                cv2.imwrite(str(folder / f"{count:04d}.jpg"), np.ascontiguousarray(image[..., ::-1]))
+                                count += 1
+    finally:
+        detector.close()
+    if count == 0:
+        pytest.skip("the detector found no face in samples/people.*")
+    return folder
 
 
 @pytest.fixture(scope="session")

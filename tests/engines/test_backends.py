@@ -9,10 +9,8 @@ import shutil
 import numpy as np
 import pytest
 
-import engines.tensorrt as trt_backend
-from engines import backends
-from engines.backends import create_engine, list_backends
-from engines.tensorrt import Sidecar, Target, write_sidecar
+from engines.backends import create_engine, list_backends, register_backend
+from engines.tensorrt import Sidecar, write_sidecar
 from realtime.errors import RealtimeError
 
 #: Max abs difference of probabilities from torch, per backend at fp32.
@@ -92,28 +90,58 @@ def foreign_engine(tmp_path, net, checkpoint, onnx_file):
     return path
 
 
-@pytest.fixture
-def pretend_tensorrt(monkeypatch):
-    """Make `auto` believe TensorRT and a GPU are present (version 10.0.0 on a test GPU)."""
-    available = backends.backend_available
-    monkeypatch.setattr(backends, "backend_available", lambda name: name == "tensorrt" or available(name))
-    monkeypatch.setattr(trt_backend, "current_target", lambda: Target("10.0.0", "Test GPU", "8.9"))
-
-
-def test_auto_falls_back_from_an_engine_built_elsewhere(foreign_engine, pretend_tensorrt, caplog, crops, reference):
-    with caplog.at_level(logging.INFO, logger="engines.backends"):
+def test_auto_falls_back_from_an_engine_built_elsewhere(foreign_engine, tensorrt_gpu, caplog, crops, reference):
+    """With TensorRT and a GPU the engine is refused (built with 9.9.9 for another GPU);
+    without, TensorRT is skipped: either way the ONNX file beside it runs."""
+    with caplog.at_level(logging.INFO, logger="engines.registry"):
         engine = create_engine(foreign_engine)
     assert engine.name == next(n for n in list_backends(available_only=True) if n != "tensorrt")
-    assert "built with TensorRT 9.9.9, this machine has TensorRT 10.0.0" in caplog.text
+    if tensorrt_gpu:
+        assert "built with TensorRT 9.9.9, this machine has TensorRT" in caplog.text
+    else:
+        assert "tensorrt not installed" in caplog.text
     assert f"engine: {engine.name} (auto" in caplog.text
     np.testing.assert_allclose(engine.infer(crops).age_probs, reference[0], atol=tolerance(engine))
 
 
-def test_auto_skips_tensorrt_for_a_checkpoint_without_a_built_engine(checkpoint, pretend_tensorrt, caplog):
-    with caplog.at_level(logging.WARNING, logger="engines.backends"):
+def test_auto_skips_tensorrt_for_a_checkpoint_without_a_built_engine(checkpoint, tensorrt_gpu, caplog):
+    with caplog.at_level(logging.INFO, logger="engines.registry"):
         engine = create_engine(checkpoint)
     assert engine.name != "tensorrt"
-    assert "no TensorRT engine built for" in caplog.text and "realtime convert" in caplog.text
+    if tensorrt_gpu:
+        assert "no TensorRT engine built for" in caplog.text and "realtime convert" in caplog.text
+    else:
+        assert "tensorrt not installed" in caplog.text
+
+
+@pytest.fixture
+def out_of_memory_backend():
+    """A real backend, registered like any plugin, whose load runs out of memory (numpy
+    cannot allocate an exabyte): the kind of failure that is not our RealtimeError."""
+    from engines import registry
+
+    @register_backend("exabyte", requires="numpy")
+    def load(path):
+        np.empty(1 << 60, np.float32)
+
+    yield "exabyte"
+    registry._BACKENDS.pop("exabyte")
+    registry._REQUIRES.pop("exabyte")
+
+
+def test_any_load_failure_falls_back_with_one_line(out_of_memory_backend, caplog):
+    with caplog.at_level(logging.INFO, logger="engines.registry"):
+        engine = create_engine(None, backend=[out_of_memory_backend, "onnxruntime"])
+    assert engine.name == "onnxruntime"
+    warnings = [r for r in caplog.records if r.levelno == logging.WARNING]
+    assert len(warnings) == 1 and "\n" not in warnings[0].getMessage()
+    assert warnings[0].getMessage().startswith("backend exabyte cannot load this model: MemoryError")
+    assert "exabyte failed" in caplog.text
+
+
+def test_a_load_failure_asked_for_by_name_is_not_hidden(out_of_memory_backend):
+    with pytest.raises(MemoryError):
+        create_engine(None, backend=out_of_memory_backend)
 
 
 @pytest.mark.parametrize("backend", ["onnxruntime", "torch"])

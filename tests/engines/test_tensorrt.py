@@ -10,7 +10,17 @@ import numpy as np
 import pytest
 
 from engines.meta import ModelMeta
-from engines.tensorrt import Sidecar, Target, check_target, plan_chunks, read_sidecar, sidecar_path, write_sidecar
+from engines.tensorrt import (
+    Sidecar,
+    Target,
+    calibration_batches,
+    check_target,
+    check_tensorrt_version,
+    plan_chunks,
+    read_sidecar,
+    sidecar_path,
+    write_sidecar,
+)
 from realtime.errors import RealtimeError
 
 SHA = "ab" * 32
@@ -106,6 +116,34 @@ def test_plan_chunks(n, lo, hi, chunks):
     assert sum(stop - start for start, stop, _ in chunks) == n
 
 
+@pytest.mark.parametrize("version", ["10.0.1", "10.3.0", "10.13.3.9"])
+def test_tensorrt_10_is_accepted(version):
+    check_tensorrt_version(version)
+
+
+@pytest.mark.parametrize("version, gone", [("11.0.0", "removed the FP16/INT8 builder flags"), ("8.6.1", "lacks the tensor API")])
+def test_other_tensorrt_versions_are_refused_in_one_line(version, gone):
+    with pytest.raises(RealtimeError, match=gone) as e:
+        check_tensorrt_version(version)
+    assert "pip install 'tensorrt>=10,<11'" in str(e.value) and "\n" not in str(e.value)
+
+
+@pytest.mark.parametrize("n, batch, sizes", [(40, 16, [16, 16, 16]), (16, 16, [16]), (5, 16, [5]), (33, 32, [32, 32])])
+def test_calibration_batches_are_full_and_use_every_crop(n, batch, sizes):
+    crops = np.arange(n, dtype=np.float64)[:, None, None, None] * np.ones((1, 3, 4, 4))
+    batches = calibration_batches(crops, batch)
+    assert [len(b) for b in batches] == sizes  # every batch is what get_batch_size() reports
+    assert all(b.dtype == np.float32 and b.flags.c_contiguous for b in batches)
+    seen = np.concatenate([b[:, 0, 0, 0] for b in batches])
+    assert set(seen) == set(range(n))  # the last batch is filled up from the start, nothing dropped
+    np.testing.assert_array_equal(seen[:n], np.arange(n))
+
+
+def test_calibration_needs_crops():
+    with pytest.raises(RealtimeError, match="calibration crops"):
+        calibration_batches(np.zeros((0, 3, 4, 4), np.float32), 16)
+
+
 # ----------------------------------------------------------- with TensorRT and a GPU
 
 
@@ -147,12 +185,13 @@ def test_engine_for_another_gpu_falls_back(small_engine, tmp_path, crops):
     assert create_engine(tmp_path / "small.engine").name != "tensorrt"
 
 
-def test_int8_engine(checkpoint, faces_dir, tmp_path, crops, reference, require_backend):
+@pytest.mark.parametrize("opt_batch, max_batch", [(8, 32), (32, 64)])  # the calibrator's 16 rows and the profile differ
+def test_int8_engine(checkpoint, faces_dir, tmp_path, crops, reference, require_backend, opt_batch, max_batch):
     require_backend("tensorrt")
     from engines.convert import ConvertSettings, convert
 
     result = convert(ConvertSettings(model=checkpoint, output=tmp_path / "m.engine", int8=True, calib=faces_dir,
-                                     check=True, check_images=faces_dir))
+                                     check=True, check_images=faces_dir, opt_batch=opt_batch, max_batch=max_batch))
     assert read_sidecar(result.output).precision == "int8"
     assert result.check.gender_agreement > 0.8
 

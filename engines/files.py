@@ -1,0 +1,217 @@
+"""Model files without torch: where they live, their hashes, the metadata inside them,
+and which file each backend runs.
+
+Everything here runs on the runtime install (``pip install .``, ONNX Runtime, no
+torch). Turning a ``.safetensors`` checkpoint into ONNX needs torch
+(``realtime[train]``); the default model also ships as ``weights/default.onnx``,
+exported from ``weights/default.safetensors`` by::
+
+    realtime convert --format onnx -o engines/weights/default.onnx
+
+which records the checkpoint's sha256 in the ONNX file, so a stale export is noticed.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import importlib.util
+from pathlib import Path
+
+from engines.errors import RealtimeError, require
+from engines.meta import ModelMeta
+
+log = logging.getLogger(__name__)
+
+#: The default weights shipped with the package (see MODEL_CARD.md) and their ONNX export.
+DEFAULT_WEIGHTS = Path(__file__).parent / "weights" / "default.safetensors"
+DEFAULT_ONNX = DEFAULT_WEIGHTS.with_suffix(".onnx")
+#: Key of the :class:`ModelMeta` JSON in a checkpoint's header and an ONNX file's metadata_props.
+META_KEY = "realtime.meta"
+#: Key of the sha256 of the checkpoint an ONNX file was exported from.
+SOURCE_KEY = "realtime.checkpoint_sha256"
+#: Tensor names of every exported model.
+INPUT_NAME = "crops"
+OUTPUT_NAMES = ("age_probs", "gender_probs", "age_years")
+#: Suffixes of built TensorRT engines.
+ENGINE_SUFFIXES = (".engine", ".plan")
+
+
+def cache_dir(*parts: str) -> Path:
+    """``$REALTIME_CACHE``, else ``$XDG_CACHE_HOME/realtime``, else ``~/.cache/realtime``.
+
+    The returned directory (joined with ``parts``) is created if missing.
+    """
+    base = os.environ.get("REALTIME_CACHE")
+    if not base:
+        xdg = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+        base = str(Path(xdg) / "realtime")
+    path = Path(base).joinpath(*parts)
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def file_sha256(path: str | Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def read_checkpoint_meta(path: str | Path) -> ModelMeta:
+    """Read only the metadata of a ``.safetensors`` checkpoint (no torch needed)."""
+    from safetensors import SafetensorError, safe_open
+
+    path = Path(path)
+    if not path.is_file():
+        raise RealtimeError(f"model file not found: {path}")
+    try:
+        with safe_open(str(path), framework="numpy") as f:
+            header = f.metadata() or {}
+    except (SafetensorError, OSError, ValueError) as e:
+        raise RealtimeError(f"{path}: not a realtime checkpoint (safetensors expected: {e})") from None
+    if META_KEY not in header:
+        raise RealtimeError(f"{path}: a safetensors file without realtime model metadata; was it written by `realtime train`?")
+    return ModelMeta.from_json(header[META_KEY], str(path))
+
+
+def _load_onnx(path: str | Path):
+    """The ONNX ModelProto of ``path``, without external weight files."""
+    import onnx
+
+    try:
+        return onnx.load(str(path), load_external_data=False)
+    except Exception as e:  # onnx raises DecodeError and friends without a common base
+        raise RealtimeError(f"{path}: not a readable ONNX file ({type(e).__name__})") from None
+
+
+def onnx_metadata(path: str | Path, proto=None) -> dict[str, str]:
+    """The ``metadata_props`` of an ONNX file (or of its loaded ``proto``)."""
+    proto = proto if proto is not None else _load_onnx(path)
+    return {p.key: p.value for p in proto.metadata_props}
+
+
+def read_onnx_meta(path: str | Path) -> ModelMeta:
+    """Read the :class:`ModelMeta` stored in an ONNX file by ``engines.export.export_onnx``,
+    and check that the graph's input and outputs have the shapes it promises."""
+    proto = _load_onnx(path)
+    props = onnx_metadata(path, proto)
+    if META_KEY not in props:
+        raise RealtimeError(f"{path}: ONNX file without realtime model metadata; export it with `realtime convert --format onnx`")
+    meta = ModelMeta.from_json(props[META_KEY], str(path))
+    _check_onnx_shapes(proto.graph, meta, path)
+    return meta
+
+
+def _check_onnx_shapes(graph, meta: ModelMeta, path) -> None:
+    """The graph's input and outputs must be what the metadata promises, so a file of
+    another shape fails at load with one line, not at the first face."""
+
+    def dims(value) -> list:
+        return [d.dim_param or d.dim_value for d in value.type.tensor_type.shape.dim]
+
+    s, a, g = meta.input_size, len(meta.age_labels), len(meta.gender_labels)
+    inputs = [i for i in graph.input if i.name not in {t.name for t in graph.initializer}]
+    outputs = {o.name: o for o in graph.output}
+    wanted = {name: shape for name, shape in zip(OUTPUT_NAMES, ([a], [g], []))}
+    problems = []
+    if len(inputs) != 1 or dims(inputs[0])[1:] != [3, s, s]:
+        got = ", ".join(f"{i.name} {dims(i)}" for i in inputs) or "none"
+        problems.append(f"input should be (N, 3, {s}, {s}), it is {got}")
+    for name, shape in wanted.items():
+        if name not in outputs:
+            problems.append(f"output {name} is missing")
+        elif dims(outputs[name])[1:] not in (shape, [1] if not shape else shape):  # age_years: (N,) or (N, 1)
+            problems.append(f"output {name} should be (N{''.join(f', {d}' for d in shape)}), it is {dims(outputs[name])}")
+    if problems:
+        raise RealtimeError(f"{path}: its graph does not match its metadata ({'; '.join(problems)})")
+
+
+def checkpoint_file(path: Path | None) -> Path | None:
+    """The checkpoint ``path`` names: itself, or the default weights for None (None
+    again when only the untrained fallback exists)."""
+    if path is not None:
+        return path
+    return DEFAULT_WEIGHTS if DEFAULT_WEIGHTS.exists() else None
+
+
+def cached_path(kind: str, path: Path | None, suffix: str) -> Path | None:
+    """Where the ``kind`` conversion (``"onnx"``, ``"openvino"``, ``"tensorrt"``) of a
+    checkpoint is cached: ``<cache>/<kind>/<sha256[:32]><suffix>``; None for the
+    untrained fallback, which has no file to hash."""
+    source = checkpoint_file(path)
+    if source is None:
+        return None
+    return cache_dir(kind) / f"{file_sha256(source)[:32]}{suffix}"
+
+
+def engine_source(path: Path, want: str) -> Path:
+    """What another backend runs instead of the TensorRT engine ``path``: the ONNX file
+    written beside it (``want="onnx"``, falling back to the checkpoint) or the
+    checkpoint it was built from, if unchanged (``want="checkpoint"``)."""
+    from engines.sidecar import read_sidecar
+
+    side = read_sidecar(path)
+    if want == "onnx" and side.onnx and (path.parent / side.onnx).is_file():
+        return path.parent / side.onnx
+    checkpoint = Path(side.checkpoint) if side.checkpoint else None
+    if checkpoint is not None and checkpoint.is_file() and file_sha256(checkpoint) == side.checkpoint_sha256:
+        return checkpoint
+    wanted = "its ONNX file or checkpoint" if want == "onnx" else "its checkpoint"
+    raise RealtimeError(
+        f"{path}: a TensorRT engine runs only on the tensorrt backend, and {wanted} is not beside it "
+        "or has changed; pass the .safetensors checkpoint or .onnx file instead"
+    )
+
+
+def load_net(path: Path | None):
+    """The torch network of a checkpoint (None: the default weights); needs torch."""
+    require("torch", f"{path or 'the default checkpoint'}: running a .safetensors checkpoint",
+            hint="or pass its ONNX export (`realtime convert --format onnx`)")
+    from engines.model import default_model, load_checkpoint
+
+    if path is None:
+        return default_model()
+    if path.suffix in ENGINE_SUFFIXES:
+        path = engine_source(path, "checkpoint")
+    elif path.suffix in (".onnx", ".xml"):
+        raise RealtimeError(f"{path}: this backend needs a .safetensors checkpoint, not {path.suffix[1:].upper()}")
+    return load_checkpoint(path)
+
+
+def default_onnx() -> Path | None:
+    """The shipped ONNX export of the default weights, if it was exported from them."""
+    if not DEFAULT_ONNX.is_file():
+        return None
+    if not DEFAULT_WEIGHTS.is_file() or onnx_metadata(DEFAULT_ONNX).get(SOURCE_KEY) == file_sha256(DEFAULT_WEIGHTS):
+        return DEFAULT_ONNX
+    log.warning("%s was not exported from %s; regenerate it: realtime convert --format onnx -o %s",
+                DEFAULT_ONNX.name, DEFAULT_WEIGHTS.name, DEFAULT_ONNX)
+    return None if importlib.util.find_spec("torch") is not None else DEFAULT_ONNX
+
+
+def onnx_for(path: Path | None) -> Path:
+    """An ONNX file for ``path``: itself if it is ONNX, the ONNX beside a TensorRT
+    engine, the shipped export of the default weights, else an export cached by the
+    checkpoint's sha256 (the untrained fallback exports to a temporary file)."""
+    import tempfile
+
+    if path is not None and path.suffix in ENGINE_SUFFIXES:
+        path = engine_source(path, "onnx")
+    if path is not None and path.suffix == ".onnx":
+        return path
+    if path is not None and path.suffix == ".xml":
+        raise RealtimeError(f"{path}: an OpenVINO IR runs only on the openvino backend; pass the .onnx or .safetensors file")
+    if path is None and (shipped := default_onnx()) is not None:
+        return shipped
+    target = cached_path("onnx", path, ".onnx")
+    if target is not None and target.exists():
+        return target
+    net = load_net(path)
+    from engines.export import export_onnx
+
+    if target is None:
+        return export_onnx(net, Path(tempfile.mkdtemp(prefix="realtime-")) / "untrained.onnx")
+    return export_onnx(net, target, source_sha256=file_sha256(checkpoint_file(path)))
