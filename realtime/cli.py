@@ -168,16 +168,24 @@ def annotate(input: str, output: str, json_path: str | None, summary_path: str |
     _finish(stats, json_path == "-")
 
 
+def live_options(command):
+    """Options shared by the live commands (`run`, `serve`): sources and outputs."""
+    options = [
+        click.option("--source", "sources", multiple=True, default=["0"], show_default=True,
+                     help="Camera index, video file, image, folder, or rtsp:// / http:// URL; repeat for several sources."),
+        click.option("-o", "--output", type=click.Path(dir_okay=False), default=None, help="Record the annotated video (.mp4)."),
+        click.option("--json", "json_path", type=click.Path(dir_okay=False), default=None,
+                     help="Per-frame results as JSON Lines ('-' for stdout)."),
+        click.option("--reconnect-timeout", type=click.FloatRange(0), default=300.0, show_default=True,
+                     help="Seconds to keep reconnecting a camera or stream that dropped (0: never)."),
+        summary_option,
+    ]
+    return functools.reduce(lambda c, option: option(c), reversed(options), command)
+
+
 @cli.command()
-@click.option("--source", "sources", multiple=True, default=["0"], show_default=True,
-              help="Camera index, video file, image, folder, or rtsp:// / http:// URL; repeat for several sources.")
-@click.option("-o", "--output", type=click.Path(dir_okay=False), default=None, help="Record the annotated video (.mp4).")
-@click.option("--json", "json_path", type=click.Path(dir_okay=False), default=None,
-              help="Per-frame results as JSON Lines ('-' for stdout).")
+@live_options
 @click.option("--show/--no-show", default=None, help="Open a window (default: when a display exists).")
-@click.option("--reconnect-timeout", type=click.FloatRange(0), default=300.0, show_default=True,
-              help="Seconds to keep reconnecting a camera or stream that dropped (0: never).")
-@summary_option
 @analyzer_options
 def run(sources: tuple[str, ...], output: str | None, json_path: str | None, show: bool | None, reconnect_timeout: float,
         summary_path: str | None, **kw) -> None:
@@ -187,6 +195,35 @@ def run(sources: tuple[str, ...], output: str | None, json_path: str | None, sho
     settings = _settings(kw)
     with _progress("run") as (on_start, on_frame):
         stats = run_(list(sources), output, json_path, show, settings, on_start, on_frame, reconnect_timeout, summary_path)
+    _finish(stats, json_path == "-")
+
+
+@cli.command()
+@live_options
+@click.option("--host", default="127.0.0.1", show_default=True,
+              help="Address to listen on; anything but loopback requires a token.")
+@click.option("--port", type=click.IntRange(0, 65535), default=8000, show_default=True, help="TCP port (0: any free one).")
+@click.option("--token", envvar="REALTIME_TOKEN", default=None,
+              help="Secret every request must carry (env REALTIME_TOKEN); default: none on loopback, a random one printed at start otherwise.")
+@click.option("--loop/--no-loop", "loop", default=False, show_default=True, help="Play video files again from the start when they end.")
+@click.option("--pace/--no-pace", default=True, show_default=True,
+              help="Play video files at their frame rate, like a camera (--no-pace: every frame, as fast as analysis goes).")
+@click.option("--stall-timeout", type=click.FloatRange(0.5), default=10.0, show_default=True,
+              help="Drop a viewer that takes no data for this many seconds.")
+@analyzer_options
+def serve(sources: tuple[str, ...], output: str | None, json_path: str | None, reconnect_timeout: float, summary_path: str | None,
+          host: str, port: int, token: str | None, loop: bool, pace: bool, stall_timeout: float, **kw) -> None:
+    """Live analysis with a web page and an HTTP API (for machines with no display)."""
+    from realtime.serve import ServeSettings, serve as serve_
+
+    settings = ServeSettings(host, port, token, loop, pace, stall_timeout)
+
+    def ready(url: str) -> None:
+        click.echo(f"serving on {url}", err=json_path == "-")
+        if host in ("0.0.0.0", "::"):
+            click.echo("(listening on every address: open it with this machine's name or address)", err=json_path == "-")
+
+    stats = serve_(list(sources), settings, _settings(kw), output, json_path, summary_path, reconnect_timeout, ready)
     _finish(stats, json_path == "-")
 
 

@@ -197,6 +197,7 @@ def process(
     on_frame: FrameCallback | None = None,
     live: list[bool] | None = None,
     queue_size: int = 4,
+    timer: StageTimer | None = None,
 ) -> RunStats:
     """The loop, for one or several sources, on threads joined by bounded queues:
     decode (a thread per source) -> analyze (one thread, one frame of every source per
@@ -207,8 +208,9 @@ def process(
     Files go through every frame in order; a ``live`` source keeps only its newest
     frames (``stats.dropped`` counts the rest), so latency stays bounded. Ctrl-C or
     SIGTERM stops it cleanly (the caller's ``with`` blocks close the sinks); a window
-    sink may ask to stop (q or Esc)."""
-    stats = RunStats()
+    sink may ask to stop (q or Esc). ``timer``: where the stage times go (default: a
+    new one), for a caller that reads them while the loop runs."""
+    stats = RunStats(timer=timer) if timer is not None else RunStats()
     stop = threading.Event()
     live = live or [False] * len(streams)
     # a live source keeps at most 2 frames waiting: what is shown is at most ~2 frames old
@@ -284,7 +286,8 @@ SinkFactory = Callable[[Source, Analyzer, int], Sink]
 
 def _run(sources: list[Source], settings: AnalyzerSettings, sinks: list[SinkFactory],
          summary_path: str | Path | None, fps_overlay: bool,
-         on_start: Callable[[Source], None] | None, on_frame: FrameCallback | None) -> RunStats:
+         on_start: Callable[[Source], None] | None, on_frame: FrameCallback | None,
+         timer: StageTimer | None = None) -> RunStats:
     with contextlib.ExitStack() as stack:
         for source in sources:
             stack.enter_context(source)
@@ -302,7 +305,7 @@ def _run(sources: list[Source], settings: AnalyzerSettings, sinks: list[SinkFact
             for source in sources:
                 on_start(source)
         annotators = [default_annotators(analyzer.meta, fps=fps_overlay) for _ in sources]
-        stats = process(sources, analyzer.analyze, annotators, opened, on_frame, [s.live for s in sources])
+        stats = process(sources, analyzer.analyze, annotators, opened, on_frame, [s.live for s in sources], timer=timer)
     stats.source = ", ".join(s.name for s in sources)
     stats.outputs = sorted({str(s.path) for group in opened for s in group if getattr(s, "path", None) is not None})
     stats.people = "; ".join((f"source {k}: " if len(sources) > 1 else "") + a.line() for k, a in enumerate(analytics))
@@ -391,13 +394,20 @@ def run(
     on_frame: FrameCallback | None = None,
     reconnect: float | None = 300.0,
     summary_path: str | Path | None = None,
+    sinks: list[SinkFactory] = (),
+    wrap: Callable[[str, Source], Source] | None = None,
+    timer: StageTimer | None = None,
 ) -> RunStats:
     """Live: one or several cameras, streams or files, each shown in its own window when
     a display exists (``show`` None = if possible), optionally recorded to mp4, JSON
     Lines and a people summary, FPS on the overlay. With several sources the faces of
     all of them go to the classifier in one batch, and output paths need ``{source}``
     (replaced by the source's number; JSON to ``-`` gains a ``source`` field). A camera
-    or stream that drops is reopened for up to ``reconnect`` seconds a gap."""
+    or stream that drops is reopened for up to ``reconnect`` seconds a gap.
+
+    For callers that add to a run (``realtime serve``): ``sinks`` are more sink
+    factories per source, ``wrap(spec, source)`` may replace each opened source (e.g.
+    to loop a file), ``timer`` receives the stage times as the loop runs."""
     specs = [source_spec] if isinstance(source_spec, (str, Path)) else list(source_spec)
     if not specs:
         raise RealtimeError("no --source given")
@@ -421,10 +431,12 @@ def run(
                     raise RealtimeError(f"{source.name}: --output records video; use `realtime annotate` for images and folders")
                 check_outputs(source, _numbered(output, k, n), _numbered(json_path, k, n), _numbered(summary_path, k, n))
 
-            sources.append(_opened(spec, reconnect, check))
+            source = _opened(spec, reconnect, check)
+            sources.append(wrap(str(spec), source) if wrap is not None else source)
     except RealtimeError:
         for source in sources:
             source.close()
         raise
     window = [lambda src, an, k: WindowSink(f"realtime {k} - {src.name}")] if show else []
-    return _run(sources, settings or AnalyzerSettings(), window + _data_sinks(output, json_path, n), summary_path, True, on_start, on_frame)
+    return _run(sources, settings or AnalyzerSettings(), window + _data_sinks(output, json_path, n) + list(sinks), summary_path, True,
+                on_start, on_frame, timer)

@@ -152,6 +152,17 @@ def face_records(faces: Faces, meta: ModelMeta) -> list[dict]:
     return records
 
 
+def frame_record(frame: Frame, faces: Faces, meta: ModelMeta, source: int | None = None) -> dict:
+    """One frame's JSONL object (see README: JSON Lines format)."""
+    record = {"frame": frame.index, "time": round(frame.time, 4)}
+    if source is not None:
+        record["source"] = source
+    if frame.name:
+        record["file"] = frame.name
+    record["faces"] = face_records(faces, meta)
+    return record
+
+
 class JsonlSink(Sink):
     """One JSON object per frame, flushed line by line (``-`` writes to stdout).
     ``source``: with several sources, the source's number, written as a field."""
@@ -168,13 +179,7 @@ class JsonlSink(Sink):
         self.frames = 0
 
     def write(self, frame: Frame, faces: Faces, annotated: np.ndarray) -> None:
-        record = {"frame": frame.index, "time": round(frame.time, 4)}
-        if self.source is not None:
-            record["source"] = self.source
-        if frame.name:
-            record["file"] = frame.name
-        record["faces"] = face_records(faces, self.meta)
-        self._file.write(json.dumps(record) + "\n")
+        self._file.write(json.dumps(frame_record(frame, faces, self.meta, self.source)) + "\n")
         self._file.flush()
         self.frames += 1
 
