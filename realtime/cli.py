@@ -210,13 +210,17 @@ def run(sources: tuple[str, ...], output: str | None, json_path: str | None, sho
               help="Play video files at their frame rate, like a camera (--no-pace: every frame, as fast as analysis goes).")
 @click.option("--stall-timeout", type=click.FloatRange(0.5), default=10.0, show_default=True,
               help="Drop a viewer that takes no data for this many seconds.")
+@click.option("--stream-fps", type=click.FloatRange(0.5, 240), default=30.0, show_default=True,
+              help="Most frames a second sent to each video viewer.")
+@click.option("--jpeg-quality", type=click.IntRange(10, 100), default=80, show_default=True, help="Quality of the video stream.")
 @analyzer_options
 def serve(sources: tuple[str, ...], output: str | None, json_path: str | None, reconnect_timeout: float, summary_path: str | None,
-          host: str, port: int, token: str | None, loop: bool, pace: bool, stall_timeout: float, **kw) -> None:
+          host: str, port: int, token: str | None, loop: bool, pace: bool, stall_timeout: float, stream_fps: float,
+          jpeg_quality: int, **kw) -> None:
     """Live analysis with a web page and an HTTP API (for machines with no display)."""
     from realtime.serve import ServeSettings, serve as serve_
 
-    settings = ServeSettings(host, port, token, loop, pace, stall_timeout)
+    settings = ServeSettings(host, port, token, loop, pace, stall_timeout, stream_fps, jpeg_quality)
 
     def ready(url: str) -> None:
         click.echo(f"serving on {url}", err=json_path == "-")

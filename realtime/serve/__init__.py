@@ -36,6 +36,7 @@ class ServeSettings:
             analysis cannot keep up with are dropped); False: every frame, as fast as
             analysis goes.
         stall_timeout: seconds a viewer may take no data before it is dropped.
+        stream_fps: the most frames a second sent to video viewers.
         jpeg_quality: of the video stream, 1-100.
     """
 
@@ -45,6 +46,7 @@ class ServeSettings:
     loop: bool = False
     pace: bool = True
     stall_timeout: float = 10.0
+    stream_fps: float = 30.0
     jpeg_quality: int = 80
 
 
@@ -112,7 +114,7 @@ def serve(
     settings = settings or ServeSettings()
     token = resolve_token(settings)
     sock = _listen(settings.host, settings.port)
-    hub = Hub(settings.jpeg_quality, stall_timeout=settings.stall_timeout)
+    hub = Hub(settings.jpeg_quality, stall_timeout=settings.stall_timeout, stream_fps=settings.stream_fps)
     config = uvicorn.Config(create_app(hub, token), log_config=None, access_log=False, lifespan="on",
                             timeout_graceful_shutdown=2, log_level="warning")
     logging.getLogger("uvicorn.error").addFilter(_Quiet())

@@ -240,10 +240,13 @@ class Hub:
         jpeg_quality: of the MJPEG stream (1-100).
         queue_size: items a viewer may have waiting before its oldest is dropped.
         stall_timeout: a viewer that takes no data for this many seconds is dropped.
+        stream_fps: at most this many frames a second are encoded and sent to video
+            viewers (a file analysed faster than real time is not streamed faster).
     """
 
-    def __init__(self, jpeg_quality: int = 80, queue_size: int = 2, stall_timeout: float = 10.0):
+    def __init__(self, jpeg_quality: int = 80, queue_size: int = 2, stall_timeout: float = 10.0, stream_fps: float = 30.0):
         self.jpeg_quality, self.queue_size, self.stall_timeout = jpeg_quality, queue_size, stall_timeout
+        self.stream_fps = stream_fps
         self.feeds: list[Feed] = []
         self.timer = StageTimer()
         self.wake = threading.Event()
@@ -292,15 +295,22 @@ class Hub:
     def _publish(self) -> None:
         """The publisher thread: encode and hand out what the loop produced."""
         sent: dict[int, int] = {}
+        due: dict[int, float] = {}
+        wait = 0.5
         while not self._closed:
-            self.wake.wait(0.5)
+            self.wake.wait(wait)
             self.wake.clear()
+            wait = 0.5
             for feed in list(self.feeds):
                 latest = feed.latest
                 if latest is not None and feed.viewers[VIDEO] and sent.get(feed.index) != latest[0]:
+                    now = time.monotonic()
+                    if now < due.get(feed.index, 0.0):  # not yet: come back for the newest frame then
+                        wait = min(wait, due[feed.index] - now)
+                        continue
                     data = feed.encode(self.jpeg_quality)
                     if data is not None:
-                        sent[feed.index] = latest[0]
+                        sent[feed.index], due[feed.index] = latest[0], now + 1.0 / self.stream_fps
                         self._broadcast(feed, VIDEO, [data])
                 if feed.viewers[EVENTS]:
                     events = feed.take_events()

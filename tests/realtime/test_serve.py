@@ -383,3 +383,96 @@ def test_bad_token_and_busy_port_are_one_line_errors():
         port = busy.getsockname()[1]
         result = CliRunner().invoke(cli, ["serve", "--source", "x.mp4", "--port", str(port)])
     assert result.exit_code == 1 and f"cannot listen on 127.0.0.1:{port}" in result.output
+
+
+class Viewers:
+    """``n`` MJPEG viewers that read and discard everything on one thread, plus
+    ``stalled`` ones that send their request and never read a byte."""
+
+    def __init__(self, port: int, path: str, n: int, stalled: int = 0):
+        import selectors
+
+        self.selector = selectors.DefaultSelector()
+        self.bytes: dict[int, int] = {}
+        self.parts: dict[int, int] = {}
+        self.sockets = []
+        request = f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n".encode()
+        for i in range(n + stalled):
+            sock = socket.socket()
+            if i >= n:
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+            sock.connect(("127.0.0.1", port))
+            sock.sendall(request)
+            self.sockets.append(sock)
+            if i < n:
+                sock.setblocking(False)
+                self.selector.register(sock, selectors.EVENT_READ, i)
+                self.bytes[i] = self.parts[i] = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._read, daemon=True)
+        self._thread.start()
+
+    def _read(self) -> None:
+        while not self._stop.is_set():
+            for key, _ in self.selector.select(0.2):
+                try:
+                    data = key.fileobj.recv(1 << 20)
+                except BlockingIOError:
+                    continue
+                if not data:
+                    self.selector.unregister(key.fileobj)
+                    continue
+                self.bytes[key.data] += len(data)
+                self.parts[key.data] += data.count(b"Content-Type: image/jpeg")
+
+    def close(self) -> None:
+        self._stop.set()
+        self._thread.join(5)
+        for sock in self.sockets:
+            sock.close()
+
+
+def rss_mb(pid: int) -> float:
+    return int(re.search(r"VmRSS:\s+(\d+)", Path(f"/proc/{pid}/status").read_text()).group(1)) / 1024
+
+
+def test_twenty_viewers_and_a_stalled_one_do_not_slow_analysis(detector_models):
+    """Analysis fps with 0 viewers, then 20 (+1 that never reads), then 0 again, each
+    over the same window in this run, on stage_360p.mp4 as fast as analysis goes."""
+    if not Path("/proc/self/status").exists():
+        pytest.skip("reads the server's memory from /proc (Linux)")
+    window = 8.0
+    server = Served("--source", shared_path("media", "stage_360p.mp4"), "--loop", "--no-pace", "--stall-timeout", "3")
+    key = ("realtime_frames_total", (("source", "0"),))
+    try:
+        server.wait_for(lambda: server.metrics()[key] > 100, what="100 frames")
+
+        def fps() -> float:
+            start, t0 = server.metrics()[key], time.monotonic()
+            time.sleep(window)
+            return (server.metrics()[key] - start) / (time.monotonic() - t0)
+
+        before = fps()
+        rss_before = rss_mb(server.proc.pid)
+        viewers = Viewers(server.port, "/api/sources/0/stream.mjpg", 20, stalled=1)
+        try:
+            time.sleep(2.0)
+            loaded = fps()
+            rss_loaded = rss_mb(server.proc.pid)
+            m = server.metrics()
+            parts = sorted(viewers.parts.values())
+        finally:
+            viewers.close()
+        server.wait_for(lambda: server.json("/api/sources/0")["viewers"]["video"] == 0, 10, "the viewers to go")
+        after = fps()
+        baseline = (before + after) / 2
+        print(f"\nanalysis fps: 0 viewers {before:.1f}, 20 viewers + 1 stalled {loaded:.1f}, 0 viewers again {after:.1f}; "
+              f"server RSS {rss_before:.0f} -> {rss_loaded:.0f} MB; frames per viewer in {window + 2:.0f} s: "
+              f"min {parts[0]} median {parts[10]}; stalled viewers dropped: "
+              f"{m[('realtime_stalled_viewers_total', (('source', '0'),))]:.0f}")
+        assert loaded >= 0.9 * baseline, f"20 viewers slowed analysis from {baseline:.1f} to {loaded:.1f} fps"
+        assert rss_loaded - rss_before < 100, f"memory grew by {rss_loaded - rss_before:.0f} MB with 21 viewers"
+        assert m[("realtime_stalled_viewers_total", (("source", "0"),))] >= 1, "the viewer that never reads was not dropped"
+        assert parts[0] > 0, "a viewer got no frame"
+    finally:
+        server.stop()
