@@ -13,13 +13,11 @@ import shutil
 import signal
 import socket
 import subprocess
-import sys
 import threading
 import time
 from pathlib import Path
 from urllib.parse import urlsplit
 
-import av
 import cv2
 import numpy as np
 import pytest
@@ -27,8 +25,9 @@ from click.testing import CliRunner
 from prometheus_client.parser import text_string_to_metric_families
 
 from realtime.cli import cli
-from tests.conftest import ROOT, shared_path
+from tests.conftest import shared_path
 from tests.realtime.test_cli import check_record
+from tests.realtime.test_faults import realtime, remux
 
 SUMMARY_KEYS = {"frames", "seconds", "people", "by_age_group", "by_gender", "by_age_group_and_gender",
                 "faces_per_minute", "people_per_minute", "dwell_seconds", "flicker", "tracks"}
@@ -38,10 +37,7 @@ class Served:
     """A `realtime serve` process; its address is read from what it prints."""
 
     def __init__(self, *args: str, timeout: float = 180):
-        exe = Path(sys.executable).parent / "realtime"
-        cmd = [str(exe)] if exe.exists() else [sys.executable, "-m", "realtime.cli"]
-        self.proc = subprocess.Popen([*cmd, "serve", "--port", "0", *map(str, args)], cwd=ROOT, text=True,
-                                     stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        self.proc = realtime("serve", "--port", "0", *args)
         self.stdout: list[str] = []
         self.stderr: list[str] = []
         threading.Thread(target=self._drain, args=(self.proc.stderr, self.stderr), daemon=True).start()
@@ -299,23 +295,12 @@ class _QuietFiles(http.server.SimpleHTTPRequestHandler):
         pass
 
 
-def remux_to_ts(src: Path, dst: Path) -> Path:
-    """The same video as MPEG-TS, which streams over plain HTTP (no range requests)."""
-    with av.open(str(src)) as inp, av.open(str(dst), "w", format="mpegts") as out:
-        stream = out.add_stream_from_template(inp.streams.video[0])
-        for packet in inp.demux(inp.streams.video[0]):
-            if packet.dts is not None:
-                packet.stream = stream
-                out.mux(packet)
-    return dst
-
-
 @pytest.fixture(scope="module")
 def guarded(detector_models, tmp_path_factory):
     """A non-loopback bind (every address) with a generated token; the source is an
     http:// URL with a password in it, served from this test."""
     media = tmp_path_factory.mktemp("media")
-    remux_to_ts(shared_path("media", "stage_360p.mp4"), media / "stage.ts")
+    remux(shared_path("media", "stage_360p.mp4"), media / "stage.ts")
     files = http.server.ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(_QuietFiles, directory=str(media)))
     threading.Thread(target=files.serve_forever, daemon=True).start()
     source = f"http://viewer:hunter2secret@127.0.0.1:{files.server_address[1]}/stage.ts"
@@ -437,42 +422,48 @@ def rss_mb(pid: int) -> float:
 
 
 def test_twenty_viewers_and_a_stalled_one_do_not_slow_analysis(detector_models):
-    """Analysis fps with 0 viewers, then 20 (+1 that never reads), then 0 again, each
-    over the same window in this run, on stage_360p.mp4 as fast as analysis goes."""
+    """Analysis fps with 0 viewers and with 20 (+1 that never reads), in alternating
+    windows of this run (the machine's other load drifts; alternating cancels most of
+    it), on stage_360p.mp4 looping as fast as analysis goes."""
     if not Path("/proc/self/status").exists():
         pytest.skip("reads the server's memory from /proc (Linux)")
-    window = 8.0
+    window, rounds = 4.0, 3
     server = Served("--source", shared_path("media", "stage_360p.mp4"), "--loop", "--no-pace", "--stall-timeout", "3")
     key = ("realtime_frames_total", (("source", "0"),))
+    frames = {"idle": [0.0, 0.0], "watched": [0.0, 0.0]}
+
+    def measure(kind: str) -> None:
+        start, t0 = server.metrics()[key], time.monotonic()
+        time.sleep(window)
+        frames[kind][0] += server.metrics()[key] - start
+        frames[kind][1] += time.monotonic() - t0
+
     try:
         server.wait_for(lambda: server.metrics()[key] > 100, what="100 frames")
-
-        def fps() -> float:
-            start, t0 = server.metrics()[key], time.monotonic()
-            time.sleep(window)
-            return (server.metrics()[key] - start) / (time.monotonic() - t0)
-
-        before = fps()
         rss_before = rss_mb(server.proc.pid)
-        viewers = Viewers(server.port, "/api/sources/0/stream.mjpg", 20, stalled=1)
-        try:
-            time.sleep(2.0)
-            loaded = fps()
-            rss_loaded = rss_mb(server.proc.pid)
-            m = server.metrics()
-            parts = sorted(viewers.parts.values())
-        finally:
-            viewers.close()
-        server.wait_for(lambda: server.json("/api/sources/0")["viewers"]["video"] == 0, 10, "the viewers to go")
-        after = fps()
-        baseline = (before + after) / 2
-        print(f"\nanalysis fps: 0 viewers {before:.1f}, 20 viewers + 1 stalled {loaded:.1f}, 0 viewers again {after:.1f}; "
-              f"server RSS {rss_before:.0f} -> {rss_loaded:.0f} MB; frames per viewer in {window + 2:.0f} s: "
-              f"min {parts[0]} median {parts[10]}; stalled viewers dropped: "
+        stalled = Viewers(server.port, "/api/sources/0/stream.mjpg", 0, stalled=1)
+        parts, rss = [], []
+        for _ in range(rounds):
+            measure("idle")
+            viewers = Viewers(server.port, "/api/sources/0/stream.mjpg", 20)
+            try:
+                time.sleep(1.0)
+                measure("watched")
+                rss.append(rss_mb(server.proc.pid))
+                parts.append(min(viewers.parts.values()))
+            finally:
+                viewers.close()
+            server.wait_for(lambda: server.json("/api/sources/0")["viewers"]["video"] <= 1, 10, "the viewers to go")
+        m = server.metrics()
+        stalled.close()
+        idle, watched = (frames[k][0] / frames[k][1] for k in ("idle", "watched"))
+        print(f"\nanalysis fps: 0 viewers {idle:.1f}, 20 viewers + 1 stalled {watched:.1f} ({watched / idle - 1:+.1%}; "
+              f"{rounds} x {window:.0f} s each); server RSS {rss_before:.0f} MB -> {max(rss):.0f} MB; "
+              f"fewest frames a viewer got in {window + 1:.0f} s: {min(parts)}; stalled viewers dropped: "
               f"{m[('realtime_stalled_viewers_total', (('source', '0'),))]:.0f}")
-        assert loaded >= 0.9 * baseline, f"20 viewers slowed analysis from {baseline:.1f} to {loaded:.1f} fps"
-        assert rss_loaded - rss_before < 100, f"memory grew by {rss_loaded - rss_before:.0f} MB with 21 viewers"
+        assert watched >= 0.9 * idle, f"20 viewers slowed analysis from {idle:.1f} to {watched:.1f} fps"
+        assert max(rss) - rss_before < 100, f"memory grew by {max(rss) - rss_before:.0f} MB with 21 viewers"
         assert m[("realtime_stalled_viewers_total", (("source", "0"),))] >= 1, "the viewer that never reads was not dropped"
-        assert parts[0] > 0, "a viewer got no frame"
+        assert min(parts) > 0, "a viewer got no frame"
     finally:
         server.stop()
