@@ -32,6 +32,8 @@ log = logging.getLogger(__name__)
 
 #: the kinds of viewer: MJPEG video, Server-Sent Events of per-frame results
 VIDEO, EVENTS = "video", "events"
+#: events a viewer may have waiting (they are small; a slower client skips frames)
+EVENT_QUEUE = 64
 
 
 class Viewer:
@@ -238,7 +240,7 @@ class Hub:
 
     Args:
         jpeg_quality: of the MJPEG stream (1-100).
-        queue_size: items a viewer may have waiting before its oldest is dropped.
+        queue_size: frames a video viewer may have waiting before its oldest is dropped.
         stall_timeout: a viewer that takes no data for this many seconds is dropped.
         stream_fps: at most this many frames a second are encoded and sent to video
             viewers (a file analysed faster than real time is not streamed faster).
@@ -280,7 +282,7 @@ class Hub:
     def subscribe(self, feed: Feed, kind: str) -> Viewer:
         """On the event loop: a new viewer of ``kind``; video viewers get the newest
         frame at once (also after the source ended)."""
-        viewer = Viewer(self.queue_size)
+        viewer = Viewer(self.queue_size if kind == VIDEO else EVENT_QUEUE)
         feed.viewers[kind].add(viewer)
         if kind == VIDEO and feed.jpeg is not None:
             viewer.offer(feed.jpeg[1])
