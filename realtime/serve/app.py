@@ -14,7 +14,6 @@ import contextlib
 import hmac
 import logging
 from pathlib import Path
-from typing import Callable
 from urllib.parse import parse_qs
 
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
@@ -28,13 +27,12 @@ from starlette.responses import FileResponse, JSONResponse, PlainTextResponse, R
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
-from realtime.serve.hub import EVENTS, VIDEO, Feed, Hub, Viewer
+from realtime.serve.hub import BOUNDARY, EVENTS, VIDEO, Feed, Hub, Viewer
 
 log = logging.getLogger(__name__)
 
 STATIC = Path(__file__).parent / "static"
 COOKIE = "realtime_token"
-BOUNDARY = "frame"
 LOOPBACK_HOSTS = ["127.0.0.1", "localhost", "::1", "[::1]"]
 
 
@@ -85,10 +83,10 @@ class PushResponse(Response):
     finish within ``stall_timeout`` seconds (the client stopped reading) drops the
     viewer; a client that goes away is noticed at once."""
 
-    def __init__(self, hub: Hub, feed: Feed, kind: str, media_type: str, frame: Callable[[bytes], bytes]):
+    def __init__(self, hub: Hub, feed: Feed, kind: str, media_type: str):
         self.status_code = 200
         self.raw_headers = [(b"content-type", media_type.encode()), (b"cache-control", b"no-store"), (b"x-accel-buffering", b"no")]
-        self.hub, self.feed, self.kind, self.frame = hub, feed, kind, frame
+        self.hub, self.feed, self.kind = hub, feed, kind
 
     async def __call__(self, scope, receive, send):
         viewer = self.hub.subscribe(self.feed, self.kind)
@@ -97,7 +95,7 @@ class PushResponse(Response):
         async def push(viewer: Viewer) -> None:
             await send({"type": "http.response.start", "status": 200, "headers": self.raw_headers})
             while (item := await viewer.queue.get()) is not None:
-                await asyncio.wait_for(send({"type": "http.response.body", "body": self.frame(item), "more_body": True}),
+                await asyncio.wait_for(send({"type": "http.response.body", "body": item, "more_body": True}),
                                        self.hub.stall_timeout)
             await send({"type": "http.response.body", "body": b"", "more_body": False})
 
@@ -121,10 +119,6 @@ class PushResponse(Response):
             for task in tasks:
                 task.cancel()
             self.hub.unsubscribe(self.feed, self.kind, viewer, stalled)
-
-
-def _mjpeg_part(jpeg: bytes) -> bytes:
-    return b"--%s\r\nContent-Type: image/jpeg\r\nContent-Length: %d\r\n\r\n%s\r\n" % (BOUNDARY.encode(), len(jpeg), jpeg)
 
 
 class _Metrics:
@@ -209,10 +203,10 @@ def create_app(hub: Hub, token: str | None = None) -> Starlette:
         return Response(data, media_type="image/jpeg", headers={"Cache-Control": "no-store"})
 
     async def mjpeg(request: Request) -> Response:
-        return PushResponse(hub, feed_of(request), VIDEO, f"multipart/x-mixed-replace; boundary={BOUNDARY}", _mjpeg_part)
+        return PushResponse(hub, feed_of(request), VIDEO, f"multipart/x-mixed-replace; boundary={BOUNDARY}")
 
     async def events(request: Request) -> Response:
-        return PushResponse(hub, feed_of(request), EVENTS, "text/event-stream", lambda item: item)
+        return PushResponse(hub, feed_of(request), EVENTS, "text/event-stream")
 
     async def metrics(request: Request) -> Response:
         return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)

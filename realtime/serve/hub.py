@@ -32,8 +32,15 @@ log = logging.getLogger(__name__)
 
 #: the kinds of viewer: MJPEG video, Server-Sent Events of per-frame results
 VIDEO, EVENTS = "video", "events"
+#: the MJPEG stream's multipart boundary
+BOUNDARY = "frame"
 #: events a viewer may have waiting (they are small; a slower client skips frames)
 EVENT_QUEUE = 64
+
+
+def mjpeg_part(jpeg: bytes) -> bytes:
+    """One JPEG as a part of the multipart/x-mixed-replace stream."""
+    return b"--%s\r\nContent-Type: image/jpeg\r\nContent-Length: %d\r\n\r\n%s\r\n" % (BOUNDARY.encode(), len(jpeg), jpeg)
 
 
 class Viewer:
@@ -285,7 +292,7 @@ class Hub:
         viewer = Viewer(self.queue_size if kind == VIDEO else EVENT_QUEUE)
         feed.viewers[kind].add(viewer)
         if kind == VIDEO and feed.jpeg is not None:
-            viewer.offer(feed.jpeg[1])
+            viewer.offer(mjpeg_part(feed.jpeg[1]))
         self.wake.set()
         return viewer
 
@@ -313,7 +320,7 @@ class Hub:
                     data = feed.encode(self.jpeg_quality)
                     if data is not None:
                         sent[feed.index], due[feed.index] = latest[0], now + 1.0 / self.stream_fps
-                        self._broadcast(feed, VIDEO, [data])
+                        self._broadcast(feed, VIDEO, [mjpeg_part(data)])
                 if feed.viewers[EVENTS]:
                     events = feed.take_events()
                     if events:
