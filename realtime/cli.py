@@ -206,16 +206,24 @@ def annotate(input: str, output: str, json_path: str | None, summary_path: str |
     _finish(stats, json_path == "-")
 
 
+def live_options(command):
+    """Options shared by the live commands (`run`, `serve`): sources and outputs."""
+    options = [
+        click.option("--source", "sources", multiple=True, default=["0"], show_default=True,
+                     help="Camera index, video file, image, folder, or rtsp:// / http:// URL; repeat for several sources."),
+        click.option("-o", "--output", type=click.Path(dir_okay=False), default=None, help="Record the annotated video (.mp4)."),
+        click.option("--json", "json_path", type=click.Path(dir_okay=False), default=None,
+                     help="Per-frame results as JSON Lines ('-' for stdout)."),
+        click.option("--reconnect-timeout", type=FiniteFloat(0), default=300.0, show_default=True,
+                     help="Seconds to keep reconnecting a camera or stream that dropped (0: never)."),
+        summary_option,
+    ]
+    return functools.reduce(lambda c, option: option(c), reversed(options), command)
+
+
 @cli.command()
-@click.option("--source", "sources", multiple=True, default=["0"], show_default=True,
-              help="Camera index, video file, image, folder, or rtsp:// / http:// URL; repeat for several sources.")
-@click.option("-o", "--output", type=click.Path(dir_okay=False), default=None, help="Record the annotated video (.mp4).")
-@click.option("--json", "json_path", type=click.Path(dir_okay=False), default=None,
-              help="Per-frame results as JSON Lines ('-' for stdout).")
+@live_options
 @click.option("--show/--no-show", default=None, help="Open a window (default: when a display exists).")
-@click.option("--reconnect-timeout", type=FiniteFloat(0), default=300.0, show_default=True,
-              help="Seconds to keep reconnecting a camera or stream that dropped (0: never).")
-@summary_option
 @analyzer_options
 def run(sources: tuple[str, ...], output: str | None, json_path: str | None, show: bool | None, reconnect_timeout: float,
         summary_path: str | None, **kw) -> None:
@@ -226,6 +234,41 @@ def run(sources: tuple[str, ...], output: str | None, json_path: str | None, sho
     outputs = OutputSettings(media=output, json=json_path, summary=summary_path, show=show)
     with _progress("run") as (on_start, on_frame):
         stats = run_(list(sources), outputs, settings, on_start, on_frame, reconnect_timeout)
+    _finish(stats, json_path == "-")
+
+
+@cli.command()
+@live_options
+@click.option("--host", default="127.0.0.1", show_default=True,
+              help="Address to listen on; anything but loopback requires a token.")
+@click.option("--port", type=click.IntRange(0, 65535), default=8000, show_default=True, help="TCP port (0: any free one).")
+@click.option("--token", envvar="REALTIME_TOKEN", default=None,
+              help="Secret every request must carry (env REALTIME_TOKEN); default: none on loopback, a random one printed at start otherwise.")
+@click.option("--loop/--no-loop", "loop", default=False, show_default=True, help="Play video files again from the start when they end.")
+@click.option("--pace/--no-pace", default=True, show_default=True,
+              help="Play video files at their frame rate, like a camera (--no-pace: every frame, as fast as analysis goes).")
+@click.option("--stall-timeout", type=FiniteFloat(0.5), default=10.0, show_default=True,
+              help="Drop a viewer that takes no data for this many seconds.")
+@click.option("--stream-fps", type=FiniteFloat(0.5, 240), default=30.0, show_default=True,
+              help="Most frames a second sent to each video viewer.")
+@click.option("--jpeg-quality", type=click.IntRange(10, 100), default=80, show_default=True, help="Quality of the video stream.")
+@analyzer_options
+def serve(sources: tuple[str, ...], output: str | None, json_path: str | None, reconnect_timeout: float, summary_path: str | None,
+          host: str, port: int, token: str | None, loop: bool, pace: bool, stall_timeout: float, stream_fps: float,
+          jpeg_quality: int, **kw) -> None:
+    """Live analysis with a web page and an HTTP API (for machines with no display)."""
+    from realtime.pipeline import OutputSettings
+    from realtime.serve import ServeSettings, serve as serve_
+
+    settings = ServeSettings(host, port, token, loop, pace, stall_timeout, stream_fps, jpeg_quality)
+
+    def ready(url: str) -> None:
+        click.echo(f"serving on {url}", err=json_path == "-")
+        if host in ("0.0.0.0", "::"):
+            click.echo("(listening on every address: open it with this machine's name or address)", err=json_path == "-")
+
+    outputs = OutputSettings(media=output, json=json_path, summary=summary_path)
+    stats = serve_(list(sources), settings, _settings(kw), outputs, reconnect_timeout, ready)
     _finish(stats, json_path == "-")
 
 

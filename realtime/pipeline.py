@@ -253,6 +253,7 @@ def process(
     live: list[bool] | None = None,
     queue_size: int = 4,
     stop: threading.Event | None = None,
+    timer: StageTimer | None = None,
 ) -> RunStats:
     """The loop, for one or several sources, on threads joined by bounded queues:
     decode (a thread per source) -> analyze (one thread, one frame of every source per
@@ -263,8 +264,9 @@ def process(
     Files go through every frame in order; a ``live`` source keeps only its newest
     frames (``stats.dropped`` counts the rest), so latency stays bounded. Ctrl-C or
     SIGTERM stops it cleanly (the caller's ``with`` blocks close the sinks); a window
-    sink may ask to stop (q or Esc); so does setting ``stop``."""
-    stats = RunStats()
+    sink may ask to stop (q or Esc); so does setting ``stop``. ``timer``: where the
+    stage times go (default: a new one), for a caller that reads them while the loop runs."""
+    stats = RunStats(timer=timer) if timer is not None else RunStats()
     stop = stop or threading.Event()
     live = live or [False] * len(streams)
     # a live source keeps at most 2 frames waiting: what is shown is at most ~2 frames old
@@ -369,7 +371,8 @@ def finishing_signals(stop: threading.Event):
 
 def _run(sources: list[Source], settings: AnalyzerSettings, sinks: list[SinkFactory],
          summary_path: str | Path | None, fps_overlay: bool,
-         on_start: Callable[[Source], None] | None, on_frame: FrameCallback | None) -> RunStats:
+         on_start: Callable[[Source], None] | None, on_frame: FrameCallback | None,
+         timer: StageTimer | None = None) -> RunStats:
     stop = threading.Event()
     with finishing_signals(stop) as running, contextlib.ExitStack() as stack:
         for source in sources:
@@ -393,7 +396,7 @@ def _run(sources: list[Source], settings: AnalyzerSettings, sinks: list[SinkFact
                 on_start(source)
         annotators = [default_annotators(analyzer.meta, fps=fps_overlay) for _ in sources]
         running()
-        stats = process(sources, analyzer.analyze, annotators, opened, on_frame, [s.live for s in sources], stop=stop)
+        stats = process(sources, analyzer.analyze, annotators, opened, on_frame, [s.live for s in sources], stop=stop, timer=timer)
     stats.source = ", ".join(s.name for s in sources)
     stats.outputs = sorted({str(s.path) for group in opened for s in group if getattr(s, "path", None) is not None})
     stats.people = "; ".join((f"source {k}: " if len(sources) > 1 else "") + a.line() for k, a in enumerate(analytics))
@@ -503,6 +506,9 @@ def run(
     on_start: Callable[[Source], None] | None = None,
     on_frame: FrameCallback | None = None,
     reconnect: float | None = 300.0,
+    sinks: list[SinkFactory] = (),
+    wrap: Callable[[str, Source], Source] | None = None,
+    timer: StageTimer | None = None,
 ) -> RunStats:
     """Live: one or several cameras, streams or files, each shown in its own window when
     a display exists (``output.show`` None = if possible), optionally recorded to mp4,
@@ -510,7 +516,11 @@ def run(
     several sources the faces of all of them go to the classifier in one batch, and
     output paths need ``{source}`` (replaced by the source's number; JSON to ``-`` gains
     a ``source`` field). A camera or stream that drops is reopened for up to
-    ``reconnect`` seconds a gap."""
+    ``reconnect`` seconds a gap.
+
+    For callers that add to a run (``realtime serve``): ``sinks`` are more sink
+    factories per source, ``wrap(spec, source)`` may replace each opened source (e.g.
+    to loop a file), ``timer`` receives the stage times as the loop runs."""
     out = output or OutputSettings()
     output, json_path, summary_path, show = out.media, out.json, out.summary, out.show
     specs = [source_spec] if isinstance(source_spec, (str, Path)) else list(source_spec)
@@ -536,11 +546,13 @@ def run(
                     raise RealtimeError(f"{source.name}: --output records video; use `realtime annotate` for images and folders")
                 check_outputs(source, _numbered(output, k, n), _numbered(json_path, k, n), _numbered(summary_path, k, n))
 
-            sources.append(_opened(spec, reconnect, check))
+            source = _opened(spec, reconnect, check)
+            sources.append(wrap(str(spec), source) if wrap is not None else source)
     except RealtimeError:
         for source in sources:
             source.close()
         raise
     window = [lambda src, an, k: WindowSink(f"realtime {k} - {src.name}")] if show else []
     with _claim(sources, output, json_path, summary_path):
-        return _run(sources, settings or AnalyzerSettings(), window + _data_sinks(output, json_path, n), summary_path, True, on_start, on_frame)
+        return _run(sources, settings or AnalyzerSettings(), window + _data_sinks(output, json_path, n) + list(sinks), summary_path,
+                    True, on_start, on_frame, timer)

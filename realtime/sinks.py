@@ -242,6 +242,17 @@ def face_records(faces: Faces, meta: ModelMeta) -> list[dict]:
     return records
 
 
+def frame_record(frame: Frame, faces: Faces, meta: ModelMeta, source: int | None = None) -> dict:
+    """One frame's JSONL object (see README: JSON Lines format)."""
+    record = {"frame": frame.index, "time": round(frame.time, 4)}
+    if source is not None:
+        record["source"] = source
+    if frame.name:
+        record["file"] = frame.name
+    record["faces"] = face_records(faces, meta)
+    return record
+
+
 class JsonlSink(Sink):
     """One JSON object per frame, one line each (``-`` writes to stdout).
     ``source``: with several sources, the source's number, written as a field.
@@ -271,13 +282,7 @@ class JsonlSink(Sink):
         self.written = 0
 
     def write(self, frame: Frame, faces: Faces, annotated: np.ndarray) -> None:
-        record = {"frame": frame.index, "time": round(frame.time, 4)}
-        if self.source is not None:
-            record["source"] = self.source
-        if frame.name:
-            record["file"] = frame.name
-        record["faces"] = face_records(faces, self.meta)
-        self._pending.append(json.dumps(record) + "\n")
+        self._pending.append(json.dumps(frame_record(frame, faces, self.meta, self.source)) + "\n")
         self.frames += 1
         self._drain()
 
