@@ -100,9 +100,7 @@ class Analyzer:
     """
 
     def __init__(self, settings: AnalyzerSettings):
-        # the engine first: a detector left open by a failed engine load aborts noisily at exit
         self.engine: Engine = create_engine(settings.model, settings.backend)
-        self.detector = FaceDetector(settings.detector_model, settings.detector_range, settings.min_score, tiles=settings.tiles)
         if settings.flip:
             self.engine = FlipAveraged(self.engine)
         self.meta = self.engine.meta
