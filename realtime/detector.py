@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import atexit
 import logging
+import threading
 import weakref
 from pathlib import Path
 
@@ -53,9 +55,11 @@ class FaceDetector:
         try:
             with quiet_native_stderr():
                 self._detector = vision.FaceDetector.create_from_options(options)
-                # Close at exit while MediaPipe's modules are still alive: its own
-                # finaliser fails during interpreter shutdown.
+                # Close when garbage-collected, or at exit while MediaPipe's executor is
+                # still alive (its own finaliser fails during interpreter shutdown).
                 self._finalizer = weakref.finalize(self, _close_quietly, self._detector)
+                self._finalizer.atexit = False
+                _close_before_mediapipe_exits(self)
                 self._detect(np.zeros((64, 64, 3), np.uint8))  # first call logs too
         except (RuntimeError, ValueError) as e:
             raise RealtimeError(f"{self.model_path}: not a MediaPipe face detector model ({str(e).splitlines()[0]})") from None
@@ -102,6 +106,29 @@ class FaceDetector:
 
     def __exit__(self, *exc) -> None:
         self.close()
+
+
+#: Detectors still open, closed by one hook that runs before MediaPipe's thread pool
+#: shuts down at exit (a detector a caller never closed would otherwise print a
+#: traceback at exit). Process-wide by nature: it mirrors what the interpreter holds.
+_open_detectors: "weakref.WeakSet[FaceDetector]" = weakref.WeakSet()
+_exit_hook: list[bool] = []
+
+
+def _close_before_mediapipe_exits(detector: FaceDetector) -> None:
+    _open_detectors.add(detector)
+    if not _exit_hook:
+        # threading's exit hooks run in reverse order of registration and before
+        # ``atexit``: registered after MediaPipe (and concurrent.futures) are imported,
+        # this one runs before their thread pools are shut down.
+        register = getattr(threading, "_register_atexit", atexit.register)
+        register(_close_open_detectors)
+        _exit_hook.append(True)
+
+
+def _close_open_detectors() -> None:
+    for detector in list(_open_detectors):
+        detector.close()
 
 
 def _close_quietly(detector) -> None:

@@ -121,3 +121,17 @@ def test_tiles_find_more_small_faces_in_the_crowd(detector_models):
 def test_bad_tiles_option(detector_models, tiles):
     with pytest.raises(RealtimeError, match="--tiles"):
         FaceDetector(tiles=tiles)
+
+
+def test_a_detector_never_closed_exits_quietly(detector_models):
+    """A script or notebook that forgets close(): the process still exits 0 with no
+    traceback (MediaPipe's own finaliser fails once its thread pool has shut down)."""
+    import subprocess
+    import sys
+
+    code = ("import numpy as np\nfrom realtime.detector import FaceDetector\n"
+            f"d = FaceDetector({str(detector_models / 'face_detection_full_range_sparse.tflite')!r})\n"
+            "print(len(d.detect(np.zeros((120, 160, 3), np.uint8))))\n")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0 and done.stdout.strip() == "0", done.stderr
+    assert "Traceback" not in done.stderr and "Exception ignored" not in done.stderr, done.stderr
