@@ -208,30 +208,40 @@ FrameCallback = Callable[[Frame, Faces], None]
 
 
 @contextlib.contextmanager
-def graceful_stop(stop: threading.Event):
-    """Turn SIGINT/SIGTERM into a request to stop after the current frame (it sets
-    ``stop``), so every sink holds the same frames and closes properly; more signals
-    change nothing (the loop checks ``stop`` at least every 0.1 s, so it is prompt).
-    Yields an Event set when a signal came. Off the main
-    thread signals cannot be caught, and Ctrl-C keeps its default behaviour there."""
-    signalled = threading.Event()
+def _signals_to(handler: Callable) -> Iterator[None]:
+    """SIGINT and SIGTERM go to ``handler`` inside the block (the main thread only:
+    elsewhere signals cannot be caught and keep their default behaviour)."""
     if threading.current_thread() is not threading.main_thread():
-        yield signalled
+        yield
         return
-
-    def handler(signum, frame):
-        if signalled.is_set():
-            log.warning("already stopping: finishing the current frame and the outputs")
-            return
-        signalled.set()
-        stop.set()
-
     previous = {sig: signal.signal(sig, handler) for sig in (signal.SIGINT, signal.SIGTERM)}
     try:
-        yield signalled
+        yield
     finally:
         for sig, old in previous.items():
             signal.signal(sig, old)
+
+
+def _request_stop(stop: threading.Event) -> Callable:
+    """A signal handler that sets ``stop``; later signals are only noted."""
+
+    def handler(signum, frame) -> None:
+        if stop.is_set():
+            log.warning("already stopping: finishing the outputs")
+            return
+        stop.set()
+
+    return handler
+
+
+@contextlib.contextmanager
+def graceful_stop(stop: threading.Event) -> Iterator[threading.Event]:
+    """Turn SIGINT/SIGTERM into a request to stop after the current frame (it sets
+    ``stop``), so every sink holds the same frames and closes properly; more signals
+    change nothing (the loop checks ``stop`` at least every 0.1 s, so it is prompt).
+    Yields ``stop``."""
+    with _signals_to(_request_stop(stop)):
+        yield stop
 
 
 def passthrough(frames: list[tuple[int, Frame]], timer: StageTimer | None = None) -> list[Faces]:
@@ -262,9 +272,13 @@ def process(
     Files go through every frame in order; a ``live`` source keeps only its newest
     frames (``stats.dropped`` counts the rest), so latency stays bounded. Ctrl-C or
     SIGTERM stops it cleanly (the caller's ``with`` blocks close the sinks); a window
-    sink may ask to stop (q or Esc); so does setting ``stop``. ``timer``: where the
-    stage times go (default: a new one), for a caller that reads them while the loop runs."""
+    sink may ask to stop (q or Esc); so does setting ``stop``. A caller that passes
+    ``stop`` owns the signals (its handler sets ``stop``, as :func:`finishing_signals`
+    does); otherwise the loop turns them into ``stop`` itself (:func:`graceful_stop`).
+    ``timer``: where the stage times go (default: a new one), for a caller that reads
+    them while the loop runs."""
     stats = RunStats(timer=timer) if timer is not None else RunStats()
+    signals = graceful_stop if stop is None else lambda event: contextlib.nullcontext(event)
     stop = stop or threading.Event()
     live = live or [False] * len(streams)
     # a live source keeps at most 2 frames waiting: what is shown is at most ~2 frames old
@@ -302,7 +316,7 @@ def process(
     workers.append(start_worker(analyze_frames, analyzed))
     start = time.perf_counter()
     try:
-        with graceful_stop(stop) as signalled:
+        with signals(stop):
             for step, found, times in analyzed:
                 for (k, frame), faces in zip(step, found):
                     annotated = frame.image
@@ -319,7 +333,7 @@ def process(
                 stats.timer.add_frame({**times, **stats.timer.take_frame()})
                 if stop.is_set() or any(sink.stop_requested for group in sinks for sink in group):
                     break
-        stats.interrupted = signalled.is_set() or stop.is_set()  # only signals set stop before the finally
+        stats.interrupted = stop.is_set()  # only signals set stop before the finally
     except KeyboardInterrupt:
         stats.interrupted = True
     finally:
@@ -341,30 +355,22 @@ SinkFactory = Callable[[Source, Analyzer, int], Sink]
 
 
 @contextlib.contextmanager
-def finishing_signals(stop: threading.Event):
+def finishing_signals(stop: threading.Event) -> Iterator[Callable[[], None]]:
     """SIGINT/SIGTERM as KeyboardInterrupt (start-up: nothing written yet) until the
     caller calls the yielded function; from then on they set ``stop`` (the loop ends
     after the current frame) and are otherwise only noted, so a storm of signals
     cannot cut an mp4 or a JSONL short while the outputs are finished. Off the main
     thread it does nothing."""
     running = threading.Event()
-    if threading.current_thread() is not threading.main_thread():
-        yield running.set
-        return
+    request = _request_stop(stop)
 
-    def handler(signum, frame):
+    def handler(signum, frame) -> None:
         if not running.is_set():
             raise KeyboardInterrupt
-        if stop.is_set():
-            log.warning("already stopping: finishing the outputs")
-        stop.set()
+        request(signum, frame)
 
-    previous = {sig: signal.signal(sig, handler) for sig in (signal.SIGINT, signal.SIGTERM)}
-    try:
+    with _signals_to(handler):
         yield running.set
-    finally:
-        for sig, old in previous.items():
-            signal.signal(sig, old)
 
 
 def _run(sources: list[Source], settings: AnalyzerSettings, sinks: list[SinkFactory],

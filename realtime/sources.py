@@ -12,7 +12,7 @@ import re
 import threading
 import time
 from abc import ABC, abstractmethod
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Callable, Iterator
 
@@ -270,7 +270,7 @@ class ReconnectingSource(Source):
         index = 0
         while self._inner is not None:
             for frame in self._inner:
-                yield Frame(frame.image, index, time.monotonic() - start)
+                yield replace(frame, index=index, time=time.monotonic() - start)
                 index += 1
             self._inner.close()
             self._inner = self._reopen()

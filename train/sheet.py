@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import math
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -67,38 +68,38 @@ def contact_sheet(settings: SheetSettings) -> SheetResult:
     write their model inputs, captioned, as one grid image."""
     from dataclasses import replace
 
+    from realtime.faces import Faces
+    from realtime.outputs import claim_outputs
     from realtime.pipeline import Analyzer, AnalyzerSettings
+    from realtime.sinks import ImageSink
     from realtime.sources import open_source
 
     analyzer_settings = replace(settings.analyzer or AnalyzerSettings(), track=False)
     analyzer = Analyzer(analyzer_settings)
     meta = analyzer.meta
-    tiles, labels, frames = [], {}, 0
+    tiles, labels, frames = [], Counter(), 0
+    settings.output.parent.mkdir(parents=True, exist_ok=True)
     try:
-        with open_source(settings.source, reconnect=0) as source:
+        with open_source(settings.source, reconnect=0) as source, claim_outputs(source.paths, [("output", settings.output)]):
             for frame in source:
                 if frame.index % settings.every:
                     continue
                 frames += 1
                 faces = analyzer(frame.image, frame.index)
                 crops = analyzer.cropper.cut(frame.image, faces)  # (N, S, S, 3) RGB, what the engine saw
-                for crop, age, gender in zip(crops, faces.age_probs, faces.gender_probs):
-                    label = f"{meta.age_labels[int(age.argmax())]} {meta.gender_labels[int(gender.argmax())][0]} {gender.max():.2f}"
-                    labels[label.rsplit(" ", 1)[0]] = labels.get(label.rsplit(" ", 1)[0], 0) + 1
-                    tiles.append(_captioned(crop[..., ::-1], f"#{frame.index} {label}", settings.scale))
+                for crop, age, gender in list(zip(crops, faces.age_probs, faces.gender_probs))[: settings.max_faces - len(tiles)]:
+                    label = f"{meta.age_labels[int(age.argmax())]} {meta.gender_labels[int(gender.argmax())][0]}"
+                    labels[label] += 1
+                    tiles.append(_captioned(crop[..., ::-1], f"#{frame.index} {label} {gender.max():.2f}", settings.scale))
                 if len(tiles) >= settings.max_faces:
                     break
+            if not tiles:
+                raise RealtimeError(f"{settings.source}: no faces found on the frames looked at (every {settings.every}th)")
+            ImageSink(settings.output, folder=False).write(frame, Faces.empty(), _grid(tiles, settings.columns))
     finally:
         analyzer.close()
-    if not tiles:
-        raise RealtimeError(f"{settings.source}: no faces found on the frames looked at (every {settings.every}th)")
-    tiles = tiles[: settings.max_faces]
-    sheet = _grid(tiles, settings.columns)
-    settings.output.parent.mkdir(parents=True, exist_ok=True)
-    if not cv2.imwrite(str(settings.output), sheet):
-        raise RealtimeError(f"{settings.output}: could not write the contact sheet")
     log.info("%s: %d faces from %d frames", settings.output, len(tiles), frames)
-    return SheetResult(settings.output, frames, len(tiles), dict(sorted(labels.items(), key=lambda kv: -kv[1])))
+    return SheetResult(settings.output, frames, len(tiles), dict(labels.most_common()))
 
 
 def _captioned(bgr: np.ndarray, text: str, scale: float) -> np.ndarray:

@@ -15,7 +15,7 @@ import json
 import logging
 import threading
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Callable, Iterator
 
 import cv2
@@ -83,7 +83,7 @@ class Replay(Source):
                 last = frame.time
                 if self.pace:
                     time.sleep(max(0.0, start + offset + frame.time - time.monotonic()))
-                yield Frame(frame.image, index, offset + frame.time, frame.name)
+                yield replace(frame, index=index, time=offset + frame.time)
                 index += 1
             if not self.loop or index == 0:
                 return

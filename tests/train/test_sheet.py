@@ -37,3 +37,12 @@ def test_sheet_cli_and_its_errors(detector_models, tmp_path):
         SheetSettings(blank, tmp_path / "s.mp4")
     with pytest.raises(RealtimeError, match="--every"):
         SheetSettings(blank, tmp_path / "s.png", every=0)
+
+
+def test_sheet_never_overwrites_its_input(detector_models, tmp_path):
+    image = tmp_path / "people.jpg"
+    image.write_bytes((SAMPLES / "people.jpg").read_bytes())
+    before = image.read_bytes()
+    with pytest.raises(RealtimeError, match="that is the input"):
+        contact_sheet(SheetSettings(image, image))
+    assert image.read_bytes() == before
