@@ -76,6 +76,11 @@ def data_options(command):
     "--save", type=click.Path(path_type=Path), default=None,
     help="Also write the (last fold's) final model here, float16.",
 )
+@click.option(
+    "--fold", "only_folds", type=int, multiple=True,
+    help="Train only this fold of --folds (repeatable), e.g. one fold per process or GPU into the same --out; "
+    "the summary counts the folds finished there.",
+)
 def train_command(fmt, no_augment, no_amp, **options):
     """Train age/gender models with k-fold cross-validation (or one held-out run)."""
     from engines.errors import require

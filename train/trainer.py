@@ -77,6 +77,9 @@ class TrainSettings:
         image_side: side the images are held in RAM at (None: their own size).
         trained_on: text for the model's meta (data and its terms).
         save: also write the last fold's final model here (float16), e.g. the default weights.
+        only_folds: train only these folds of the k (empty: all of them), so the folds
+            of one cross-validation can run at once in several processes or machines
+            into the same ``out``; folds not listed count only once finished there.
     """
 
     data: Path
@@ -108,9 +111,13 @@ class TrainSettings:
     image_side: int | None = None
     trained_on: str = ""
     save: Path | None = None
+    only_folds: tuple[int, ...] = ()
 
     def __post_init__(self) -> None:
         self.data, self.out = Path(self.data), Path(self.out)
+        self.only_folds = tuple(sorted(set(self.only_folds)))
+        if self.only_folds and not (self.folds >= 2 and all(0 <= k < self.folds for k in self.only_folds)):
+            raise RealtimeError(f"--fold takes fold numbers 0 to {self.folds - 1} of a k-fold run (--folds 2 or more), got {list(self.only_folds)}")
         for name in ("epochs", "batch_size", "folds", "input_size"):
             if getattr(self, name) < 1:
                 raise RealtimeError(f"--{name.replace('_', '-')} must be at least 1, got {getattr(self, name)}")
@@ -538,9 +545,13 @@ def cross_validate(
     for fold, val_mask in splits:
         folder = settings.out / f"fold_{fold}"
         done = folder / "result.json"
-        if settings.resume and done.exists():
+        listed = not settings.only_folds or fold in settings.only_folds
+        if (settings.resume or not listed) and done.exists():
             log.info("fold %d: already finished (%s)", fold, done)
             results.append(json.loads(done.read_text()))
+            continue
+        if not listed:
+            log.info("fold %d: not among --fold %s and not finished in %s; left out of the summary", fold, list(settings.only_folds), settings.out)
             continue
         log.info("fold %d: %d training, %d validation images", fold, int((~val_mask).sum()), int(val_mask.sum()))
         result = fit(settings, images[~val_mask], data[~val_mask], images[val_mask], data[val_mask], folder, fold, progress, on_epoch)

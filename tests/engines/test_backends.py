@@ -187,10 +187,12 @@ def test_tensorrt_asked_for_by_name_without_it(checkpoint, tensorrt_gpu):
         create_engine(checkpoint, backend="tensorrt")
 
 
-def test_flip_averaging_is_the_mean_of_a_crop_and_its_mirror(crops, net):
+def test_flip_averaging_is_the_mean_of_a_crop_and_its_mirror(faces_dir):
     from engines.backends import FlipAveraged, create_engine
+    from engines.convert import load_face_crops
 
     base = create_engine(None, "onnxruntime")
+    crops = load_face_crops(faces_dir, base.meta, 5)  # at the default model's own input size
     flipped = FlipAveraged(base)
     out = flipped.infer(crops[:5])
     plain, mirror = base.infer(crops[:5]), base.infer(np.ascontiguousarray(crops[:5, ..., ::-1]))

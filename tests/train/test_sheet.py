@@ -3,6 +3,7 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
+from engines.files import DEFAULT_WEIGHTS, read_checkpoint_meta as read_meta
 from realtime.cli import cli
 from realtime.errors import RealtimeError
 from realtime.pipeline import AnalyzerSettings
@@ -17,7 +18,7 @@ def test_sheet_shows_the_model_inputs_of_every_face(detector_models, tmp_path):
     result = contact_sheet(settings)
     sheet = cv2.imread(str(out))
     assert result.frames == 3 and result.faces >= 3  # frames 0, 25, 50; two faces in the sample
-    size = 112  # the default model's input size; each tile is the crop plus a caption strip
+    size = read_meta(DEFAULT_WEIGHTS).input_size  # each tile is the model's input plus a caption strip
     rows = -(-result.faces // 3)
     assert sheet.shape[1] == 3 * (size + 2) and sheet.shape[0] > rows * (size + 2)
     assert sum(result.labels.values()) == result.faces

@@ -100,6 +100,29 @@ def test_train_command_cross_validates_keeping_duplicates_together(utk_dir, tmp_
     assert "± " in (out / "summary.md").read_text()
 
 
+def test_folds_in_separate_processes_make_one_summary(utk_dir, tmp_path):
+    """--fold K trains only fold K; runs into the same --out add up to the whole k-fold summary."""
+    out = tmp_path / "cv"
+    base = ["--data", str(utk_dir), "--format", "utkface", "--out", str(out), "--folds", "3", "--epochs", "1",
+            "--input-size", "32", "--batch-size", "8", "--threads", "1"]  # fmt: skip
+    result = CliRunner().invoke(train_command, [*base, "--fold", "2"])
+    assert result.exit_code == 0, result.output
+    assert sorted(p.name for p in out.glob("fold_*")) == ["fold_2"]
+    assert json.loads((out / "summary.json").read_text())["folds"] == [2]
+    first = (out / "fold_2" / "result.json").read_text()
+    result = CliRunner().invoke(train_command, [*base, "--fold", "0", "--fold", "1"])
+    assert result.exit_code == 0, result.output
+    assert (out / "fold_2" / "result.json").read_text() == first  # the finished fold is kept, not retrained
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["folds"] == [0, 1, 2]
+    results = [json.loads((out / f"fold_{k}" / "result.json").read_text()) for k in range(3)]
+    assert sum(sum(map(sum, r["age_confusion"])) for r in results) == 25
+    with pytest.raises(RealtimeError, match="--fold takes fold numbers 0 to 2"):
+        tiny(utk_dir, out, folds=3, only_folds=(3,))
+    with pytest.raises(RealtimeError, match="--fold"):
+        tiny(utk_dir, out, folds=1, only_folds=(0,))
+
+
 def test_train_command_reports_missing_data(tmp_path):
     result = CliRunner().invoke(train_command, ["--data", str(tmp_path / "nope"), "--format", "utkface"])
     assert isinstance(result.exception, RealtimeError) and "data directory not found" in str(result.exception)
