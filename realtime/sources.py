@@ -268,34 +268,49 @@ class ReconnectingSource(Source):
     def __iter__(self) -> Iterator[Frame]:
         start = time.monotonic()
         index = 0
+        lost: float | None = None  # when frames stopped; None while they flow
+        delay = self.first_delay
         while self._inner is not None:
             for frame in self._inner:
+                if lost is not None:
+                    gap = time.monotonic() - lost
+                    self.reconnects += 1
+                    self.gap_seconds += gap
+                    log.warning("%s: reconnected after a %.1f s gap (reconnect %d)", self.name, gap, self.reconnects)
+                    lost, delay = None, self.first_delay
                 yield replace(frame, index=index, time=time.monotonic() - start)
                 index += 1
             self._inner.close()
-            self._inner = self._reopen()
+            if lost is None:
+                lost = time.monotonic()
+                log.warning("%s: no more frames; reconnecting", self.name)
+            else:
+                # It opened but sent nothing: keep backing off, and keep counting the gap
+                # from the last frame, so max_gap still ends a source that never recovers.
+                log.info("%s: reopened but sent no frames", self.name)
+            self._inner, delay = self._reopen(lost, delay)
 
-    def _reopen(self) -> Source | None:
-        lost = time.monotonic()
-        delay = self.first_delay
-        log.warning("%s: no more frames; reconnecting", self.name)
+    def _reopen(self, lost: float, delay: float) -> tuple[Source | None, float]:
+        """Reopen after waiting ``delay`` (doubling up to ``max_delay`` while opening fails);
+        returns the source (None: closed, or ``max_gap`` passed since ``lost``) and the
+        delay the next attempt would wait."""
+        why = "it sent no frames"
         while not self._closed.wait(delay):
+            waited = time.monotonic() - lost
+            next_delay = min(delay * 2, self.max_delay)
+            if self.max_gap is not None and waited >= self.max_gap:
+                log.error("%s: gave up after %.0f s without frames (%s)", self.name, waited, why)
+                return None, next_delay
             try:
                 source = self._opener()
             except RealtimeError as e:
-                waited = time.monotonic() - lost
-                if self.max_gap is not None and waited >= self.max_gap:
-                    log.error("%s: gave up after %.0f s without frames (%s)", self.name, waited, e)
-                    return None
-                log.info("%s: still unavailable after %.1f s, retrying in %.1f s", self.name, waited, min(delay * 2, self.max_delay))
-                delay = min(delay * 2, self.max_delay)
+                why = str(e)
+                log.info("%s: still unavailable after %.1f s (%s), retrying in %.1f s", self.name, waited, e, next_delay)
+                delay = next_delay
                 continue
-            gap = time.monotonic() - lost
-            self.reconnects += 1
-            self.gap_seconds += gap
-            log.warning("%s: reconnected after a %.1f s gap (reconnect %d)", self.name, gap, self.reconnects)
-            return source
-        return None
+            log.info("%s: reopened after %.1f s", self.name, waited)
+            return source, next_delay
+        return None, delay
 
     def interrupt(self) -> None:
         """Stop waiting to reconnect (safe from another thread; the run is ending)."""

@@ -1,5 +1,6 @@
 import json
 
+import pytest
 from click.testing import CliRunner
 
 from realtime.cli import cli
@@ -41,3 +42,13 @@ def test_stage_timer_counts_one_sample_per_item():
     assert list(summary) == ["decode", "draw"] and len(timer.samples["decode"]) == 4
     assert len(timer.samples["draw"]) == 3 and timer.samples["draw"][1] == 0.0  # from its first frame on
     assert summary["decode"]["p50_ms"] <= summary["decode"]["p95_ms"]
+
+
+def test_stage_timer_memory_is_bounded_on_long_runs():
+    timer = StageTimer(window=100)
+    for i in range(1000):
+        timer.add_frame({"detect": 0.001 * (i % 10), "draw": 0.002})
+    assert 100 <= len(timer.samples["detect"]) < 200 and timer.samples["detect"][-1] == 0.001 * 9  # the newest kept
+    summary = timer.summary()
+    assert summary["detect"]["mean_ms"] == pytest.approx(4.5)  # over all 1000 frames
+    assert summary["draw"] == {"p50_ms": 2.0, "p95_ms": 2.0, "mean_ms": 2.0}

@@ -1,10 +1,12 @@
 import shutil
+import threading
+import time
 
 import numpy as np
 import pytest
 
 from realtime.errors import RealtimeError
-from realtime.sources import mask_credentials, open_source
+from realtime.sources import ReconnectingSource, Source, mask_credentials, open_source
 from tests.conftest import SAMPLES, shared_path
 
 
@@ -73,3 +75,34 @@ def test_a_text_file_named_mp4_is_not_a_video(tmp_path):
 )
 def test_credentials_are_masked(url, shown):
     assert mask_credentials(url) == shown
+
+
+class Silent(Source):
+    """A stream that connects and then sends nothing (a camera with its sensor off)."""
+
+    kind, live = "stream", True
+
+    def __init__(self):
+        super().__init__("rtsp://cam/silent")
+
+    def __iter__(self):
+        return iter(())
+
+
+def test_a_stream_that_reopens_but_sends_nothing_backs_off_and_gives_up():
+    opened = []
+
+    def opener():
+        opened.append(time.monotonic())
+        return open_source(SAMPLES / "people.jpg") if len(opened) == 1 else Silent()
+
+    source = ReconnectingSource(opener, first_delay=0.05, max_delay=0.4, max_gap=1.5)
+    frames = []
+    reader = threading.Thread(target=lambda: frames.extend(source), daemon=True)
+    reader.start()
+    reader.join(timeout=15)
+    source.interrupt()
+    assert not reader.is_alive(), "a source that keeps opening without frames must still end after max_gap"
+    assert len(frames) == 1 and source.reconnects == 0  # reopening without frames is not a reconnect
+    waits = np.diff(opened)
+    assert 3 <= len(opened) <= 8 and (waits[1:] >= waits[:-1] - 0.02).all()  # backing off: 0.05, 0.1, 0.2, 0.4...
