@@ -339,6 +339,7 @@ def process(
                     if on_frame is not None:
                         on_frame(frame, faces)
                 stats.timer.add_frame({**times, **stats.timer.take_frame()})
+                del step, frame, annotated  # drawn and written: no longer held while the next is awaited
                 if stop.is_set() or any(sink.stop_requested for group in sinks for sink in group):
                     break
         stats.interrupted = stop.is_set()  # only signals set stop before the finally

@@ -83,3 +83,31 @@ def test_several_sources_share_one_classifier_batch(analyzer, monkeypatch):
     assert len(found) == 2 and len(found[1]) == 2 and len(found[0]) >= 5
     assert batches == [len(found[0]) + 2]  # one call for both sources
     assert found[0].track_ids is not None and set(analyzer.trackers) >= {7, 8}  # a tracker per source
+
+
+def test_a_file_is_decoded_at_most_four_frames_ahead_of_its_sinks():
+    """One frame per queue (6 MB each at 1080p): ahead of the frame being written are
+    only one in the analyzed queue, one being analysed, one in the decoded queue and
+    one decoded, waiting to be queued."""
+    import time
+
+    from realtime.pipeline import passthrough
+    from realtime.sources import Frame
+
+    made, ahead = [], []
+
+    def source():
+        for i in range(30):
+            made.append(i)
+            yield Frame(np.zeros((8, 8, 3), np.uint8), i, i / 25)
+
+    class SlowSink:
+        stop_requested = False
+
+        def write(self, frame, faces, annotated):
+            time.sleep(0.01)  # the source outruns it, so every queue fills
+            ahead.append(made[-1] - frame.index)
+
+    stats = process([source()], passthrough, [[]], [[SlowSink()]])
+    assert stats.frames == 30
+    assert 2 <= max(ahead) <= 4, ahead  # queues of 4 frames: 10

@@ -82,3 +82,30 @@ def test_no_display_means_no_window(monkeypatch):
 def test_check_writable_refuses(tmp_path, name, suffixes, message):
     with pytest.raises(RealtimeError, match=message):
         check_writable(tmp_path / name, suffixes)
+
+
+def _x264_settings(path) -> bytes:
+    """The options line libx264 writes into the stream (an SEI of the first keyframe)."""
+    data = path.read_bytes()
+    start = data.index(b"x264 - core")
+    return data[start:data.index(b"\0", start)]
+
+
+@pytest.mark.parametrize("threads, lookahead, want", [
+    (1, 5, [b" threads=1 ", b" rc_lookahead=5 "]),  # the defaults: ~100 MB less at 1080p than x264's own
+    (2, None, [b" threads=2 ", b" rc_lookahead=10 "]),  # None: veryfast's lookahead
+])
+def test_encoder_threads_and_lookahead_reach_x264(tmp_path, threads, lookahead, want):
+    path = tmp_path / "out.mp4"
+    kwargs = {} if (threads, lookahead) == (1, 5) else {"threads": threads, "lookahead": lookahead}
+    with VideoSink(path, 25, **kwargs) as sink:
+        for f in frames(3, 64, 48):
+            sink.write(f, Faces.empty(f.index), f.image)
+    settings = _x264_settings(path)
+    assert all(w in settings for w in want), settings
+
+
+@pytest.mark.parametrize("kwargs", [{"threads": -1}, {"threads": 65}, {"lookahead": -1}, {"lookahead": 251}])
+def test_bad_encoder_settings_are_one_clear_error(tmp_path, kwargs):
+    with pytest.raises(RealtimeError, match="encoder"):
+        VideoSink(tmp_path / "out.mp4", 25, **kwargs)
