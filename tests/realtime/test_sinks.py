@@ -9,6 +9,7 @@ from realtime.errors import RealtimeError
 from realtime.faces import Faces
 from realtime.sinks import JsonlSink, VideoSink, WindowSink, check_writable, has_display
 from realtime.sources import Frame
+from tests.conftest import x264_settings
 
 
 def frames(n, w, h):
@@ -84,13 +85,6 @@ def test_check_writable_refuses(tmp_path, name, suffixes, message):
         check_writable(tmp_path / name, suffixes)
 
 
-def _x264_settings(path) -> bytes:
-    """The options line libx264 writes into the stream (an SEI of the first keyframe)."""
-    data = path.read_bytes()
-    start = data.index(b"x264 - core")
-    return data[start:data.index(b"\0", start)]
-
-
 @pytest.mark.parametrize("threads, lookahead, want", [
     (1, 5, [b" threads=1 ", b" rc_lookahead=5 "]),  # the defaults: ~100 MB less at 1080p than x264's own
     (2, None, [b" threads=2 ", b" rc_lookahead=10 "]),  # None: veryfast's lookahead
@@ -101,7 +95,7 @@ def test_encoder_threads_and_lookahead_reach_x264(tmp_path, threads, lookahead, 
     with VideoSink(path, 25, **kwargs) as sink:
         for f in frames(3, 64, 48):
             sink.write(f, Faces.empty(f.index), f.image)
-    settings = _x264_settings(path)
+    settings = x264_settings(path)
     assert all(w in settings for w in want), settings
 
 
