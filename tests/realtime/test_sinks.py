@@ -103,3 +103,16 @@ def test_encoder_threads_and_lookahead_reach_x264(tmp_path, threads, lookahead, 
 def test_bad_encoder_settings_are_one_clear_error(tmp_path, kwargs):
     with pytest.raises(RealtimeError, match="encoder"):
         VideoSink(tmp_path / "out.mp4", 25, **kwargs)
+
+
+def test_video_sink_takes_frames_whose_rows_are_not_contiguous(tmp_path):
+    """The encoder wraps a drawn frame without copying it when its rows are plain
+    (a decoded frame, a drawing); a mirrored or strided view is copied first."""
+    path = tmp_path / "views.mp4"
+    with VideoSink(path, 25) as sink:
+        for f in frames(3, 64, 48):
+            sink.write(f, Faces.empty(f.index), f.image[:, ::-1])
+        wide = np.zeros((48, 128, 3), np.uint8)
+        sink.write(Frame(wide, 3, 3 / 30), Faces.empty(3), wide[:, ::2])
+    with av.open(str(path)) as c:
+        assert [fr.width for fr in c.decode(video=0)] == [64] * 4
