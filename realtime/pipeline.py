@@ -278,7 +278,9 @@ def process(
     Files go through every frame in order; a ``live`` source keeps only its newest
     frames (``stats.dropped`` counts the rest), so latency stays bounded. Each queue
     holds ``queue_size`` frames (6 MB each at 1080p): one is enough to keep every
-    stage busy, as the stages take turns on the CPUs anyway. Ctrl-C or
+    stage busy, as the stages take turns on the CPUs anyway; a stage waits for room
+    downstream before it takes or decodes its next frame, so no frame waits in a
+    stage's hands. Ctrl-C or
     SIGTERM stops it cleanly (the caller's ``with`` blocks close the sinks); a window
     sink may ask to stop (q or Esc); so does setting ``stop``. A caller that passes
     ``stop`` owns the signals (its handler sets ``stop``, as :func:`finishing_signals`
@@ -296,9 +298,12 @@ def process(
     def reader(frames: Iterable[Frame], out: FrameQueue) -> Callable[[], None]:
         def read() -> None:
             timer = StageTimer()
-            for frame in timed_iter(frames, timer, "decode"):
-                if not out.put((frame, timer.take_frame())):
+            items = timed_iter(frames, timer, "decode")
+            while out.wait_for_room():  # room first, then decode: no frame waits here
+                frame = next(items, None)
+                if frame is None or not out.put((frame, timer.take_frame())):
                     return
+                del frame
 
         return read
 
@@ -306,6 +311,8 @@ def process(
         timer = StageTimer()
         active = {k: iter(q) for k, q in enumerate(decoded)}
         while active:
+            if not analyzed.wait_for_room():  # then take a frame: none waits here
+                return
             step, times = [], {}
             for k, queue in list(active.items()):
                 item = next(queue, None)
@@ -319,6 +326,7 @@ def process(
             faces = analyze(step, timer)
             if not analyzed.put((step, faces, {**times, **timer.take_frame()})):
                 return
+            del step, faces, item  # handed on
 
     workers = [start_worker(reader(frames, q), q) for frames, q in zip(streams, decoded)]
     workers.append(start_worker(analyze_frames, analyzed))

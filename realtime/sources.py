@@ -182,6 +182,7 @@ class VideoSource(Source):
                 if rotation:
                     image = np.ascontiguousarray(np.rot90(image, rotation // 90))
                 yield Frame(image, index, t, rotation=rotation)
+                del image  # not held while the next frame is decoded
                 count += 1
         self.decode_errors = damaged + bool(stopped)
         self._report(count, damaged, stopped, last_time, lost=last + 1 - count)
