@@ -71,6 +71,30 @@ def test_a_live_queue_drops_the_oldest_and_stops_its_producer():
     assert list(q) == [3, 4]
 
 
+def test_a_producer_waits_for_room_before_making_its_next_item():
+    import threading
+
+    from realtime.threads import FrameQueue
+
+    stop = threading.Event()
+    q = FrameQueue(1, stop)
+    assert q.wait_for_room() and q.put("a")
+    waiter = threading.Thread(target=lambda: results.append(q.wait_for_room()))
+    results = []
+    waiter.start()
+    waiter.join(0.3)
+    assert waiter.is_alive()  # full: it waits
+    assert next(iter(q)) == "a"
+    waiter.join(5)
+    assert results == [True]  # room again
+    q.put("b")
+    stop.set()
+    assert q.wait_for_room() is False  # full and stopped: give up
+    live = FrameQueue(1, threading.Event(), drop_oldest=True)
+    live.put(1)
+    assert live.wait_for_room()  # a live queue never waits: it drops the oldest
+
+
 def test_several_sources_share_one_classifier_batch(analyzer, monkeypatch):
     from realtime.sources import Frame
 
