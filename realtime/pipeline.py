@@ -276,10 +276,11 @@ def process(
     is timed per step (``stats.timer``).
 
     Files go through every frame in order; a ``live`` source keeps only its newest
-    frames (``stats.dropped`` counts the rest), so latency stays bounded. Each queue
-    holds ``queue_size`` frames (6 MB each at 1080p; 2 absorb the detector's ups and
-    downs, 1 costs ~4% fps on 2 cores); a stage waits for room downstream before it
-    takes or decodes its next frame, so no frame waits in a stage's hands. Ctrl-C or
+    frames (``stats.dropped`` counts the rest), so latency stays bounded. Frames are 6
+    MB each at 1080p, so few wait: one decoded frame per file (decoding is steady), up
+    to ``queue_size`` analysed ones (2 absorb the detector's ups and downs; 1 costs ~4%
+    fps on 2 cores); a stage waits for room downstream before it takes or decodes its
+    next frame, so no frame waits in a stage's hands. Ctrl-C or
     SIGTERM stops it cleanly (the caller's ``with`` blocks close the sinks); a window
     sink may ask to stop (q or Esc); so does setting ``stop``. A caller that passes
     ``stop`` owns the signals (its handler sets ``stop``, as :func:`finishing_signals`
@@ -291,7 +292,7 @@ def process(
     stop = stop or threading.Event()
     live = live or [False] * len(streams)
     # a live source keeps at most 2 frames waiting: what is shown is at most ~2 frames old
-    decoded = [FrameQueue(min(2, queue_size) if is_live else queue_size, stop, drop_oldest=is_live) for is_live in live]
+    decoded = [FrameQueue(2 if is_live else 1, stop, drop_oldest=is_live) for is_live in live]
     analyzed = FrameQueue(queue_size, stop)
 
     def reader(frames: Iterable[Frame], out: FrameQueue) -> Callable[[], None]:
