@@ -135,6 +135,27 @@ summary_option = click.option(
     help="Write people counts by age group and gender, dwell times and label flicker (JSON).")
 
 
+def encoder_options(command):
+    """libx264 settings for an annotated video (``-o out.mp4``): memory against speed."""
+    options = [
+        click.option("--encoder-threads", type=click.IntRange(0, 64), default=2, show_default=True,
+                     help="libx264 threads for the video output, each encoding a slice of every frame; "
+                          "0: x264's own frame threads (1.5 per core), ~65 MB more at 1080p."),
+        click.option("--encoder-lookahead", type=click.IntRange(0, 250), default=5, show_default=True,
+                     help="Frames libx264 looks ahead for rate control, ~7 MB each at 1080p "
+                          "(x264's veryfast: 10; 0: no macroblock tree, files ~15% larger)."),
+    ]
+    return functools.reduce(lambda c, option: option(c), reversed(options), command)
+
+
+def _outputs(kw: dict, **where):
+    """OutputSettings of ``where`` (media, json, summary, show) and the encoder options
+    (popped from ``kw``)."""
+    from realtime.pipeline import OutputSettings
+
+    return OutputSettings(**where, encoder_threads=kw.pop("encoder_threads"), encoder_lookahead=kw.pop("encoder_lookahead"))
+
+
 def _settings(kw: dict):
     """AnalyzerSettings from the shared options (popped from ``kw``)."""
     from realtime.pipeline import AnalyzerSettings
@@ -194,13 +215,14 @@ def _finish(stats, json_to_stdout: bool) -> None:
 @click.option("--json", "json_path", type=click.Path(dir_okay=False), default=None,
               help="Per-frame results as JSON Lines ('-' for stdout).")
 @summary_option
+@encoder_options
 @analyzer_options
 def annotate(input: str, output: str, json_path: str | None, summary_path: str | None, **kw) -> None:
     """Annotate a video file, an image or a folder of images."""
-    from realtime.pipeline import OutputSettings, annotate as annotate_
+    from realtime.pipeline import annotate as annotate_
 
     settings = _settings(kw)
-    outputs = OutputSettings(media=output, json=json_path, summary=summary_path)
+    outputs = _outputs(kw, media=output, json=json_path, summary=summary_path)
     with _progress("annotate") as (on_start, on_frame):
         stats = annotate_(input, outputs, settings, on_start, on_frame)
     _finish(stats, json_path == "-")
@@ -217,6 +239,7 @@ def live_options(command):
         click.option("--reconnect-timeout", type=FiniteFloat(0), default=300.0, show_default=True,
                      help="Seconds to keep reconnecting a camera or stream that dropped (0: never)."),
         summary_option,
+        encoder_options,
     ]
     return functools.reduce(lambda c, option: option(c), reversed(options), command)
 
@@ -228,10 +251,10 @@ def live_options(command):
 def run(sources: tuple[str, ...], output: str | None, json_path: str | None, show: bool | None, reconnect_timeout: float,
         summary_path: str | None, **kw) -> None:
     """Live: detect and label faces on a camera, stream or file, with an FPS counter."""
-    from realtime.pipeline import OutputSettings, run as run_
+    from realtime.pipeline import run as run_
 
     settings = _settings(kw)
-    outputs = OutputSettings(media=output, json=json_path, summary=summary_path, show=show)
+    outputs = _outputs(kw, media=output, json=json_path, summary=summary_path, show=show)
     with _progress("run") as (on_start, on_frame):
         stats = run_(list(sources), outputs, settings, on_start, on_frame, reconnect_timeout)
     _finish(stats, json_path == "-")
@@ -257,7 +280,6 @@ def serve(sources: tuple[str, ...], output: str | None, json_path: str | None, r
           host: str, port: int, token: str | None, loop: bool, pace: bool, stall_timeout: float, stream_fps: float,
           jpeg_quality: int, **kw) -> None:
     """Live analysis with a web page and an HTTP API (for machines with no display)."""
-    from realtime.pipeline import OutputSettings
     from realtime.serve import ServeSettings, serve as serve_
 
     settings = ServeSettings(host, port, token, loop, pace, stall_timeout, stream_fps, jpeg_quality)
@@ -267,7 +289,7 @@ def serve(sources: tuple[str, ...], output: str | None, json_path: str | None, r
         if host in ("0.0.0.0", "::"):
             click.echo("(listening on every address: open it with this machine's name or address)", err=json_path == "-")
 
-    outputs = OutputSettings(media=output, json=json_path, summary=summary_path)
+    outputs = _outputs(kw, media=output, json=json_path, summary=summary_path)
     stats = serve_(list(sources), settings, _settings(kw), outputs, reconnect_timeout, ready)
     _finish(stats, json_path == "-")
 

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import atexit
 import logging
+import sys
 import threading
+import types
 import weakref
 from pathlib import Path
 
@@ -44,7 +46,8 @@ class FaceDetector:
         self.tiles = tiles if tiles in ("off", "auto") else int(tiles)
         self.model_path = resolve_detector_model(range, model_path)
         self.min_size = min_size
-        from mediapipe.tasks.python import BaseOptions, vision
+        vision = _mediapipe_vision()
+        from mediapipe.tasks.python import BaseOptions
 
         options = vision.FaceDetectorOptions(
             base_options=BaseOptions(model_asset_path=str(self.model_path)),
@@ -106,6 +109,42 @@ class FaceDetector:
 
     def __exit__(self, *exc) -> None:
         self.close()
+
+
+class _DeferredPyplot(types.ModuleType):
+    """Stands in for ``matplotlib.pyplot`` in MediaPipe's drawing helpers: the real
+    module is imported the first time one of them uses it."""
+
+    def __getattr__(self, name: str):
+        import matplotlib.pyplot
+
+        return getattr(matplotlib.pyplot, name)
+
+
+def _mediapipe_vision() -> types.ModuleType:
+    """``mediapipe.tasks.python.vision``, imported without matplotlib.
+
+    ``import mediapipe`` imports its drawing helpers, which import matplotlib.pyplot at
+    once: ~40 MB resident and ~0.3 s that face detection never uses. Unless matplotlib
+    or MediaPipe is already loaded, MediaPipe's import finds stand-ins for matplotlib
+    (see :class:`_DeferredPyplot`); they leave ``sys.modules`` as soon as it is done, so
+    any other import of matplotlib gets the real one."""
+    if "mediapipe" in sys.modules or "matplotlib" in sys.modules:
+        from mediapipe.tasks.python import vision
+
+        return vision
+    pyplot = _DeferredPyplot("matplotlib.pyplot")
+    package = types.ModuleType("matplotlib")
+    package.pyplot = pyplot
+    stand_ins = {"matplotlib": package, "matplotlib.pyplot": pyplot}
+    sys.modules.update(stand_ins)
+    try:
+        from mediapipe.tasks.python import vision
+    finally:
+        for name, module in stand_ins.items():
+            if sys.modules.get(name) is module:
+                del sys.modules[name]
+    return vision
 
 
 #: Detectors still open, closed by one hook that runs before MediaPipe's thread pool

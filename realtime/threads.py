@@ -55,6 +55,18 @@ class FrameQueue:
                 continue
         return False
 
+    def wait_for_room(self) -> bool:
+        """Block until :meth:`put` would not wait (at once for ``drop_oldest``); False
+        once the pipeline stops. A producer that waits here before it makes its next
+        item holds none while the queue is full (a 1080p frame is 6 MB)."""
+        q = self._queue
+        with q.not_full:
+            while not self.drop_oldest and 0 < q.maxsize <= q._qsize():
+                if self._stop.is_set():
+                    return False
+                q.not_full.wait(0.1)
+        return not self._stop.is_set()
+
     def close(self, error: BaseException | None = None) -> None:
         self.put(_Failed(error) if error is not None else _END, control=True)
 
@@ -71,6 +83,7 @@ class FrameQueue:
             if isinstance(item, _Failed):
                 raise item.error
             yield item
+            del item  # not held while waiting for the next
 
 
 def start_worker(target: Callable[[], None], out: FrameQueue) -> threading.Thread:

@@ -61,3 +61,11 @@ def analyzer(detector_models):
     a = Analyzer(AnalyzerSettings(backend="onnxruntime"))
     yield a
     a.close()
+
+
+def x264_settings(path: Path) -> bytes:
+    """The options line libx264 writes into a video it encodes (an SEI in the first
+    keyframe), e.g. ``b"x264 - core 165 ... threads=1 ... rc_lookahead=5 ..."``."""
+    data = Path(path).read_bytes()
+    start = data.index(b"x264 - core")
+    return data[start:data.index(b"\0", start)]

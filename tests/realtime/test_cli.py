@@ -12,7 +12,7 @@ from click.testing import CliRunner
 
 from engines.model import save_checkpoint, untrained_model
 from realtime.cli import cli
-from tests.conftest import ROOT, SAMPLES, shared_path
+from tests.conftest import ROOT, SAMPLES, shared_path, x264_settings
 
 FACE_KEYS = {"box", "score", "age_group", "age_probs", "gender", "gender_prob"}
 AGE_GROUPS = {"0-2", "4-6", "8-12", "15-20", "25-32", "38-43", "48-53", "60-100"}
@@ -49,6 +49,9 @@ def test_annotate_the_crowd_clip(tmp_path, detector_models):
         assert s.codec_context.name == "h264" and (s.width, s.height) == (1920, 1080)
         assert float(s.average_rate) == 25.0
         assert sum(1 for _ in c.decode(s)) == 105
+    settings = x264_settings(out)
+    want = [b" threads=2 ", b" sliced_threads=1 ", b" rc_lookahead=5 "]  # the low-memory defaults
+    assert all(w in settings for w in want), settings
     records = [json.loads(line) for line in results.read_text().splitlines()]
     assert len(records) == 105
     for i, record in enumerate(records):
@@ -77,12 +80,15 @@ def test_annotate_an_image_and_a_folder(tmp_path, detector_models):
 
 def test_run_headless_on_a_file_with_json_on_stdout(tmp_path, detector_models, monkeypatch):
     monkeypatch.delenv("DISPLAY", raising=False)
-    result = invoke("run", "--source", SAMPLES / "people.mp4", "--json", "-", "--output", tmp_path / "rec.mp4")
+    result = invoke("run", "--source", SAMPLES / "people.mp4", "--json", "-", "--output", tmp_path / "rec.mp4",
+                    "--encoder-threads", 1, "--encoder-lookahead", 7)
     assert result.exit_code == 0, result.output
     lines = result.stdout.splitlines()
     assert len(lines) == 75
     check_record(json.loads(lines[-1]), 74)
     assert "running headless" in result.stderr
+    settings = x264_settings(tmp_path / "rec.mp4")
+    assert b" threads=1 " in settings and b" rc_lookahead=7 " in settings, settings
 
 
 def _bad_file(tmp_path, name, content=b"\x00garbage" * 100):

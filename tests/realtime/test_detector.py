@@ -135,3 +135,20 @@ def test_a_detector_never_closed_exits_quietly(detector_models):
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert done.returncode == 0 and done.stdout.strip() == "0", done.stderr
     assert "Traceback" not in done.stderr and "Exception ignored" not in done.stderr, done.stderr
+
+
+def test_mediapipe_is_imported_without_matplotlib(detector_models):
+    """MediaPipe's drawing helpers import matplotlib.pyplot (~40 MB, ~0.3 s) that
+    detection never uses: a detector leaves it unloaded, and the helpers still get the
+    real pyplot when they use it."""
+    import subprocess
+    import sys
+
+    code = ("import sys\nfrom realtime.detector import FaceDetector\n"
+            f"d = FaceDetector({str(detector_models / 'face_detection_full_range_sparse.tflite')!r})\n"
+            "print('matplotlib' in sys.modules)\n"
+            "from mediapipe.tasks.python.vision import drawing_utils\nimport matplotlib.pyplot as plt\n"
+            "print(drawing_utils.plt.figure is plt.figure)\nd.close()\n")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == ["False", "True"], done.stdout

@@ -71,6 +71,30 @@ def test_a_live_queue_drops_the_oldest_and_stops_its_producer():
     assert list(q) == [3, 4]
 
 
+def test_a_producer_waits_for_room_before_making_its_next_item():
+    import threading
+
+    from realtime.threads import FrameQueue
+
+    stop = threading.Event()
+    q = FrameQueue(1, stop)
+    assert q.wait_for_room() and q.put("a")
+    waiter = threading.Thread(target=lambda: results.append(q.wait_for_room()))
+    results = []
+    waiter.start()
+    waiter.join(0.3)
+    assert waiter.is_alive()  # full: it waits
+    assert next(iter(q)) == "a"
+    waiter.join(5)
+    assert results == [True]  # room again
+    q.put("b")
+    stop.set()
+    assert q.wait_for_room() is False  # full and stopped: give up
+    live = FrameQueue(1, threading.Event(), drop_oldest=True)
+    live.put(1)
+    assert live.wait_for_room()  # a live queue never waits: it drops the oldest
+
+
 def test_several_sources_share_one_classifier_batch(analyzer, monkeypatch):
     from realtime.sources import Frame
 
@@ -83,3 +107,31 @@ def test_several_sources_share_one_classifier_batch(analyzer, monkeypatch):
     assert len(found) == 2 and len(found[1]) == 2 and len(found[0]) >= 5
     assert batches == [len(found[0]) + 2]  # one call for both sources
     assert found[0].track_ids is not None and set(analyzer.trackers) >= {7, 8}  # a tracker per source
+
+
+def test_a_file_is_decoded_at_most_three_frames_ahead_of_its_sinks():
+    """Frames are 6 MB each at 1080p, and a stage waits for room before it takes or
+    decodes the next: ahead of the frame being written are only the two analysed and
+    the one decoded that wait in the queues."""
+    import time
+
+    from realtime.pipeline import passthrough
+    from realtime.sources import Frame
+
+    made, ahead = [], []
+
+    def source():
+        for i in range(30):
+            made.append(i)
+            yield Frame(np.zeros((8, 8, 3), np.uint8), i, i / 25)
+
+    class SlowSink:
+        stop_requested = False
+
+        def write(self, frame, faces, annotated):
+            time.sleep(0.01)  # the source outruns it, so every queue fills
+            ahead.append(made[-1] - frame.index)
+
+    stats = process([source()], passthrough, [[]], [[SlowSink()]])
+    assert stats.frames == 30
+    assert 2 <= max(ahead) <= 3, ahead  # queues of 4 frames, each stage holding the next in hand: 10

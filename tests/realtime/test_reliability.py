@@ -347,8 +347,9 @@ def test_options_refuse_nan_and_inf(tmp_path, option, value):
 # -- 7. clean edges --------------------------------------------------------------------
 
 @pytest.mark.parametrize("delay", [0.2, 0.6, 1.2])
-def test_ctrl_c_during_start_up_is_quiet(tmp_path, delay):
-    proc = realtime("annotate", SAMPLES / "people.mp4", "-o", tmp_path / "o.mp4")
+def test_ctrl_c_during_start_up_is_quiet(tmp_path, delay, long_clip):
+    # a clip long enough that the signal lands before the run ends, however fast it starts
+    proc = realtime("annotate", long_clip, "-o", tmp_path / "o.mp4")
     time.sleep(delay)
     proc.send_signal(signal.SIGINT)
     _, err = proc.communicate(timeout=60)

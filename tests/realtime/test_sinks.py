@@ -9,6 +9,7 @@ from realtime.errors import RealtimeError
 from realtime.faces import Faces
 from realtime.sinks import JsonlSink, VideoSink, WindowSink, check_writable, has_display
 from realtime.sources import Frame
+from tests.conftest import x264_settings
 
 
 def frames(n, w, h):
@@ -82,3 +83,36 @@ def test_no_display_means_no_window(monkeypatch):
 def test_check_writable_refuses(tmp_path, name, suffixes, message):
     with pytest.raises(RealtimeError, match=message):
         check_writable(tmp_path / name, suffixes)
+
+
+@pytest.mark.parametrize("kwargs, want", [
+    ({}, [b" threads=2 ", b" sliced_threads=1 ", b" rc_lookahead=5 "]),  # the defaults: ~100 MB less at 1080p
+    ({"threads": 1, "lookahead": 7}, [b" threads=1 ", b" rc_lookahead=7 "]),
+    ({"threads": 0, "lookahead": None}, [b" sliced_threads=0 ", b" rc_lookahead=10 "]),  # x264's own: veryfast's
+])
+def test_encoder_threads_and_lookahead_reach_x264(tmp_path, kwargs, want):
+    path = tmp_path / "out.mp4"
+    with VideoSink(path, 25, **kwargs) as sink:
+        for f in frames(3, 320, 240):
+            sink.write(f, Faces.empty(f.index), f.image)
+    settings = x264_settings(path)
+    assert all(w in settings for w in want), settings
+
+
+@pytest.mark.parametrize("kwargs", [{"threads": -1}, {"threads": 65}, {"lookahead": -1}, {"lookahead": 251}])
+def test_bad_encoder_settings_are_one_clear_error(tmp_path, kwargs):
+    with pytest.raises(RealtimeError, match="encoder"):
+        VideoSink(tmp_path / "out.mp4", 25, **kwargs)
+
+
+def test_video_sink_takes_frames_whose_rows_are_not_contiguous(tmp_path):
+    """The encoder wraps a drawn frame without copying it when its rows are plain
+    (a decoded frame, a drawing); a mirrored or strided view is copied first."""
+    path = tmp_path / "views.mp4"
+    with VideoSink(path, 25) as sink:
+        for f in frames(3, 64, 48):
+            sink.write(f, Faces.empty(f.index), f.image[:, ::-1])
+        wide = np.zeros((48, 128, 3), np.uint8)
+        sink.write(Frame(wide, 3, 3 / 30), Faces.empty(3), wide[:, ::2])
+    with av.open(str(path)) as c:
+        assert [fr.width for fr in c.decode(video=0)] == [64] * 4
