@@ -33,7 +33,6 @@ from pathlib import Path
 
 import numpy as np
 
-from engines.errors import RealtimeError
 from engines.files import (  # noqa: F401  (re-exported: the helpers backends and callers share)
     ENGINE_SUFFIXES,
     cached_path,
@@ -118,10 +117,9 @@ class OnnxRuntimeEngine(Engine):
     def __init__(self, path: Path | None, threads: int | None = None):
         import onnxruntime as ort
 
-        from engines.files import OUTPUT_NAMES, read_onnx_meta
+        from engines.files import OUTPUT_NAMES, onnx_session, read_onnx_meta
 
         onnx_path = onnx_for(path)
-        super().__init__(read_onnx_meta(onnx_path))
         opts = ort.SessionOptions()
         opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         opts.intra_op_num_threads = threads or usable_cpus()
@@ -131,10 +129,8 @@ class OnnxRuntimeEngine(Engine):
         opts.enable_mem_pattern = False
         opts.log_severity_level = 3
         providers = [p for p in ("CUDAExecutionProvider", "CPUExecutionProvider") if p in ort.get_available_providers()]
-        try:
-            self.session = ort.InferenceSession(str(onnx_path), opts, providers=providers)
-        except Exception as e:  # ORT raises its own Fail/InvalidGraph types without a public base
-            raise RealtimeError(f"{onnx_path}: ONNX Runtime cannot load it ({str(e).splitlines()[0]})") from None
+        self.session = onnx_session(onnx_path, opts, providers)
+        super().__init__(read_onnx_meta(onnx_path, self.session))
         self._outputs = list(OUTPUT_NAMES)
         self._input = self.session.get_inputs()[0].name
 

@@ -77,54 +77,58 @@ def read_checkpoint_meta(path: str | Path) -> ModelMeta:
     return ModelMeta.from_json(header[META_KEY], str(path))
 
 
-def _load_onnx(path: str | Path):
-    """The ONNX ModelProto of ``path``, without external weight files."""
-    import onnx
+def onnx_session(path: str | Path, opts=None, providers: list[str] | None = None):
+    """An ONNX Runtime session for ``path``; a file it cannot load is one RealtimeError.
 
+    Without ``opts`` the session is only for reading the file (graph optimisations
+    off). The runtime install reads ONNX files with ONNX Runtime alone: the ``onnx``
+    package (31 MB) comes only with the ``[train]`` extra, which writes them."""
+    import onnxruntime as ort
+
+    if opts is None:
+        opts = ort.SessionOptions()
+        opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+        opts.log_severity_level = 3
     try:
-        return onnx.load(str(path), load_external_data=False)
-    except Exception as e:  # onnx raises DecodeError and friends without a common base
-        raise RealtimeError(f"{path}: not a readable ONNX file ({type(e).__name__})") from None
+        return ort.InferenceSession(str(path), opts, providers=providers or ["CPUExecutionProvider"])
+    except Exception as e:  # ORT raises its own Fail/InvalidProtobuf types without a public base
+        raise RealtimeError(f"{path}: not a readable ONNX file ({str(e).splitlines()[0][:200]})") from None
 
 
-def onnx_metadata(path: str | Path, proto=None) -> dict[str, str]:
-    """The ``metadata_props`` of an ONNX file (or of its loaded ``proto``)."""
-    proto = proto if proto is not None else _load_onnx(path)
-    return {p.key: p.value for p in proto.metadata_props}
+def onnx_metadata(path: str | Path, session=None) -> dict[str, str]:
+    """The ``metadata_props`` of an ONNX file (or of an open ``session`` of it)."""
+    session = session if session is not None else onnx_session(path)
+    return dict(session.get_modelmeta().custom_metadata_map)
 
 
-def read_onnx_meta(path: str | Path) -> ModelMeta:
+def read_onnx_meta(path: str | Path, session=None) -> ModelMeta:
     """Read the :class:`ModelMeta` stored in an ONNX file by ``engines.export.export_onnx``,
     and check that the graph's input and outputs have the shapes it promises."""
-    proto = _load_onnx(path)
-    props = onnx_metadata(path, proto)
+    session = session if session is not None else onnx_session(path)
+    props = onnx_metadata(path, session)
     if META_KEY not in props:
         raise RealtimeError(f"{path}: ONNX file without realtime model metadata; export it with `realtime convert --format onnx`")
     meta = ModelMeta.from_json(props[META_KEY], str(path))
-    _check_onnx_shapes(proto.graph, meta, path)
+    _check_onnx_shapes(session, meta, path)
     return meta
 
 
-def _check_onnx_shapes(graph, meta: ModelMeta, path) -> None:
+def _check_onnx_shapes(session, meta: ModelMeta, path) -> None:
     """The graph's input and outputs must be what the metadata promises, so a file of
     another shape fails at load with one line, not at the first face."""
-
-    def dims(value) -> list:
-        return [d.dim_param or d.dim_value for d in value.type.tensor_type.shape.dim]
-
     s, a, g = meta.input_size, len(meta.age_labels), len(meta.gender_labels)
-    inputs = [i for i in graph.input if i.name not in {t.name for t in graph.initializer}]
-    outputs = {o.name: o for o in graph.output}
+    inputs = session.get_inputs()
+    outputs = {o.name: list(o.shape) for o in session.get_outputs()}
     wanted = {name: shape for name, shape in zip(OUTPUT_NAMES, ([a], [g], []))}
     problems = []
-    if len(inputs) != 1 or dims(inputs[0])[1:] != [3, s, s]:
-        got = ", ".join(f"{i.name} {dims(i)}" for i in inputs) or "none"
+    if len(inputs) != 1 or list(inputs[0].shape)[1:] != [3, s, s]:
+        got = ", ".join(f"{i.name} {list(i.shape)}" for i in inputs) or "none"
         problems.append(f"input should be (N, 3, {s}, {s}), it is {got}")
     for name, shape in wanted.items():
         if name not in outputs:
             problems.append(f"output {name} is missing")
-        elif dims(outputs[name])[1:] not in (shape, [1] if not shape else shape):  # age_years: (N,) or (N, 1)
-            problems.append(f"output {name} should be (N{''.join(f', {d}' for d in shape)}), it is {dims(outputs[name])}")
+        elif outputs[name][1:] not in (shape, [1] if not shape else shape):  # age_years: (N,) or (N, 1)
+            problems.append(f"output {name} should be (N{''.join(f', {d}' for d in shape)}), it is {outputs[name]}")
     if problems:
         raise RealtimeError(f"{path}: its graph does not match its metadata ({'; '.join(problems)})")
 

@@ -321,12 +321,16 @@ def test_an_onnx_file_of_another_shape_fails_at_load(tmp_path, detector_models):
 
     from engines.meta import ModelMeta
 
+    # a valid graph (ONNX Runtime loads it) whose shapes are not the metadata's
     crops = helper.make_tensor_value_info("crops", TensorProto.FLOAT, ["batch", 3, 64, 64])
-    outs = [helper.make_tensor_value_info(n, TensorProto.FLOAT, ["batch", k]) for n, k in (("age_probs", 5), ("gender_probs", 2))]
+    outs = [helper.make_tensor_value_info(n, TensorProto.FLOAT, ["batch", k]) for n, k in (("age_probs", 3), ("gender_probs", 2))]
     years = helper.make_tensor_value_info("age_years", TensorProto.FLOAT, ["batch"])
+    ints = [helper.make_tensor(n, TensorProto.INT64, [1], [v]) for n, v in (("zero", 0), ("two", 2), ("one", 1))]
     nodes = [helper.make_node("ReduceMean", ["crops"], ["pooled"], axes=[2, 3], keepdims=0),
-             helper.make_node("Identity", ["pooled"], ["age_probs"])]
-    graph = helper.make_graph(nodes, "other", [crops], [*outs, years])
+             helper.make_node("Identity", ["pooled"], ["age_probs"]),
+             helper.make_node("Slice", ["pooled", "zero", "two", "one"], ["gender_probs"]),
+             helper.make_node("ReduceMean", ["pooled"], ["age_years"], axes=[1], keepdims=0)]
+    graph = helper.make_graph(nodes, "other", [crops], [*outs, years], initializer=ints)
     proto = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
     entry = proto.metadata_props.add()
     entry.key, entry.value = "realtime.meta", ModelMeta().to_json()
