@@ -109,20 +109,26 @@ def read_onnx_meta(path: str | Path, session=None) -> ModelMeta:
     if META_KEY not in props:
         raise RealtimeError(f"{path}: ONNX file without realtime model metadata; export it with `realtime convert --format onnx`")
     meta = ModelMeta.from_json(props[META_KEY], str(path))
-    _check_onnx_shapes(session, meta, path)
+    check_graph_shapes(
+        [(i.name, list(i.shape)) for i in session.get_inputs()],
+        {o.name: list(o.shape) for o in session.get_outputs()},
+        meta,
+        path,
+    )
     return meta
 
 
-def _check_onnx_shapes(session, meta: ModelMeta, path) -> None:
-    """The graph's input and outputs must be what the metadata promises, so a file of
-    another shape fails at load with one line, not at the first face."""
+def check_graph_shapes(inputs: list[tuple[str, list]], outputs: dict[str, list], meta: ModelMeta, path) -> None:
+    """A model graph's input and outputs must be what the metadata promises, so a file of
+    another shape fails at load with one line, not at the first face.
+
+    ``inputs``: (name, dims) of the graph's inputs; ``outputs``: name -> dims; a dim is
+    an int, or a name/None where it is dynamic (the batch)."""
     s, a, g = meta.input_size, len(meta.age_labels), len(meta.gender_labels)
-    inputs = session.get_inputs()
-    outputs = {o.name: list(o.shape) for o in session.get_outputs()}
     wanted = {name: shape for name, shape in zip(OUTPUT_NAMES, ([a], [g], []))}
     problems = []
-    if len(inputs) != 1 or list(inputs[0].shape)[1:] != [3, s, s]:
-        got = ", ".join(f"{i.name} {list(i.shape)}" for i in inputs) or "none"
+    if len(inputs) != 1 or list(inputs[0][1])[1:] != [3, s, s]:
+        got = ", ".join(f"{name} {dims}" for name, dims in inputs) or "none"
         problems.append(f"input should be (N, 3, {s}, {s}), it is {got}")
     for name, shape in wanted.items():
         if name not in outputs:

@@ -19,7 +19,7 @@ import logging
 from pathlib import Path
 
 from engines.errors import RealtimeError
-from engines.files import INPUT_NAME, OUTPUT_NAMES, cached_path, onnx_for, read_onnx_meta
+from engines.files import INPUT_NAME, OUTPUT_NAMES, cached_path, check_graph_shapes, onnx_for, read_onnx_meta
 from engines.meta import ModelMeta
 from engines.registry import Engine, register_backend
 
@@ -52,13 +52,27 @@ def _rt_info(model, key: str) -> str | None:
 
 
 def read_ir_meta(model, source: str | Path) -> ModelMeta:
-    """The :class:`ModelMeta` in an IR's rt_info (``model`` is an ``openvino.Model``)."""
+    """The :class:`ModelMeta` in an IR's rt_info (``model`` is an ``openvino.Model``),
+    checked against the IR's input and output shapes."""
     text = _rt_info(model, META_KEY)
     if text is None:
         raise RealtimeError(
             f"{source}: OpenVINO IR without realtime model metadata; convert it with `realtime convert --format openvino`"
         )
-    return ModelMeta.from_json(text, str(source))
+    meta = ModelMeta.from_json(text, str(source))
+
+    def port(p) -> tuple[str, list]:
+        names = p.get_names()
+        dims = [d.get_length() if d.is_static else None for d in p.get_partial_shape()]
+        return (p.get_any_name() if names else "?"), dims
+
+    inputs = [port(p) for p in model.inputs]
+    outputs = {}
+    for p in model.outputs:
+        for name in p.get_names():
+            outputs[name] = port(p)[1]
+    check_graph_shapes(inputs, outputs, meta, source)
+    return meta
 
 
 def reduced_precision(core) -> str:

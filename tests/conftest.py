@@ -69,3 +69,28 @@ def x264_settings(path: Path) -> bytes:
     data = Path(path).read_bytes()
     start = data.index(b"x264 - core")
     return data[start:data.index(b"\0", start)]
+
+
+def onnx_of_another_shape(path: Path) -> Path:
+    """A valid ONNX graph (ONNX Runtime and OpenVINO load it) whose input and outputs are
+    not what its realtime metadata (the default ModelMeta: 112 px, 8 age groups) says:
+    64 px crops, 3 age probabilities."""
+    import onnx
+    from onnx import TensorProto, helper
+
+    from engines.meta import ModelMeta
+
+    crops = helper.make_tensor_value_info("crops", TensorProto.FLOAT, ["batch", 3, 64, 64])
+    outs = [helper.make_tensor_value_info(n, TensorProto.FLOAT, ["batch", k]) for n, k in (("age_probs", 3), ("gender_probs", 2))]
+    years = helper.make_tensor_value_info("age_years", TensorProto.FLOAT, ["batch"])
+    ints = [helper.make_tensor(n, TensorProto.INT64, [1], [v]) for n, v in (("zero", 0), ("two", 2), ("one", 1))]
+    nodes = [helper.make_node("ReduceMean", ["crops"], ["pooled"], axes=[2, 3], keepdims=0),
+             helper.make_node("Identity", ["pooled"], ["age_probs"]),
+             helper.make_node("Slice", ["pooled", "zero", "two", "one"], ["gender_probs"]),
+             helper.make_node("ReduceMean", ["pooled"], ["age_years"], axes=[1], keepdims=0)]  # fmt: skip
+    graph = helper.make_graph(nodes, "other", [crops], [*outs, years], initializer=ints)
+    proto = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+    entry = proto.metadata_props.add()
+    entry.key, entry.value = "realtime.meta", ModelMeta().to_json()
+    onnx.save(proto, str(path))
+    return path

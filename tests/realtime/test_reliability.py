@@ -316,25 +316,9 @@ def test_hostile_model_metadata_is_one_line(tmp_path, detector_models, changes, 
 
 
 def test_an_onnx_file_of_another_shape_fails_at_load(tmp_path, detector_models):
-    import onnx
-    from onnx import TensorProto, helper
+    from tests.conftest import onnx_of_another_shape
 
-    from engines.meta import ModelMeta
-
-    # a valid graph (ONNX Runtime loads it) whose shapes are not the metadata's
-    crops = helper.make_tensor_value_info("crops", TensorProto.FLOAT, ["batch", 3, 64, 64])
-    outs = [helper.make_tensor_value_info(n, TensorProto.FLOAT, ["batch", k]) for n, k in (("age_probs", 3), ("gender_probs", 2))]
-    years = helper.make_tensor_value_info("age_years", TensorProto.FLOAT, ["batch"])
-    ints = [helper.make_tensor(n, TensorProto.INT64, [1], [v]) for n, v in (("zero", 0), ("two", 2), ("one", 1))]
-    nodes = [helper.make_node("ReduceMean", ["crops"], ["pooled"], axes=[2, 3], keepdims=0),
-             helper.make_node("Identity", ["pooled"], ["age_probs"]),
-             helper.make_node("Slice", ["pooled", "zero", "two", "one"], ["gender_probs"]),
-             helper.make_node("ReduceMean", ["pooled"], ["age_years"], axes=[1], keepdims=0)]
-    graph = helper.make_graph(nodes, "other", [crops], [*outs, years], initializer=ints)
-    proto = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
-    entry = proto.metadata_props.add()
-    entry.key, entry.value = "realtime.meta", ModelMeta().to_json()
-    onnx.save(proto, str(tmp_path / "other.onnx"))
+    onnx_of_another_shape(tmp_path / "other.onnx")
     result = invoke("annotate", SAMPLES / "people.jpg", "-o", tmp_path / "o.jpg", "--model", tmp_path / "other.onnx")
     assert result.exit_code == 1
     one_error_line(result.stderr, "its graph does not match its metadata (input should be (N, 3, 112, 112)")
