@@ -36,13 +36,31 @@ from realtime.errors import RealtimeError  # noqa: E402
 log = logging.getLogger("realtime")
 
 
+_signalled = False
+
+
+def _interrupt_once(signum, frame) -> None:
+    """The `realtime` program's SIGINT and SIGTERM outside a run's own handlers: the
+    first ends the command as Ctrl-C does (KeyboardInterrupt: "interrupted", exit 130);
+    later ones are ignored (by the OS: Python resets its own handlers while it shuts
+    down), so a storm of signals that outlasts a run (whose handlers finish the outputs
+    first) cannot turn its exit into a kill."""
+    global _signalled
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, signal.SIG_IGN)
+    if not _signalled:
+        _signalled = True
+        raise KeyboardInterrupt
+
+
 class _Cli(click.Group):
     """A group whose errors are one line on stderr."""
 
     def main(self, args=None, prog_name=None, complete_var=None, standalone_mode=True, **extra):
         try:
             if threading.current_thread() is threading.main_thread():
-                signal.signal(signal.SIGINT, signal.default_int_handler)  # Ctrl-C: KeyboardInterrupt from here on
+                # Ctrl-C: KeyboardInterrupt from here on (once, for the program)
+                signal.signal(signal.SIGINT, _interrupt_once if _program else signal.default_int_handler)
             result = super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
         except click.exceptions.NoArgsIsHelpError as e:
             click.echo(e.ctx.get_help(), err=True)
@@ -373,6 +391,7 @@ _program = False
 def main() -> None:
     global _program
     _program = True
+    signal.signal(signal.SIGTERM, _interrupt_once)
     if hasattr(signal, "SIGXFSZ"):  # over a file size limit: a write error (one line), not a kill
         signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
     cli(prog_name="realtime")
