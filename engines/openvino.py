@@ -61,16 +61,11 @@ def read_ir_meta(model, source: str | Path) -> ModelMeta:
         )
     meta = ModelMeta.from_json(text, str(source))
 
-    def port(p) -> tuple[str, list]:
-        names = p.get_names()
-        dims = [d.get_length() if d.is_static else None for d in p.get_partial_shape()]
-        return (p.get_any_name() if names else "?"), dims
+    def dims(port) -> list:
+        return [d.get_length() if d.is_static else None for d in port.get_partial_shape()]
 
-    inputs = [port(p) for p in model.inputs]
-    outputs = {}
-    for p in model.outputs:
-        for name in p.get_names():
-            outputs[name] = port(p)[1]
+    inputs = [(p.get_any_name() if p.get_names() else "?", dims(p)) for p in model.inputs]
+    outputs = {name: dims(p) for p in model.outputs for name in p.get_names()}
     check_graph_shapes(inputs, outputs, meta, source)
     return meta
 

@@ -39,6 +39,12 @@ log = logging.getLogger("realtime")
 _signalled = False
 
 
+def _ignore_signals() -> None:
+    """SIGINT and SIGTERM ignored by the OS from here on (the command is ending)."""
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, signal.SIG_IGN)
+
+
 def _interrupt_once(signum, frame) -> None:
     """The `realtime` program's SIGINT and SIGTERM outside a run's own handlers: the
     first ends the command as Ctrl-C does (KeyboardInterrupt: "interrupted", exit 130);
@@ -46,8 +52,7 @@ def _interrupt_once(signum, frame) -> None:
     down), so a storm of signals that outlasts a run (whose handlers finish the outputs
     first) cannot turn its exit into a kill."""
     global _signalled
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(sig, signal.SIG_IGN)
+    _ignore_signals()
     if not _signalled:
         _signalled = True
         raise KeyboardInterrupt
@@ -154,7 +159,9 @@ summary_option = click.option(
 
 
 def encoder_options(command):
-    """libx264 settings for an annotated video (``-o out.mp4``): memory against speed."""
+    """libx264 settings for an annotated video (``-o out.mp4``): memory against speed.
+    The defaults are ``realtime.sinks.ENCODER_*``, written out here so that ``--help``
+    imports no video library (a test keeps them equal)."""
     options = [
         click.option("--encoder-threads", type=click.IntRange(0, 64), default=2, show_default=True,
                      help="libx264 threads for the video output, each encoding a slice of every frame; "
@@ -220,8 +227,7 @@ def _finish(stats, json_to_stdout: bool) -> None:
     """Print the run's summary; an interrupted run exits 130 (its outputs are complete)."""
     click.echo(stats.summary(), err=json_to_stdout)
     if _program:
-        for sig in (signal.SIGINT, signal.SIGTERM):  # the work is done: a late (or another) signal changes nothing
-            signal.signal(sig, signal.SIG_IGN)
+        _ignore_signals()  # the work is done: a late (or another) signal changes nothing
     if stats.interrupted:
         sys.exit(130)
 

@@ -26,7 +26,18 @@ from realtime.detector import FaceDetector
 from realtime.errors import RealtimeError
 from realtime.faces import Faces
 from realtime.outputs import OutputLock, claim_outputs
-from realtime.sinks import VIDEO_SUFFIXES, ImageSink, JsonlSink, Sink, VideoSink, WindowSink, check_writable, has_display
+from realtime.sinks import (
+    ENCODER_LOOKAHEAD,
+    ENCODER_THREADS,
+    VIDEO_SUFFIXES,
+    ImageSink,
+    JsonlSink,
+    Sink,
+    VideoSink,
+    WindowSink,
+    check_writable,
+    has_display,
+)
 from realtime.sources import IMAGE_SUFFIXES, Frame, Source, open_source
 from realtime.threads import FrameQueue, start_worker
 from realtime.timing import StageTimer, timed_iter
@@ -88,8 +99,8 @@ class OutputSettings:
     json: str | Path | None = None
     summary: str | Path | None = None
     show: bool | None = None
-    encoder_threads: int = 2
-    encoder_lookahead: int | None = 5
+    encoder_threads: int = ENCODER_THREADS
+    encoder_lookahead: int | None = ENCODER_LOOKAHEAD
 
 
 class Analyzer:

@@ -59,6 +59,11 @@ def check_writable(path: Path, suffixes: frozenset[str] | None = None, what: str
     return path
 
 
+#: libx264 defaults of annotated videos: slice threads and rate-control lookahead (see VideoSink).
+ENCODER_THREADS = 2
+ENCODER_LOOKAHEAD = 5
+
+
 class VideoSink(Sink):
     """H.264 video through PyAV/libx264, the source's size, written to play whatever
     happens to the run.
@@ -88,7 +93,7 @@ class VideoSink(Sink):
     TIME_BASE = Fraction(1, 90000)
 
     def __init__(self, path: str | Path, fps: float | None, crf: int = 23, preset: str = "veryfast",
-                 keyframe_seconds: float = 2.0, threads: int = 2, lookahead: int | None = 5):
+                 keyframe_seconds: float = 2.0, threads: int = ENCODER_THREADS, lookahead: int | None = ENCODER_LOOKAHEAD):
         self.path = check_writable(Path(path), VIDEO_SUFFIXES, "video output")
         self.rate = Fraction(fps or 25.0).limit_denominator(1001)
         if not 0 <= threads <= 64:

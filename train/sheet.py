@@ -17,6 +17,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from engines.errors import require_at_least
 from realtime.errors import RealtimeError
 
 log = logging.getLogger(__name__)
@@ -48,9 +49,7 @@ class SheetSettings:
         self.output = Path(self.output)
         if self.output.suffix.lower() not in (".jpg", ".jpeg", ".png"):
             raise RealtimeError(f"{self.output}: a contact sheet is a .jpg or .png image")
-        for name in ("every", "max_faces", "columns"):
-            if getattr(self, name) < 1:
-                raise RealtimeError(f"--{name.replace('_', '-')} must be at least 1, got {getattr(self, name)}")
+        require_at_least(self, ("every", "max_faces", "columns"))
         if not 0.25 <= self.scale <= 8:
             raise RealtimeError(f"--scale must be between 0.25 and 8, got {self.scale}")
 

@@ -33,6 +33,7 @@ import torch.distributed as dist
 import torch.nn.functional as F
 from torch import nn
 
+from engines.errors import require_at_least
 from engines.meta import ModelMeta
 from engines.model import AgeGenderNet, create_model, save_checkpoint
 from realtime.crops import Cropper
@@ -118,9 +119,7 @@ class TrainSettings:
         self.only_folds = tuple(sorted(set(self.only_folds)))
         if self.only_folds and not (self.folds >= 2 and all(0 <= k < self.folds for k in self.only_folds)):
             raise RealtimeError(f"--fold takes fold numbers 0 to {self.folds - 1} of a k-fold run (--folds 2 or more), got {list(self.only_folds)}")
-        for name in ("epochs", "batch_size", "folds", "input_size"):
-            if getattr(self, name) < 1:
-                raise RealtimeError(f"--{name.replace('_', '-')} must be at least 1, got {getattr(self, name)}")
+        require_at_least(self, ("epochs", "batch_size", "folds", "input_size"))
         if self.lr <= 0:
             raise RealtimeError(f"--lr must be positive, got {self.lr}")
 

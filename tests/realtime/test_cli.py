@@ -91,6 +91,13 @@ def test_run_headless_on_a_file_with_json_on_stdout(tmp_path, detector_models, m
     assert b" threads=1 " in settings and b" rc_lookahead=7 " in settings, settings
 
 
+def test_encoder_option_defaults_are_the_library_defaults():
+    from realtime.sinks import ENCODER_LOOKAHEAD, ENCODER_THREADS
+
+    params = {p.name: p.default for p in cli.commands["annotate"].params}
+    assert (params["encoder_threads"], params["encoder_lookahead"]) == (ENCODER_THREADS, ENCODER_LOOKAHEAD)
+
+
 def _bad_file(tmp_path, name, content=b"\x00garbage" * 100):
     path = tmp_path / name
     path.write_bytes(content)
