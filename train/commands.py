@@ -81,6 +81,18 @@ def data_options(command):
     help="Train only this fold of --folds (repeatable), e.g. one fold per process or GPU into the same --out; "
     "the summary counts the folds finished there.",
 )
+@click.option(
+    "--init", type=click.Path(path_type=Path), default=None,
+    help="Start from this checkpoint's weights (fine-tuning), e.g. engines/weights/default.safetensors.",
+)
+@click.option(
+    "--teacher", "teachers", type=click.Path(path_type=Path), multiple=True,
+    help="Distil from this trained model (repeatable: their predictions are averaged) on every augmented batch.",
+)
+@click.option(
+    "--distill", type=float, default=0.5, show_default=True,
+    help="With --teacher: weight of the teachers' soft targets against the labels (0-1).",
+)
 def train_command(fmt, no_augment, no_amp, **options):
     """Train age/gender models with k-fold cross-validation (or one held-out run)."""
     from engines.errors import require

@@ -35,7 +35,7 @@ from torch import nn
 
 from engines.errors import require_at_least
 from engines.meta import ModelMeta
-from engines.model import AgeGenderNet, create_model, save_checkpoint
+from engines.model import AgeGenderNet, create_model, load_checkpoint, read_meta, save_checkpoint
 from realtime.crops import Cropper
 from realtime.errors import RealtimeError
 from train import metrics
@@ -81,6 +81,12 @@ class TrainSettings:
         only_folds: train only these folds of the k (empty: all of them), so the folds
             of one cross-validation can run at once in several processes or machines
             into the same ``out``; folds not listed count only once finished there.
+        init: start from this checkpoint's weights (fine-tuning, e.g. the default model
+            on your own data) instead of a random or ImageNet initialisation; its age
+            and gender labels must be the run's.
+        teachers: checkpoints to distil from: their averaged predictions on each
+            augmented batch are soft targets (knowledge distillation), weighted
+            ``distill`` (0-1) against the labels.
     """
 
     data: Path
@@ -113,9 +119,22 @@ class TrainSettings:
     trained_on: str = ""
     save: Path | None = None
     only_folds: tuple[int, ...] = ()
+    init: Path | None = None
+    teachers: tuple[Path, ...] = ()
+    distill: float = 0.5
 
     def __post_init__(self) -> None:
         self.data, self.out = Path(self.data), Path(self.out)
+        self.init = None if self.init is None else Path(self.init)
+        self.teachers = tuple(Path(t) for t in self.teachers)
+        if not 0.0 <= self.distill <= 1.0:
+            raise RealtimeError(f"--distill must be between 0 and 1, got {self.distill}")
+        for option, path in [("--init", self.init)] + [("--teacher", t) for t in self.teachers]:
+            if path is not None:
+                try:
+                    read_meta(path)  # fail before the data is read, not an epoch later
+                except RealtimeError as e:
+                    raise RealtimeError(f"{option}: {e}") from None
         self.only_folds = tuple(sorted(set(self.only_folds)))
         if self.only_folds and not (self.folds >= 2 and all(0 <= k < self.folds for k in self.only_folds)):
             raise RealtimeError(f"--fold takes fold numbers 0 to {self.folds - 1} of a k-fold run (--folds 2 or more), got {list(self.only_folds)}")
@@ -235,7 +254,11 @@ class MaskedLoss(nn.Module):
         self.label_smoothing = label_smoothing
         self.years_weight = years_weight
 
-    def forward(self, outputs, age_group, age_years, gender) -> tuple[torch.Tensor, dict[str, float]]:
+    def forward(self, outputs, age_group, age_years, gender, soft=None, distill: float = 0.0) -> tuple[torch.Tensor, dict[str, float]]:
+        """``soft``: the teachers' ``(age_probs (N, A), gender_probs (N, G), years (N,))``
+        for this batch (see :class:`Teachers`); each head's loss is then
+        ``(1 - distill) * loss on the labels + distill * loss on the teachers' outputs``,
+        the latter over every sample, labelled or not."""
         age_logits, gender_logits, years = outputs
         parts = {
             "age": self._ce(age_logits, age_group, self.age_weight),
@@ -247,6 +270,11 @@ class MaskedLoss(nn.Module):
             if known.any()
             else 0.0 * years.sum()
         )
+        if soft is not None and distill > 0:
+            targets = {"age": (age_logits, soft[0]), "gender": (gender_logits, soft[1])}
+            for name, (logits, probs) in targets.items():
+                parts[name] = (1 - distill) * parts[name] + distill * F.cross_entropy(logits.float(), probs.float())
+            parts["years"] = (1 - distill) * parts["years"] + distill * self.years_weight * F.l1_loss(years.float(), soft[2].float())
         total = parts["age"] + parts["gender"] + parts["years"]
         return total, {k: float(v.detach()) for k, v in parts.items()}
 
@@ -255,6 +283,51 @@ class MaskedLoss(nn.Module):
         if not known.any():
             return 0.0 * logits.sum()
         return F.cross_entropy(logits[known].float(), target[known], weight=weight, label_smoothing=self.label_smoothing)
+
+
+class Teachers(nn.Module):
+    """Frozen trained models whose averaged outputs are a student's soft targets.
+
+    Called on the student's normalised batch (N, 3, S, S) float32, each teacher at its
+    own input size (resized when it differs); returns ``(age_probs (N, A), gender_probs
+    (N, G), years (N,))`` float32, the mean over teachers."""
+
+    def __init__(self, paths: tuple[Path, ...], meta: ModelMeta):
+        super().__init__()
+        nets = []
+        for path in paths:
+            net = load_checkpoint(path)
+            theirs = net.meta
+            if (theirs.age_labels, theirs.gender_labels, theirs.mean, theirs.std) != (meta.age_labels, meta.gender_labels, meta.mean, meta.std):
+                raise RealtimeError(f"--teacher {path}: its labels or input normalisation differ from the model being trained")
+            nets.append(net.requires_grad_(False).to(memory_format=torch.channels_last))
+        self.nets = nn.ModuleList(nets).eval()
+
+    def train(self, mode: bool = True) -> "Teachers":
+        return super().train(False)  # always in eval mode (batch norm statistics, no dropout)
+
+    @torch.no_grad()
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        sums = None
+        for net in self.nets:
+            side = net.meta.input_size
+            xi = x if x.shape[-1] == side else F.interpolate(x, size=(side, side), mode="bilinear", antialias=True)
+            age, gender, years = net(xi)
+            out = (age.float().softmax(1), gender.float().softmax(1), years.float())
+            sums = out if sums is None else tuple(a + b for a, b in zip(sums, out))
+        return tuple(v / len(self.nets) for v in sums)
+
+
+def init_weights(net: AgeGenderNet, path: Path) -> None:
+    """Copy a checkpoint's weights into ``net`` (fine-tuning); same architecture and labels."""
+    source = load_checkpoint(path)
+    if (source.meta.arch, source.meta.age_labels, source.meta.gender_labels) != (net.meta.arch, net.meta.age_labels, net.meta.gender_labels):
+        raise RealtimeError(
+            f"--init {path}: a {source.meta.arch} with {len(source.meta.age_labels)} age groups cannot start a "
+            f"{net.meta.arch} with {len(net.meta.age_labels)}; pass --arch {source.meta.arch}"
+        )
+    net.load_state_dict(source.state_dict())
+    log.info("starting from the weights of %s", path)
 
 
 def class_weights(labels: np.ndarray, classes: int) -> torch.Tensor:
@@ -363,7 +436,11 @@ def fit(
     meta = settings.meta()
     folder.mkdir(parents=True, exist_ok=True)
 
-    net = build_net(meta, settings.pretrained, settings.drop_rate).to(device).to(memory_format=torch.channels_last)
+    net = build_net(meta, settings.pretrained, settings.drop_rate)
+    if settings.init is not None:
+        init_weights(net, settings.init)
+    net = net.to(device).to(memory_format=torch.channels_last)
+    teachers = Teachers(settings.teachers, meta).to(device) if settings.teachers else None
     model: nn.Module = nn.parallel.DistributedDataParallel(net) if ddp.world > 1 else net
 
     n_age, n_gender = len(meta.age_labels), len(meta.gender_labels)
@@ -435,7 +512,8 @@ def fit(
                 age_group, age_years, gender = age_group.to(device), age_years.to(device), gender.to(device)
                 with torch.autocast(device.type, dtype=torch.float16, enabled=use_amp):
                     outputs = model(x)
-                    loss, _ = loss_fn(outputs, age_group, age_years, gender)
+                    soft = teachers(x) if teachers is not None else None
+                    loss, _ = loss_fn(outputs, age_group, age_years, gender, soft, settings.distill)
                 optimizer.zero_grad(set_to_none=True)
                 scaler.scale(loss).backward()
                 scaler.step(optimizer)
@@ -587,6 +665,6 @@ def _jsonable(d):
         return {k: _jsonable(v) for k, v in d.items()}
     if isinstance(d, Path):
         return str(d)
-    if isinstance(d, tuple):
-        return list(d)
+    if isinstance(d, (tuple, list)):
+        return [_jsonable(v) for v in d]
     return d
