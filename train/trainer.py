@@ -323,8 +323,8 @@ def init_weights(net: AgeGenderNet, path: Path) -> None:
     source = load_checkpoint(path)
     if (source.meta.arch, source.meta.age_labels, source.meta.gender_labels) != (net.meta.arch, net.meta.age_labels, net.meta.gender_labels):
         raise RealtimeError(
-            f"--init {path}: a {source.meta.arch} with {len(source.meta.age_labels)} age groups cannot start a "
-            f"{net.meta.arch} with {len(net.meta.age_labels)}; pass --arch {source.meta.arch}"
+            f"--init {path}: its architecture ({source.meta.arch}) or age/gender labels differ from the run's "
+            f"({net.meta.arch}); pass --arch {source.meta.arch}"
         )
     net.load_state_dict(source.state_dict())
     log.info("starting from the weights of %s", path)

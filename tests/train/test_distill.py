@@ -92,7 +92,7 @@ def test_init_starts_from_the_checkpoint(utk_dir, tmp_path):
     convs = [k for k in want if k.endswith(".weight") and want[k].ndim == 4]
     assert convs and all(torch.allclose(tuned[k], want[k].float(), atol=1e-5) for k in convs)
     assert not all(torch.allclose(scratch[k], want[k].float(), atol=1e-2) for k in convs)
-    with pytest.raises(RealtimeError, match="--init .*mobilenetv3_large_075"):
+    with pytest.raises(RealtimeError, match=r"--init .*\(mobilenetv3_small_100\).*\(mobilenetv3_large_075\)"):
         cross_validate(tiny(utk_dir, tmp_path / "wrong", init=start, arch="mobilenetv3_large_075"))
 
 
