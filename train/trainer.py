@@ -131,6 +131,8 @@ class TrainSettings:
             raise RealtimeError(f"--distill must be between 0 and 1, got {self.distill}")
         for option, path in [("--init", self.init)] + [("--teacher", t) for t in self.teachers]:
             if path is not None:
+                if path.suffix.lower() == ".onnx":
+                    raise RealtimeError(f"{option} {path}: an ONNX export has no trainable weights; pass the .safetensors checkpoint it came from")
                 try:
                     read_meta(path)  # fail before the data is read, not an epoch later
                 except RealtimeError as e:
@@ -440,7 +442,7 @@ def fit(
     if settings.init is not None:
         init_weights(net, settings.init)
     net = net.to(device).to(memory_format=torch.channels_last)
-    teachers = Teachers(settings.teachers, meta).to(device) if settings.teachers else None
+    teachers = Teachers(settings.teachers, meta).to(device) if settings.teachers and settings.distill > 0 else None
     model: nn.Module = nn.parallel.DistributedDataParallel(net) if ddp.world > 1 else net
 
     n_age, n_gender = len(meta.age_labels), len(meta.gender_labels)

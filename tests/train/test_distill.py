@@ -115,6 +115,7 @@ def test_train_command_distils_and_reports_bad_options(utk_dir, tmp_path):
         (["--distill", "1.5"], "--distill must be between 0 and 1"),
         (["--teacher", str(tmp_path / "nope.safetensors")], "--teacher: model file not found"),
         (["--init", str(utk_dir / "2_0_0_20170100000.jpg.chip.jpg")], "--init: .*not a realtime checkpoint"),
+        (["--init", str(tmp_path / "model.onnx")], "--init .*model.onnx: an ONNX export has no trainable weights"),
     ):
         result = CliRunner().invoke(train_command, common + ["--out", str(tmp_path / "bad")] + extra)
         assert isinstance(result.exception, RealtimeError) and result.exception.args[0], extra
