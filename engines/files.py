@@ -67,6 +67,8 @@ def read_checkpoint_meta(path: str | Path) -> ModelMeta:
     path = Path(path)
     if not path.is_file():
         raise RealtimeError(f"model file not found: {path}")
+    if path.suffix.lower() == ".onnx":
+        raise RealtimeError(f"{path}: an ONNX export has no trainable weights; pass the .safetensors checkpoint it came from")
     try:
         with safe_open(str(path), framework="numpy") as f:
             header = f.metadata() or {}

@@ -131,8 +131,6 @@ class TrainSettings:
             raise RealtimeError(f"--distill must be between 0 and 1, got {self.distill}")
         for option, path in [("--init", self.init)] + [("--teacher", t) for t in self.teachers]:
             if path is not None:
-                if path.suffix.lower() == ".onnx":
-                    raise RealtimeError(f"{option} {path}: an ONNX export has no trainable weights; pass the .safetensors checkpoint it came from")
                 try:
                     read_meta(path)  # fail before the data is read, not an epoch later
                 except RealtimeError as e:
@@ -273,10 +271,12 @@ class MaskedLoss(nn.Module):
             else 0.0 * years.sum()
         )
         if soft is not None and distill > 0:
-            targets = {"age": (age_logits, soft[0]), "gender": (gender_logits, soft[1])}
-            for name, (logits, probs) in targets.items():
-                parts[name] = (1 - distill) * parts[name] + distill * F.cross_entropy(logits.float(), probs.float())
-            parts["years"] = (1 - distill) * parts["years"] + distill * self.years_weight * F.l1_loss(years.float(), soft[2].float())
+            taught = {
+                "age": F.cross_entropy(age_logits.float(), soft[0].float()),
+                "gender": F.cross_entropy(gender_logits.float(), soft[1].float()),
+                "years": self.years_weight * F.l1_loss(years.float(), soft[2].float()),
+            }
+            parts = {k: (1 - distill) * parts[k] + distill * taught[k] for k in parts}
         total = parts["age"] + parts["gender"] + parts["years"]
         return total, {k: float(v.detach()) for k, v in parts.items()}
 
@@ -310,14 +310,12 @@ class Teachers(nn.Module):
 
     @torch.no_grad()
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        sums = None
+        outs = []
         for net in self.nets:
             side = net.meta.input_size
-            xi = x if x.shape[-1] == side else F.interpolate(x, size=(side, side), mode="bilinear", antialias=True)
-            age, gender, years = net(xi)
-            out = (age.float().softmax(1), gender.float().softmax(1), years.float())
-            sums = out if sums is None else tuple(a + b for a, b in zip(sums, out))
-        return tuple(v / len(self.nets) for v in sums)
+            age, gender, years = net(x if x.shape[-1] == side else F.interpolate(x, size=(side, side), mode="bilinear", antialias=True))
+            outs.append((age.float().softmax(1), gender.float().softmax(1), years.float()))
+        return tuple(torch.stack(head).mean(0) for head in zip(*outs))
 
 
 def init_weights(net: AgeGenderNet, path: Path) -> None:

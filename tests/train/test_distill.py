@@ -9,6 +9,7 @@ import torch.nn.functional as F
 from click.testing import CliRunner
 from safetensors.torch import load_file
 
+from engines.files import DEFAULT_ONNX
 from engines.meta import ModelMeta
 from engines.model import create_model, save_checkpoint
 from realtime.errors import RealtimeError
@@ -111,11 +112,12 @@ def test_train_command_distils_and_reports_bad_options(utk_dir, tmp_path):
         settings = json.loads((out / "settings.json").read_text())
         assert settings["teachers"] == [str(teacher)] * 2 and settings["init"] == str(teacher)
     assert losses["0"] != pytest.approx(losses["1"], rel=1e-3)  # the teachers' targets are what it learned from
+    (tmp_path / "model.onnx").write_bytes(DEFAULT_ONNX.read_bytes())  # a real model, but an export
     for extra, message in (
         (["--distill", "1.5"], "--distill must be between 0 and 1"),
         (["--teacher", str(tmp_path / "nope.safetensors")], "--teacher: model file not found"),
         (["--init", str(utk_dir / "2_0_0_20170100000.jpg.chip.jpg")], "--init: .*not a realtime checkpoint"),
-        (["--init", str(tmp_path / "model.onnx")], "--init .*model.onnx: an ONNX export has no trainable weights"),
+        (["--init", str(tmp_path / "model.onnx")], "--init: .*model.onnx: an ONNX export has no trainable weights"),
     ):
         result = CliRunner().invoke(train_command, common + ["--out", str(tmp_path / "bad")] + extra)
         assert isinstance(result.exception, RealtimeError) and result.exception.args[0], extra
