@@ -48,3 +48,23 @@ def convert_command(model, output, fmt, fp16, int8, calib, max_batch, opt_batch,
     if result.check is not None and not result.check.ok:
         raise RealtimeError(f"{result.output}: differs from torch by {result.check.max_abs_diff:.2e} "
                             f"(over {result.check.tolerance:.0e}); rebuild without --fp16/--int8 or check the model")
+
+
+@click.command("ensemble")
+@click.argument("models", nargs=-1, required=True, type=click.Path(path_type=Path, dir_okay=False))
+@click.option("-o", "--output", type=_FILE, required=True, help="The ensemble checkpoint to write (.safetensors).")
+@click.option("--trained-on", default="", help="Text for its meta [default: the members' texts].")
+def ensemble_command(models, output, trained_on):
+    """Combine trained checkpoints into one model that averages them.
+
+    \b
+    realtime ensemble a.safetensors b.safetensors -o ab.safetensors
+    realtime eval --model ab.safetensors ...   # then evaluate, convert or run it like any model
+
+    The members must share input size, normalisation, framing and labels; each face then
+    costs the sum of their inference times.
+    """
+    from engines.model import save_ensemble
+
+    path = save_ensemble(list(models), output, trained_on)
+    click.echo(f"ensemble of {len(models)} models written to {path}")

@@ -34,6 +34,12 @@ class ModelMeta:
         crop_scale: side of the square face crop as a multiple of the detector box's
             longer side (the framing the model was trained on).
         age_labels, gender_labels: names of the heads' classes, in output order.
+        years_bins: 0: the years head is a linear regression; N > 0: it is a distribution
+            over the whole ages 0..N-1 whose expectation is the age (label-distribution
+            learning, as in DLDL); either way the network outputs one age per face.
+        members: empty for one network; for an ensemble, one ``{"arch", "years_bins"}``
+            object per member network (``arch`` then reads ``"ensemble"``): each sees the
+            same input and their probabilities and ages are averaged.
         trained: False for randomly initialised weights; the app warns on every run.
         trained_on: free text naming the training data and its terms.
         format_version: version of this metadata format.
@@ -46,6 +52,8 @@ class ModelMeta:
     crop_scale: float = 1.15
     age_labels: tuple[str, ...] = AGE_LABELS
     gender_labels: tuple[str, ...] = GENDER_LABELS
+    years_bins: int = 0
+    members: tuple[dict, ...] = field(default=(), hash=False)
     trained: bool = False
     trained_on: str = ""
     format_version: int = FORMAT_VERSION
@@ -81,7 +89,7 @@ class ModelMeta:
                 f"{source}: model format version {version} is newer than this realtime "
                 f"understands ({FORMAT_VERSION}); upgrade realtime"
             )
-        for key in ("mean", "std", "age_labels", "gender_labels"):
+        for key in ("mean", "std", "age_labels", "gender_labels", "members"):
             if key in data:
                 data[key] = tuple(data[key])
         return cls(**data)
@@ -111,6 +119,17 @@ def _labels(value, at_least: int) -> str:
     return ""
 
 
+def _members(value) -> str:
+    if not isinstance(value, (list, tuple)) or len(value) == 1:
+        return "expected a list of 2 or more member objects (or none)"
+    for member in value:
+        if not isinstance(member, dict) or "arch" not in member or set(member) - {"arch", "years_bins"}:
+            return 'expected objects with "arch" and optionally "years_bins"'
+        if problem := next((p for k, v in member.items() if (p := _FIELD_CHECKS[k](v))), ""):
+            return f"a member's {problem}"
+    return ""
+
+
 def _text(value) -> str:
     return "" if isinstance(value, str) else "expected a string"
 
@@ -125,6 +144,8 @@ _FIELD_CHECKS = {
     "crop_scale": lambda v: _number(v, 0.5, 4),
     "age_labels": lambda v: _labels(v, 2),
     "gender_labels": lambda v: _labels(v, 2),
+    "years_bins": lambda v: "" if v == 0 and not isinstance(v, bool) else _number(v, 2, 1000, integer=True),
+    "members": _members,
     "trained": lambda v: "" if isinstance(v, bool) else "expected true or false",
     "trained_on": _text,
     "format_version": lambda v: _number(v, 1, 10**6, integer=True),

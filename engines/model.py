@@ -7,6 +7,7 @@ unpickles anything.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from pathlib import Path
 
@@ -26,7 +27,10 @@ class AgeGenderNet(nn.Module):
     """Backbone features -> age-group logits, gender logits and age in years.
 
     ``forward(x)`` takes ``x`` of shape (N, 3, S, S) float32 (normalised RGB) and
-    returns ``(age_logits (N, A), gender_logits (N, G), age_years (N,))``.
+    returns ``(age_logits (N, A), gender_logits (N, G), age_years (N,))``. With
+    ``meta.years_bins`` > 0 the years head scores each whole age 0..bins-1 and the age
+    is the expectation of their softmax; ``forward(x, years_logits=True)`` then also
+    returns those scores (N, bins) for training (``None`` for a linear years head).
     """
 
     def __init__(self, meta: ModelMeta, pretrained: bool = False, drop_rate: float = 0.2):
@@ -45,12 +49,50 @@ class AgeGenderNet(nn.Module):
         self.dropout = nn.Dropout(drop_rate)
         self.age_head = nn.Linear(features, len(meta.age_labels))
         self.gender_head = nn.Linear(features, len(meta.gender_labels))
-        self.years_head = nn.Linear(features, 1)
-        nn.init.constant_(self.years_head.bias, 30.0)
+        self.years_head = nn.Linear(features, meta.years_bins or 1)
+        if meta.years_bins:
+            self.register_buffer("ages", torch.arange(meta.years_bins, dtype=torch.float32), persistent=False)
+        else:
+            nn.init.constant_(self.years_head.bias, 30.0)
+
+    def forward(self, x: torch.Tensor, years_logits: bool = False) -> tuple[torch.Tensor, ...]:
+        f = self.dropout(self.backbone(x))
+        raw = self.years_head(f)
+        years = raw.float().softmax(1) @ self.ages if self.meta.years_bins else raw.squeeze(1)
+        outputs = (self.age_head(f), self.gender_head(f), years)
+        return outputs + ((raw if self.meta.years_bins else None),) if years_logits else outputs
+
+    def probabilities(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """``(age_probs (N, A), gender_probs (N, G), age_years (N,))``: the heads softmaxed."""
+        age, gender, years = self(x)
+        return age.softmax(1), gender.softmax(1), years
+
+
+class Ensemble(nn.Module):
+    """Several trained networks run as one (``meta.members``): the mean of their
+    probabilities and of their ages.
+
+    ``forward(x)`` returns ``(log age_probs (N, A), log gender_probs (N, G), age_years
+    (N,))``: logits whose softmax is the members' mean probabilities, so an ensemble
+    goes wherever one network goes (engines, evaluation, a teacher). It is built from
+    trained members (:func:`save_ensemble`), not trained as a whole.
+    """
+
+    def __init__(self, meta: ModelMeta, **kwargs):
+        super().__init__()
+        self.meta = meta
+        self.members = nn.ModuleList(
+            AgeGenderNet(dataclasses.replace(meta, arch=m["arch"], years_bins=m.get("years_bins", 0), members=()), **kwargs)
+            for m in meta.members
+        )
+
+    def probabilities(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        outputs = [member.probabilities(x) for member in self.members]
+        return tuple(torch.stack(head).mean(0) for head in zip(*outputs))
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        f = self.dropout(self.backbone(x))
-        return self.age_head(f), self.gender_head(f), self.years_head(f).squeeze(1)
+        age, gender, years = self.probabilities(x)
+        return age.clamp_min(1e-12).log(), gender.clamp_min(1e-12).log(), years
 
 
 class ProbabilityModel(nn.Module):
@@ -64,20 +106,19 @@ class ProbabilityModel(nn.Module):
         self.net = net
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        age, gender, years = self.net(x)
-        return age.softmax(1), gender.softmax(1), years
+        return self.net.probabilities(x)
 
 
-def create_model(arch: str | None = None, meta: ModelMeta | None = None, **kwargs) -> AgeGenderNet:
+def create_model(arch: str | None = None, meta: ModelMeta | None = None, **kwargs) -> AgeGenderNet | Ensemble:
     """Build an (untrained unless ``pretrained``) network from an arch name or full meta."""
     if meta is None:
         meta = ModelMeta(**({"arch": arch} if arch else {}))
     elif arch and arch != meta.arch:
         raise RealtimeError(f"architecture {arch!r} does not match the metadata's {meta.arch!r}")
-    return AgeGenderNet(meta, **kwargs)
+    return Ensemble(meta, **kwargs) if meta.members else AgeGenderNet(meta, **kwargs)
 
 
-def save_checkpoint(net: AgeGenderNet, path: str | Path, meta: ModelMeta | None = None, half: bool = False) -> Path:
+def save_checkpoint(net: AgeGenderNet | Ensemble, path: str | Path, meta: ModelMeta | None = None, half: bool = False) -> Path:
     """Write weights and metadata to one safetensors file.
 
     ``half`` stores floating point weights as float16 (halves the file); they load back
@@ -95,18 +136,56 @@ def save_checkpoint(net: AgeGenderNet, path: str | Path, meta: ModelMeta | None 
     return path
 
 
-def load_checkpoint(path: str | Path) -> AgeGenderNet:
+def load_checkpoint(path: str | Path) -> AgeGenderNet | Ensemble:
     """Load a checkpoint safely (safetensors: tensors and JSON only) into eval mode."""
     from safetensors.torch import load_file
 
     meta = read_meta(path)
-    net = AgeGenderNet(meta)
+    net = create_model(meta=meta)
     state = {k: v.float() if v.is_floating_point() else v for k, v in load_file(str(path)).items()}
     try:
         net.load_state_dict(state)
     except RuntimeError as e:
         raise RealtimeError(f"{path}: weights do not fit architecture {meta.arch!r} ({str(e).splitlines()[0]})") from None
     return net.eval()
+
+
+#: What members of one ensemble must share: the input they are given and what they output.
+_SHARED = ("input_size", "mean", "std", "crop_scale", "age_labels", "gender_labels")
+
+
+def save_ensemble(paths: list[Path], output: str | Path, trained_on: str = "") -> Path:
+    """Combine trained checkpoints into one ensemble checkpoint at ``output``.
+
+    The members must agree on input size, normalisation, crop framing and labels; their
+    architectures and years heads may differ. ``output`` may not be one of ``paths`` and
+    is written whole or not at all, its weights float16 (as ``realtime train --save``)."""
+    if len(paths) < 2:
+        raise RealtimeError("an ensemble needs 2 or more models")
+    output = Path(output)
+    if output.suffix != ".safetensors":
+        raise RealtimeError(f"{output}: write the ensemble to a .safetensors file")
+    if any(output.resolve() == Path(p).resolve() for p in paths):
+        raise RealtimeError(f"{output}: is one of the members; write the ensemble to a new file")
+    nets = [load_checkpoint(p) for p in paths]
+    first = nets[0].meta
+    for path, net in zip(paths, nets):
+        if isinstance(net, Ensemble):
+            raise RealtimeError(f"{path}: is already an ensemble; combine its members instead")
+        differ = [k for k in _SHARED if getattr(net.meta, k) != getattr(first, k)]
+        if differ:
+            raise RealtimeError(f"{path}: {', '.join(differ)} not the same as in {paths[0]}; members must share them")
+    members = tuple({"arch": n.meta.arch, "years_bins": n.meta.years_bins} for n in nets)
+    meta = dataclasses.replace(first, arch="ensemble", years_bins=0, members=members, trained=all(n.meta.trained for n in nets),
+                               trained_on=trained_on or " | ".join(n.meta.trained_on for n in nets))  # fmt: skip
+    ensemble = create_model(meta=meta)
+    for mine, theirs in zip(ensemble.members, nets):
+        mine.load_state_dict(theirs.state_dict())
+    output.parent.mkdir(parents=True, exist_ok=True)
+    partial = output.with_name(output.name + ".partial")
+    save_checkpoint(ensemble, partial, half=True)
+    partial.replace(output)
+    return output
 
 
 def untrained_model(arch: str | None = None) -> AgeGenderNet:

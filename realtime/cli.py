@@ -379,10 +379,10 @@ def models_fetch(source: str | None, force: bool) -> None:
 
 def _add_library_commands() -> None:
     """Commands that live beside their library code (train/, engines/)."""
-    from engines.commands import convert_command
+    from engines.commands import convert_command, ensemble_command
     from train.commands import eval_command, sheet_command, train_command
 
-    for command in (train_command, eval_command, convert_command):
+    for command in (train_command, eval_command, convert_command, ensemble_command):
         cli.add_command(command)
     cli.add_command(analyzer_options(sheet_command))
 

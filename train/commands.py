@@ -61,6 +61,10 @@ def data_options(command):
     help="Inverse-frequency class weights.",
 )
 @click.option("--years-weight", type=float, default=0.1, show_default=True, help="Weight of the L1 age-in-years loss.")
+@click.option(
+    "--years-bins", type=int, default=0, show_default=True,
+    help="0: a linear age-in-years head; N (e.g. 101): a distribution over the ages 0..N-1 (DLDL).",
+)
 @click.option("--drop-rate", type=float, default=0.2, show_default=True, help="Dropout before the heads.")
 @click.option("--no-augment", is_flag=True, help="Train on the plain app crops.")
 @click.option("--pretrained", is_flag=True, help="Start from timm's ImageNet weights (needs the internet).")

@@ -35,7 +35,7 @@ from torch import nn
 
 from engines.errors import require_at_least
 from engines.meta import ModelMeta
-from engines.model import AgeGenderNet, create_model, load_checkpoint, read_meta, save_checkpoint
+from engines.model import AgeGenderNet, Ensemble, create_model, load_checkpoint, read_meta, save_checkpoint
 from realtime.crops import Cropper
 from realtime.errors import RealtimeError
 from train import metrics
@@ -66,6 +66,8 @@ class TrainSettings:
             the peak; then cosine to zero: a one-cycle schedule).
         label_smoothing, class_weights (inverse-frequency for both heads),
         years_weight (weight of the L1 years loss, in years), drop_rate (before heads).
+        years_bins: 0 for a linear years head; N > 0 for a distribution over the ages
+            0..N-1 trained towards a Gaussian around the true age (see ModelMeta).
         pretrained: start from timm's ImageNet weights (needs the internet or HF cache).
         augment: the training augmentation.
         seed: fixes initialisation, order and augmentation.
@@ -105,6 +107,7 @@ class TrainSettings:
     label_smoothing: float = 0.1
     class_weights: bool = False
     years_weight: float = 0.1
+    years_bins: int = 0
     drop_rate: float = 0.2
     pretrained: bool = False
     augment: AugmentSettings = field(default_factory=AugmentSettings)
@@ -127,6 +130,8 @@ class TrainSettings:
         self.data, self.out = Path(self.data), Path(self.out)
         self.init = None if self.init is None else Path(self.init)
         self.teachers = tuple(Path(t) for t in self.teachers)
+        if self.years_bins < 0 or self.years_bins == 1:
+            raise RealtimeError(f"--years-bins must be 0 (a linear head) or at least 2, got {self.years_bins}")
         if not 0.0 <= self.distill <= 1.0:
             raise RealtimeError(f"--distill must be between 0 and 1, got {self.distill}")
         for option, path in [("--init", self.init)] + [("--teacher", t) for t in self.teachers]:
@@ -147,6 +152,7 @@ class TrainSettings:
             arch=self.arch,
             input_size=self.input_size,
             crop_scale=self.crop_scale,
+            years_bins=self.years_bins,
             trained=True,
             trained_on=self.trained_on or f"{self.format} data at {self.data}",
         )
@@ -237,12 +243,26 @@ def to_input(rgb: torch.Tensor, cropper: Cropper, device: torch.device, channels
     return x.contiguous(memory_format=torch.channels_last if channels_last else torch.contiguous_format)
 
 
+#: Spread (years) of the Gaussian a distribution years head learns around each true age.
+AGE_SIGMA = 2.0
+
+
+def age_distribution(years: torch.Tensor, bins: int, sigma: float = AGE_SIGMA) -> torch.Tensor:
+    """Ages (N,) float -> (N, bins) float32 rows summing to 1: a Gaussian over the whole
+    ages 0..bins-1 centred on each age (clamped into that range)."""
+    ages = torch.arange(bins, dtype=torch.float32, device=years.device)
+    centre = years.float().clamp(0, bins - 1)[:, None]
+    return torch.softmax(-0.5 * ((ages - centre) / sigma) ** 2, dim=1)
+
+
 class MaskedLoss(nn.Module):
     """Sum of the three heads' losses, each over the samples whose label is known.
 
     Age group and gender: cross-entropy (optional class weights, label smoothing),
     unknown labels (-1) masked out. Years: L1 in years times ``years_weight``, only
-    where the exact age is known (not NaN). A head with no known label in the batch
+    where the exact age is known (not NaN); a distribution head (``outputs`` carries its
+    logits (N, bins) as a fourth item) adds the KL divergence from a Gaussian of
+    ``AGE_SIGMA`` years around the true age to its softmax (DLDL). A head with no known label in the batch
     adds ``0 * logits.sum()`` so every parameter still gets a gradient (DDP needs it).
     """
 
@@ -259,7 +279,8 @@ class MaskedLoss(nn.Module):
         for this batch (see :class:`Teachers`); each head's loss is then
         ``(1 - distill) * loss on the labels + distill * loss on the teachers' outputs``,
         the latter over every sample, labelled or not."""
-        age_logits, gender_logits, years = outputs
+        age_logits, gender_logits, years, *rest = outputs
+        years_logits = rest[0] if rest else None
         parts = {
             "age": self._ce(age_logits, age_group, self.age_weight),
             "gender": self._ce(gender_logits, gender, self.gender_weight),
@@ -270,6 +291,12 @@ class MaskedLoss(nn.Module):
             if known.any()
             else 0.0 * years.sum()
         )
+        if years_logits is not None:
+            parts["years"] = parts["years"] + (
+                F.kl_div(years_logits[known].float().log_softmax(1), age_distribution(age_years[known], years_logits.shape[1]), reduction="batchmean")
+                if known.any()
+                else 0.0 * years_logits.sum()
+            )
         if soft is not None and distill > 0:
             taught = {
                 "age": F.cross_entropy(age_logits.float(), soft[0].float()),
@@ -319,14 +346,24 @@ class Teachers(nn.Module):
 
 
 def init_weights(net: AgeGenderNet, path: Path) -> None:
-    """Copy a checkpoint's weights into ``net`` (fine-tuning); same architecture and labels."""
+    """Copy a checkpoint's weights into ``net`` (fine-tuning); same architecture and
+    labels. A years head of another kind (``years_bins``) is left as initialised; an
+    ensemble gives its first member."""
     source = load_checkpoint(path)
+    if isinstance(source, Ensemble):  # e.g. the default model: fine-tune its first member
+        log.info("%s is an ensemble of %d networks: starting from its first", path, len(source.members))
+        source = source.members[0]
     if (source.meta.arch, source.meta.age_labels, source.meta.gender_labels) != (net.meta.arch, net.meta.age_labels, net.meta.gender_labels):
         raise RealtimeError(
             f"--init {path}: its architecture ({source.meta.arch}) or age/gender labels differ from the run's "
             f"({net.meta.arch}); pass --arch {source.meta.arch}"
         )
-    net.load_state_dict(source.state_dict())
+    state = source.state_dict()
+    same_head = source.meta.years_bins == net.meta.years_bins
+    if not same_head:
+        state = {k: v for k, v in state.items() if not k.startswith("years_head.")}
+        log.info("the years head starts afresh (%d bins in %s, %d here)", source.meta.years_bins, path, net.meta.years_bins)
+    net.load_state_dict(state, strict=same_head)
     log.info("starting from the weights of %s", path)
 
 
@@ -511,7 +548,7 @@ def fit(
                 x = to_input(rgb, cropper, device, channels_last=True)
                 age_group, age_years, gender = age_group.to(device), age_years.to(device), gender.to(device)
                 with torch.autocast(device.type, dtype=torch.float16, enabled=use_amp):
-                    outputs = model(x)
+                    outputs = model(x, years_logits=True)
                     soft = teachers(x) if teachers is not None else None
                     loss, _ = loss_fn(outputs, age_group, age_years, gender, soft, settings.distill)
                 optimizer.zero_grad(set_to_none=True)

@@ -1,0 +1,97 @@
+"""`realtime ensemble`: trained checkpoints combined into one model that averages them."""
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from click.testing import CliRunner
+
+from engines.backends import create_engine
+from engines.meta import ModelMeta
+from engines.model import Ensemble, ProbabilityModel, create_model, load_checkpoint, save_checkpoint, save_ensemble
+from realtime.cli import cli
+from realtime.errors import RealtimeError
+
+
+def member(path: Path, seed: int, **meta) -> Path:
+    """A small checkpoint whose outputs vary with the input (batch-norm statistics of
+    random inputs, spread heads), different for each seed."""
+    torch.manual_seed(seed)
+    net = create_model(meta=ModelMeta(**{"input_size": 48, "trained": True, **meta}))
+    for m in net.modules():
+        if isinstance(m, torch.nn.BatchNorm2d):
+            m.reset_running_stats(), setattr(m, "momentum", None)
+    with torch.no_grad():
+        net.train()(torch.randn(32, 3, 48, 48))
+        for head in (net.age_head, net.gender_head, net.years_head):
+            head.weight.normal_(0, 1)
+    return save_checkpoint(net.eval(), path, half=True)  # as trained models are saved, and ensembles
+
+
+@pytest.fixture(scope="module")
+def members(tmp_path_factory) -> list[Path]:
+    folder = tmp_path_factory.mktemp("members")
+    return [member(folder / "a.safetensors", 1), member(folder / "b.safetensors", 2, years_bins=101)]
+
+
+def test_an_ensemble_averages_its_members_on_every_backend(members, tmp_path):
+    path = save_ensemble(members, tmp_path / "ab.safetensors", trained_on="two test nets")
+    net = load_checkpoint(path)
+    assert isinstance(net, Ensemble) and net.meta.arch == "ensemble" and net.meta.trained_on == "two test nets"
+    assert net.meta.members == ({"arch": "mobilenetv3_small_100", "years_bins": 0}, {"arch": "mobilenetv3_small_100", "years_bins": 101})
+    x = torch.randn(5, 3, 48, 48)
+    with torch.no_grad():
+        a, b = (ProbabilityModel(load_checkpoint(p))(x) for p in members)
+        want = [((ha + hb) / 2).numpy() for ha, hb in zip(a, b)]
+        logits = net(x)
+    assert (a[0] - b[0]).abs().max() > 0.05  # the members disagree, so the mean means something
+    assert torch.allclose(logits[0].softmax(1), torch.from_numpy(want[0]), atol=1e-5)  # usable as a teacher
+    for backend, tol in (("torch", 1e-5), ("onnxruntime", 1e-4)):
+        out = create_engine(path, backend=backend).infer(x.numpy())
+        assert np.abs(out.age_probs - want[0]).max() < tol and np.abs(out.gender_probs - want[1]).max() < tol, backend
+        assert np.abs(out.age_years - want[2]).max() < 100 * tol, backend
+
+
+def test_bad_ensembles_are_refused_and_leave_nothing(members, tmp_path):
+    other = member(tmp_path / "c.safetensors", 3, input_size=64)
+    out = tmp_path / "out.safetensors"
+    for paths, output, message in (
+        (members[:1], out, "needs 2 or more"),
+        (members, members[0], "is one of the members"),
+        (members, tmp_path / "out.onnx", "a .safetensors file"),
+        ([members[0], other], out, "input_size not the same as in"),
+        ([members[0], tmp_path / "missing.safetensors"], out, "not found"),
+    ):
+        with pytest.raises(RealtimeError, match=message):
+            save_ensemble(paths, output)
+    nested = save_ensemble(members, tmp_path / "ab.safetensors")
+    with pytest.raises(RealtimeError, match="already an ensemble"):
+        save_ensemble([nested, members[0]], out)
+    assert not out.exists() and not list(tmp_path.glob("*.partial"))
+    assert load_checkpoint(members[0]).meta.members == ()  # the inputs are untouched
+
+
+def test_ensemble_command(members, tmp_path):
+    out = tmp_path / "ab.safetensors"
+    result = CliRunner().invoke(cli, ["ensemble", *map(str, members), "-o", str(out)])
+    assert result.exit_code == 0 and "ensemble of 2 models written to" in result.output, result.output
+    assert len(load_checkpoint(out).members) == 2
+    result = CliRunner().invoke(cli, ["ensemble", str(members[0]), "-o", str(tmp_path / "one.safetensors")])
+    assert result.exit_code == 1 and result.stderr.strip().splitlines() == ["error: an ensemble needs 2 or more models"]
+
+
+def test_fine_tuning_an_ensemble_starts_from_its_first_member(members, tmp_path):
+    from train.trainer import Teachers, init_weights
+
+    path = save_ensemble(members, tmp_path / "ab.safetensors")
+    net = create_model(meta=ModelMeta(input_size=48))
+    init_weights(net, path)
+    first = load_checkpoint(members[0]).state_dict()
+    assert all(torch.equal(v, first[k]) for k, v in net.state_dict().items())
+    # as a teacher, an ensemble teaches its members' mean
+    x = torch.randn(3, 3, 48, 48)
+    age, _, years = Teachers((path,), net.meta)(x)
+    with torch.no_grad():
+        want = load_checkpoint(path).probabilities(x)
+    assert torch.allclose(age, want[0], atol=1e-5) and torch.allclose(years, want[2], atol=1e-3)
