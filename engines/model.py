@@ -181,10 +181,17 @@ def save_ensemble(paths: list[Path], output: str | Path, trained_on: str = "") -
     ensemble = create_model(meta=meta)
     for mine, theirs in zip(ensemble.members, nets):
         mine.load_state_dict(theirs.state_dict())
-    output.parent.mkdir(parents=True, exist_ok=True)
     partial = output.with_name(output.name + ".partial")
-    save_checkpoint(ensemble, partial, half=True)
-    partial.replace(output)
+    try:
+        save_checkpoint(ensemble, partial, half=True)
+        partial.replace(output)
+    except Exception as e:  # OSError, or safetensors' own error for the same causes
+        raise RealtimeError(f"{output}: cannot be written ({str(e).splitlines()[0] if str(e) else type(e).__name__})") from None
+    finally:
+        try:
+            partial.unlink(missing_ok=True)
+        except OSError:
+            pass
     return output
 
 

@@ -62,6 +62,7 @@ def test_bad_ensembles_are_refused_and_leave_nothing(members, tmp_path):
         (members, tmp_path / "out.onnx", "a .safetensors file"),
         ([members[0], other], out, "input_size not the same as in"),
         ([members[0], tmp_path / "missing.safetensors"], out, "not found"),
+        (members, tmp_path / "c.safetensors" / "out.safetensors", "cannot be written"),  # under a file
     ):
         with pytest.raises(RealtimeError, match=message):
             save_ensemble(paths, output)
