@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import os
+import tempfile
 from pathlib import Path
 
 import torch
@@ -68,6 +70,11 @@ class AgeGenderNet(nn.Module):
         return age.softmax(1), gender.softmax(1), years
 
 
+def mean_outputs(outputs: list[tuple[torch.Tensor, ...]]) -> tuple[torch.Tensor, ...]:
+    """Several networks' ``(age_probs (N, A), gender_probs (N, G), age_years (N,))`` -> their mean."""
+    return tuple(torch.stack(head).mean(0) for head in zip(*outputs))
+
+
 class Ensemble(nn.Module):
     """Several trained networks run as one (``meta.members``): the mean of their
     probabilities and of their ages.
@@ -87,8 +94,7 @@ class Ensemble(nn.Module):
         )
 
     def probabilities(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        outputs = [member.probabilities(x) for member in self.members]
-        return tuple(torch.stack(head).mean(0) for head in zip(*outputs))
+        return mean_outputs([member.probabilities(x) for member in self.members])
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         age, gender, years = self.probabilities(x)
@@ -181,17 +187,19 @@ def save_ensemble(paths: list[Path], output: str | Path, trained_on: str = "") -
     ensemble = create_model(meta=meta)
     for mine, theirs in zip(ensemble.members, nets):
         mine.load_state_dict(theirs.state_dict())
-    partial = output.with_name(output.name + ".partial")
-    try:
+    partial = None
+    try:  # a file of its own beside the output (two runs may write one output at once), then renamed
+        output.parent.mkdir(parents=True, exist_ok=True)
+        fd, name = tempfile.mkstemp(prefix=output.name + ".", suffix=".partial", dir=output.parent)
+        os.close(fd)
+        partial = Path(name)
         save_checkpoint(ensemble, partial, half=True)
         partial.replace(output)
     except Exception as e:  # OSError, or safetensors' own error for the same causes
         raise RealtimeError(f"{output}: cannot be written ({str(e).splitlines()[0] if str(e) else type(e).__name__})") from None
     finally:
-        try:
+        if partial is not None:
             partial.unlink(missing_ok=True)
-        except OSError:
-            pass
     return output
 
 

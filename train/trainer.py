@@ -35,7 +35,7 @@ from torch import nn
 
 from engines.errors import require_at_least
 from engines.meta import ModelMeta
-from engines.model import AgeGenderNet, Ensemble, create_model, load_checkpoint, read_meta, save_checkpoint
+from engines.model import AgeGenderNet, Ensemble, create_model, load_checkpoint, mean_outputs, read_meta, save_checkpoint
 from realtime.crops import Cropper
 from realtime.errors import RealtimeError
 from train import metrics
@@ -262,8 +262,9 @@ class MaskedLoss(nn.Module):
     unknown labels (-1) masked out. Years: L1 in years times ``years_weight``, only
     where the exact age is known (not NaN); a distribution head (``outputs`` carries its
     logits (N, bins) as a fourth item) adds the KL divergence from a Gaussian of
-    ``AGE_SIGMA`` years around the true age to its softmax (DLDL). A head with no known label in the batch
-    adds ``0 * logits.sum()`` so every parameter still gets a gradient (DDP needs it).
+    ``AGE_SIGMA`` years around the true age to its softmax (DLDL). A head with no known
+    label in the batch adds ``0 * logits.sum()`` so every parameter still gets a gradient
+    (DDP needs it).
     """
 
     def __init__(self, age_weight: torch.Tensor | None = None, gender_weight: torch.Tensor | None = None,
@@ -340,9 +341,9 @@ class Teachers(nn.Module):
         outs = []
         for net in self.nets:
             side = net.meta.input_size
-            age, gender, years = net(x if x.shape[-1] == side else F.interpolate(x, size=(side, side), mode="bilinear", antialias=True))
-            outs.append((age.float().softmax(1), gender.float().softmax(1), years.float()))
-        return tuple(torch.stack(head).mean(0) for head in zip(*outs))
+            xi = x if x.shape[-1] == side else F.interpolate(x, size=(side, side), mode="bilinear", antialias=True)
+            outs.append(tuple(t.float() for t in net.probabilities(xi)))
+        return mean_outputs(outs)
 
 
 def init_weights(net: AgeGenderNet, path: Path) -> None:
