@@ -33,24 +33,8 @@ from pathlib import Path
 
 import numpy as np
 
-from engines.files import (  # noqa: F401  (re-exported: the helpers backends and callers share)
-    ENGINE_SUFFIXES,
-    cached_path,
-    checkpoint_file,
-    engine_source,
-    load_net,
-    onnx_for,
-)
-from engines.registry import (  # noqa: F401  (re-exported: engines.backends is the public path)
-    AUTO_ORDER,
-    Engine,
-    Predictions,
-    backend_available,
-    check_model_file,
-    create_engine,
-    list_backends,
-    register_backend,
-)
+from engines.registry import Engine, register_backend
+from engines.resolve import load_net, onnx_for
 
 log = logging.getLogger(__name__)
 

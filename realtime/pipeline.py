@@ -18,7 +18,9 @@ from typing import Callable, Iterable, Iterator
 
 import numpy as np
 
-from engines.backends import Engine, FlipAveraged, Predictions, create_engine
+from engines.registry import Engine, Predictions, create_engine
+
+from engines.backends import FlipAveraged
 from realtime.analytics import Analytics
 from realtime.annotators import Annotator, default_annotators
 from realtime.crops import Cropper

@@ -15,7 +15,7 @@ from typing import Callable
 
 import numpy as np
 
-from engines.backends import Predictions
+from engines.registry import Predictions
 from realtime.assignment import linear_sum_assignment
 from realtime.boxes import iou_matrix
 from realtime.faces import Faces

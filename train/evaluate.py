@@ -20,7 +20,9 @@ from typing import Callable, ContextManager
 import cv2
 import numpy as np
 
-from engines.backends import FlipAveraged, create_engine
+from engines.backends import FlipAveraged
+
+from engines.registry import create_engine
 from engines.meta import ModelMeta
 from realtime.crops import Cropper
 from realtime.errors import RealtimeError

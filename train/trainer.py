@@ -35,7 +35,8 @@ from torch import nn
 
 from engines.errors import require_at_least
 from engines.meta import ModelMeta
-from engines.model import AgeGenderNet, Ensemble, create_model, load_checkpoint, mean_outputs, read_meta, save_checkpoint
+from engines.model import AgeGenderNet, Ensemble, create_model, load_checkpoint, mean_outputs, save_checkpoint
+from engines.files import read_checkpoint_meta as read_meta
 from realtime.crops import Cropper
 from realtime.errors import RealtimeError
 from train import metrics

@@ -7,7 +7,7 @@ import pytest
 import torch
 from click.testing import CliRunner
 
-from engines.backends import create_engine
+from engines.registry import create_engine
 from engines.meta import ModelMeta
 from engines.model import Ensemble, ProbabilityModel, create_model, load_checkpoint, save_checkpoint, save_ensemble
 from realtime.cli import cli

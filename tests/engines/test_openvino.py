@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from engines.backends import create_engine
+from engines.registry import create_engine
 from realtime.errors import RealtimeError
 
 

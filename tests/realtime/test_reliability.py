@@ -78,8 +78,8 @@ def long_clip(people_frames, tmp_path_factory) -> Path:
 def warm_cache():
     """The default model's ONNX export in the tests' cache, so a run under a file size
     limit writes only its outputs."""
-    from engines.backends import onnx_for
-    from engines.model import DEFAULT_WEIGHTS
+    from engines.resolve import onnx_for
+    from engines.files import DEFAULT_WEIGHTS
 
     onnx_for(DEFAULT_WEIGHTS)
 

@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from engines.backends import Predictions
+from engines.registry import Predictions
 from realtime.faces import Faces
 from realtime.boxes import iou_matrix
 from realtime.tracker import Tracker, TrackerSettings

@@ -14,7 +14,7 @@ from engines.meta import ModelMeta
 from engines.model import create_model, save_checkpoint
 from realtime.errors import RealtimeError
 from tests.train.test_trainer import read_log, tiny
-from train.commands import train_command
+from realtime.cli.training import train_command
 from train.trainer import MaskedLoss, Teachers, cross_validate
 
 

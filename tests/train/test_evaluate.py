@@ -11,7 +11,7 @@ from click.testing import CliRunner
 from engines.meta import AGE_LABELS, ModelMeta
 from engines.model import create_model, save_checkpoint
 from realtime.errors import RealtimeError
-from train.commands import eval_command
+from realtime.cli.training import eval_command
 from train.data import age_group_of
 from train.evaluate import EvalSettings, evaluate
 

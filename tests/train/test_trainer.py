@@ -13,9 +13,11 @@ import torch
 from click.testing import CliRunner
 from safetensors.torch import load_file
 
-from engines.model import load_checkpoint, read_meta
+from engines.model import load_checkpoint
+
+from engines.files import read_checkpoint_meta as read_meta
 from realtime.errors import RealtimeError
-from train.commands import train_command
+from realtime.cli.training import train_command
 from train.trainer import TrainSettings, build_net, cross_validate
 
 REPO = Path(__file__).parents[2]

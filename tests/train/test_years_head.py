@@ -4,7 +4,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from engines.backends import create_engine
+from engines.registry import create_engine
 from engines.meta import ModelMeta
 from engines.model import ProbabilityModel, create_model, load_checkpoint, save_checkpoint
 from realtime.errors import RealtimeError

@@ -1,5 +1,5 @@
-"""Click commands ``realtime train`` and ``realtime eval``: parse, build settings, call
-the library, print. Added to the app's CLI group with ``cli.add_command``."""
+"""`realtime train`, `eval` and `sheet`: parse, build settings, call the training
+library, print."""
 
 from __future__ import annotations
 
@@ -186,10 +186,10 @@ def eval_command(fmt, json_path, markdown_path, **options):
 @click.option("--scale", type=float, default=1.0, show_default=True, help="Draw each crop at this multiple of the model's input size.")
 def sheet_command(source, output, every, max_faces, columns, scale, **options):
     """A contact sheet of the face crops the classifier sees in SOURCE, with their labels."""
-    from realtime.cli import _settings
+    from realtime.cli.options import analyzer_settings
     from train.sheet import SheetSettings, contact_sheet
 
     options.setdefault("track", False)
-    result = contact_sheet(SheetSettings(source, output, _settings(options), every, max_faces, columns, scale))
+    result = contact_sheet(SheetSettings(source, output, analyzer_settings(options), every, max_faces, columns, scale))
     counts = ", ".join(f"{k} {v}" for k, v in result.labels.items())
     click.echo(f"{result.faces} faces from {result.frames} frames -> {result.output} ({counts})")
