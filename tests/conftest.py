@@ -56,7 +56,7 @@ def detector_models() -> Path:
 
 @pytest.fixture(scope="session")
 def analyzer(detector_models):
-    from realtime.pipeline import Analyzer, AnalyzerSettings
+    from realtime.analyzer import Analyzer, AnalyzerSettings
 
     a = Analyzer(AnalyzerSettings(backend="onnxruntime"))
     yield a

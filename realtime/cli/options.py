@@ -104,14 +104,14 @@ def live_options(command):
 def output_settings(kw: dict, **where):
     """OutputSettings of ``where`` (media, json, summary, show) and the encoder options
     (popped from ``kw``)."""
-    from realtime.pipeline import OutputSettings
+    from realtime.wiring import OutputSettings
 
     return OutputSettings(**where, encoder_threads=kw.pop("encoder_threads"), encoder_lookahead=kw.pop("encoder_lookahead"))
 
 
 def analyzer_settings(kw: dict):
     """AnalyzerSettings from the shared options (popped from ``kw``)."""
-    from realtime.pipeline import AnalyzerSettings
+    from realtime.analyzer import AnalyzerSettings
     from realtime.tracker import TrackerSettings
 
     return AnalyzerSettings(

@@ -24,7 +24,8 @@ import numpy as np
 from engines.meta import ModelMeta
 from realtime.analytics import Analytics
 from realtime.faces import Faces
-from realtime.sinks import Sink, frame_record
+from realtime.jsonl import frame_record
+from realtime.sinks import Sink
 from realtime.sources import Frame, Source, open_source
 from realtime.timing import StageTimer
 
@@ -264,7 +265,7 @@ class Hub:
         self._thread = threading.Thread(target=self._publish, name="serve-publisher", daemon=True)
 
     def sink(self, source: Source, analyzer, k: int) -> Sink:
-        """A :data:`realtime.pipeline.SinkFactory`: the feed of source ``k``."""
+        """A :data:`realtime.wiring.SinkFactory`: the feed of source ``k``."""
         analytics = None
         if analyzer.tracking:
             analytics = Analytics(analyzer.meta, frame_seconds=1.0 / source.fps if source.fps else 0.0)

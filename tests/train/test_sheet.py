@@ -6,7 +6,7 @@ from click.testing import CliRunner
 from engines.files import DEFAULT_WEIGHTS, read_checkpoint_meta as read_meta
 from realtime.cli import cli
 from realtime.errors import RealtimeError
-from realtime.pipeline import AnalyzerSettings
+from realtime.analyzer import AnalyzerSettings
 from train.sheet import SheetSettings, contact_sheet
 
 from ..conftest import SAMPLES
