@@ -100,3 +100,14 @@ def test_layers_point_one_way():
 def test_the_checks_catch_a_circle_and_an_upward_import():
     assert cycles({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}) == [["a", "b", "c"]]
     assert layer("realtime.cli.options") > layer("train.trainer") > layer("realtime.sinks") > layer("engines.files")
+
+
+def test_the_file_readers_cannot_reach_torch():
+    """engines.files, meta, sidecar and registry import neither torch nor a module that
+    does (engines.model, engines.export), not even inside a function."""
+    known = modules()
+    for name in ("engines.files", "engines.meta", "engines.sidecar", "engines.registry"):
+        tree = ast.parse(known[name].read_text())
+        imported = {alias.name for node in ast.walk(tree) if isinstance(node, ast.Import) for alias in node.names}
+        imported |= {node.module for node in ast.walk(tree) if isinstance(node, ast.ImportFrom) and node.module}
+        assert not imported & {"torch", "engines.model", "engines.export"}, name

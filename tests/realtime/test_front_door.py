@@ -8,7 +8,7 @@ import sys
 
 import numpy as np
 
-from tests.conftest import ROOT, SAMPLES
+from tests.helpers import ROOT, SAMPLES
 
 HEAVY = ("torch", "timm", "matplotlib", "scipy", "mediapipe", "onnxruntime", "onnx", "av", "openvino", "tensorrt")
 

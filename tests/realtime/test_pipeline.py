@@ -4,7 +4,7 @@ import numpy as np
 from realtime.annotators import default_annotators
 from realtime.loop import process
 from realtime.sources import open_source
-from tests.conftest import SAMPLES, shared_path
+from tests.helpers import SAMPLES, shared_path
 
 
 def test_all_faces_of_a_frame_go_to_the_engine_in_one_call(analyzer, monkeypatch):

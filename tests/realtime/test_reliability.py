@@ -19,9 +19,9 @@ import av
 import numpy as np
 import pytest
 
-from tests.conftest import SAMPLES
-from tests.realtime.test_cli import invoke
-from tests.realtime.test_faults import FlakyServer, decoded_frames, realtime, remux
+from tests.helpers import SAMPLES
+from tests.helpers import invoke
+from tests.helpers import FlakyServer, decoded_frames, realtime, remux
 
 MS = Fraction(1, 1000)
 
@@ -316,7 +316,7 @@ def test_hostile_model_metadata_is_one_line(tmp_path, detector_models, changes, 
 
 
 def test_an_onnx_file_of_another_shape_fails_at_load(tmp_path, detector_models):
-    from tests.conftest import onnx_of_another_shape
+    from tests.helpers import onnx_of_another_shape
 
     onnx_of_another_shape(tmp_path / "other.onnx")
     result = invoke("annotate", SAMPLES / "people.jpg", "-o", tmp_path / "o.jpg", "--model", tmp_path / "other.onnx")

@@ -10,7 +10,7 @@ from realtime.faces import Faces
 from realtime.jsonl import JsonlSink
 from realtime.sinks import VideoSink, WindowSink, check_writable, has_display
 from realtime.sources import Frame
-from tests.conftest import x264_settings
+from tests.helpers import x264_settings
 
 
 def frames(n, w, h):

@@ -13,7 +13,7 @@ from engines.files import DEFAULT_ONNX
 from engines.meta import ModelMeta
 from engines.model import create_model, save_checkpoint
 from realtime.errors import RealtimeError
-from tests.train.test_trainer import read_log, tiny
+from tests.helpers import read_log, tiny
 from realtime.cli.training import train_command
 from train.trainer import MaskedLoss, Teachers, cross_validate
 

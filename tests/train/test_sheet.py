@@ -9,7 +9,7 @@ from realtime.errors import RealtimeError
 from realtime.analyzer import AnalyzerSettings
 from train.sheet import SheetSettings, contact_sheet
 
-from ..conftest import SAMPLES
+from tests.helpers import SAMPLES
 
 
 def test_sheet_shows_the_model_inputs_of_every_face(detector_models, tmp_path):

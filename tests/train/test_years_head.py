@@ -8,7 +8,7 @@ from engines.registry import create_engine
 from engines.meta import ModelMeta
 from engines.model import ProbabilityModel, create_model, load_checkpoint, save_checkpoint
 from realtime.errors import RealtimeError
-from tests.train.test_trainer import tiny
+from tests.helpers import tiny
 from train.trainer import AGE_SIGMA, MaskedLoss, age_distribution, cross_validate
 
 
