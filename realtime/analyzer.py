@@ -54,6 +54,13 @@ class AnalyzerSettings:
     tracker: TrackerSettings = field(default_factory=TrackerSettings)
 
 
+def make_engine(settings: AnalyzerSettings) -> Engine:
+    """The classifier the app runs for ``settings``: its model on its backend, flipped
+    and averaged when ``settings.flip``."""
+    engine = create_engine(settings.model, settings.backend)
+    return FlipAveraged(engine) if settings.flip else engine
+
+
 class Analyzer:
     """Detector + cropper + engine (+ a tracker per source): frames in, classified
     :class:`Faces` out.
@@ -68,9 +75,7 @@ class Analyzer:
     """
 
     def __init__(self, settings: AnalyzerSettings):
-        self.engine: Engine = create_engine(settings.model, settings.backend)
-        if settings.flip:
-            self.engine = FlipAveraged(self.engine)
+        self.engine: Engine = make_engine(settings)
         self.meta = self.engine.meta
         self.cropper = Cropper(self.meta, settings.crop_scale)
         # last: nothing after it can fail, so a bad model file never leaves a detector

@@ -41,14 +41,14 @@ def _run(sources: list[Source], settings: AnalyzerSettings, sinks: list[SinkFact
                 log.info("a folder of photos: no tracking, smoothing or people counts across files (--track for an image sequence)")
         analyzer = Analyzer(settings)
         stack.callback(analyzer.close)
-        opened = [[stack.enter_context(make(source, analyzer, k)) for make in sinks] for k, source in enumerate(sources)]
-        analytics = []
-        if analyzer.tracking:
-            for k, source in enumerate(sources):
-                frame_seconds = 1.0 / source.fps if source.fps else 0.0
-                path = numbered(summary_path, k, len(sources))
-                analytics.append(stack.enter_context(Analytics(analyzer.meta, frame_seconds=frame_seconds, path=path)))
-                opened[k].append(analytics[-1])
+        # one Analytics per source (when tracking), the sinks' and the summary's
+        analytics = [Analytics(analyzer.meta, frame_seconds=1.0 / source.fps if source.fps else 0.0,
+                               path=numbered(summary_path, k, len(sources)))
+                     for k, source in enumerate(sources)] if analyzer.tracking else []
+        opened = [[stack.enter_context(make(source, analyzer, k, analytics[k] if analytics else None)) for make in sinks]
+                  for k, source in enumerate(sources)]
+        for k, counts in enumerate(analytics):
+            opened[k].append(stack.enter_context(counts))
         if on_start is not None:
             for source in sources:
                 on_start(source)
@@ -104,7 +104,7 @@ def run(
     ``reconnect`` seconds a gap.
 
     For callers that add to a run (``realtime serve``): ``sinks`` are more sink
-    factories per source, ``wrap(spec, source)`` may replace each opened source (e.g.
+    factories per source (given the run's Analytics of the source, None without tracking), ``wrap(spec, source)`` may replace each opened source (e.g.
     to loop a file), ``timer`` receives the stage times as the loop runs."""
     out = output or OutputSettings()
     output, json_path, summary_path, show = out.media, out.json, out.summary, out.show
@@ -137,7 +137,7 @@ def run(
         for source in sources:
             source.close()
         raise
-    window = [lambda src, an, k: WindowSink(f"realtime {k} - {src.name}")] if show else []
+    window = [lambda src, an, k, analytics: WindowSink(f"realtime {k} - {src.name}")] if show else []
     with claim(sources, output, json_path, summary_path):
         return _run(sources, settings or AnalyzerSettings(), window + data_sinks(out, n) + list(sinks), summary_path,
                     True, on_start, on_frame, timer)

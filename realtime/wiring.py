@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
+from realtime.analytics import Analytics
 from realtime.analyzer import Analyzer
 from realtime.errors import RealtimeError
 from realtime.jsonl import JsonlSink
@@ -14,7 +15,8 @@ from realtime.outputs import OutputLock, claim_outputs
 from realtime.sinks import ENCODER_LOOKAHEAD, ENCODER_THREADS, VIDEO_SUFFIXES, ImageSink, Sink, SinkChain, VideoSink, check_writable, follow
 from realtime.sources import IMAGE_SUFFIXES, Source, open_source
 
-SinkFactory = Callable[[Source, Analyzer, int], Sink]
+#: (source, analyzer, source number, the run's Analytics of that source or None) -> Sink
+SinkFactory = Callable[[Source, Analyzer, int, Analytics | None], Sink]
 
 
 @dataclass
@@ -80,7 +82,7 @@ def data_sinks(out: OutputSettings, n: int = 1) -> list[SinkFactory]:
             return ImageSink(path, folder=source.kind == "folder")
         return VideoSink(path, source.fps, threads=out.encoder_threads, lookahead=out.encoder_lookahead)
 
-    def data(source: Source, analyzer: Analyzer, k: int) -> Sink:
+    def data(source: Source, analyzer: Analyzer, k: int, analytics=None) -> Sink:
         made = media(source, k) if out.media is not None else None
         if out.json is None:
             return made

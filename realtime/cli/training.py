@@ -148,9 +148,11 @@ def train_command(fmt, no_augment, no_amp, **options):
     help="Also write all metrics as JSON.",
 )
 @click.option(
-    "--range", "detector_range", type=click.Choice(["full", "short"]), default="full", show_default=True,
-    help="MediaPipe detector model.",
+    "--detector-range", type=click.Choice(["full", "short"]), default="full", show_default=True,
+    help="MediaPipe detector model, as in the app (full: crowds, faces up to ~5 m; short: close faces).",
 )
+@click.option("--range", "old_range", type=click.Choice(["full", "short"]), default=None, hidden=True,
+              help="Deprecated: --detector-range.")
 @click.option(
     "--context", type=float, default=1.0, show_default=True,
     help="With the detector: set each image in a frame this many times its side first (tight chips: 2).",
@@ -166,8 +168,11 @@ def train_command(fmt, no_augment, no_amp, **options):
     help="Also write the metric tables as Markdown.",
 )
 @click.option("--bootstrap", type=int, default=1000, show_default=True, help="Resamples for 95% intervals (0: none).")
-def eval_command(fmt, json_path, markdown_path, **options):
+def eval_command(fmt, json_path, markdown_path, old_range, **options):
     """Score a model on a labelled set through the app's own preprocessing."""
+    if old_range is not None:
+        click.echo("warning: --range is deprecated; use --detector-range", err=True)
+        options["detector_range"] = old_range
     from train.evaluate import EvalSettings, evaluate, format_metrics
     from train.report import eval_markdown
 

@@ -89,3 +89,10 @@ def test_eval_user_errors(tmp_path, checkpoint):
     (tmp_path / "labels.csv").write_text("file,age,gender\nb.png,30,male\n")
     with pytest.raises(RealtimeError, match="no labelled images"):
         evaluate(EvalSettings(tmp_path, "csv", tmp_path / "p.csv", model=checkpoint, cropped=True))
+
+
+def test_eval_names_the_detector_option_as_the_app_does():
+    from realtime.cli import cli
+
+    help_text = CliRunner().invoke(cli, ["eval", "--help"]).output
+    assert "--detector-range [full|short]" in help_text and "--range" not in help_text.replace("--detector-range", "")
