@@ -92,15 +92,18 @@ def process(
     Files go through every frame in order; a ``live`` source keeps only its newest
     frames (``stats.dropped`` counts the rest), so latency stays bounded. Frames are 6
     MB each at 1080p, so few wait: one decoded frame per file (decoding is steady), up
-    to ``queue_size`` analysed ones (2 absorb the detector's ups and downs; 1 costs ~4%
-    fps on 2 cores); a stage waits for room downstream before it takes or decodes its
+    to ``queue_size`` analysed ones (2 absorb the detector's ups and downs; README:
+    Memory); a stage waits for room downstream before it takes or decodes its
     next frame, so no frame waits in a stage's hands. Ctrl-C or
     SIGTERM stops it cleanly (the caller's ``with`` blocks close the sinks); a window
     sink may ask to stop (q or Esc); so does setting ``stop``. A caller that passes
     ``stop`` owns the signals (its handler sets ``stop``, as :func:`finishing_signals`
     does); otherwise the loop turns them into ``stop`` itself (:func:`graceful_stop`).
     ``timer``: where the stage times go (default: a new one), for a caller that reads
-    them while the loop runs."""
+    them while the loop runs.
+
+    (Over 80 lines on purpose: its three stages are closures over the same queues,
+    ``stop`` and stats, and read in one place as the data flow they are.)"""
     stats = RunStats(timer=timer) if timer is not None else RunStats()
     signals = graceful_stop if stop is None else lambda event: contextlib.nullcontext(event)
     stop = stop or threading.Event()

@@ -33,7 +33,7 @@ class OutputSettings:
         encoder_threads: libx264 threads for ``media`` video, each encoding a slice of
             every frame; 0 = x264's own frame threads (1.5 per core: ~65 MB more at 1080p).
         encoder_lookahead: frames libx264 looks ahead for rate control; None = the
-            preset's (10: ~35 MB more at 1080p, files ~8% larger at slightly higher quality).
+            preset's (10; what each costs: README, Memory).
     """
 
     media: str | Path | None = None

@@ -47,9 +47,9 @@ class EvalSettings:
         json: also write the metrics here.
         detector_range: "full" or "short" MediaPipe model when not ``cropped``.
         context: with the detector, first set each image in a frame ``context`` times
-            its side (edges replicated), as a face sits in a photo or video frame;
-            MediaPipe misses about half of UTKFace's tight chips taken as they are
-            (measured: 132 of 300 found) and about 1% set in a frame twice their side.
+            its side (edges replicated), as a face sits in a photo or video frame
+            (MediaPipe misses many tight chips taken as they are: README, the default
+            model).
         batch_size: crops per engine call.
         limit: only the first N images.
         holdout: only the held-out share of a ``train --folds 1 --holdout`` run with this

@@ -104,7 +104,8 @@ def train_command(fmt, no_augment, no_amp, **options):
     for module in ("torch", "timm"):
         require(module, "realtime train")
     from train.augment import AugmentSettings
-    from train.trainer import TrainSettings, cross_validate
+    from train.fit import cross_validate
+    from train.trainer import TrainSettings
 
     settings = TrainSettings(
         format=fmt,

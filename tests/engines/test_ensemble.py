@@ -83,7 +83,8 @@ def test_ensemble_command(members, tmp_path):
 
 
 def test_fine_tuning_an_ensemble_starts_from_its_first_member(members, tmp_path):
-    from train.trainer import Teachers, init_weights
+    from train.losses import Teachers
+    from train.trainer import init_weights
 
     path = save_ensemble(members, tmp_path / "ab.safetensors")
     net = create_model(meta=ModelMeta(input_size=48))

@@ -15,7 +15,8 @@ from engines.model import create_model, save_checkpoint
 from realtime.errors import RealtimeError
 from tests.helpers import read_log, tiny
 from realtime.cli.training import train_command
-from train.trainer import MaskedLoss, Teachers, cross_validate
+from train.fit import cross_validate
+from train.losses import MaskedLoss, Teachers
 
 
 def batch(n: int = 6, seed: int = 0):

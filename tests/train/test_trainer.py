@@ -17,7 +17,8 @@ from engines.model import load_checkpoint
 from realtime.errors import RealtimeError
 from realtime.cli.training import train_command
 from tests.helpers import read_log, tiny
-from train.trainer import build_net, cross_validate
+from train.fit import cross_validate
+from train.trainer import build_net
 
 REPO = Path(__file__).parents[2]
 
@@ -141,7 +142,8 @@ def test_settings_and_pretrained_errors(utk_dir, tmp_path, monkeypatch):
 DDP_SCRIPT = """
 import json, os, sys
 import torch.distributed as dist
-from train.trainer import TrainSettings, cross_validate
+from train.fit import cross_validate
+from train.trainer import TrainSettings
 s = TrainSettings(data=sys.argv[1], format="utkface", out=sys.argv[2], input_size=32, epochs=1, batch_size=4,
                   folds=1, holdout=0.3, threads=1, device="cpu")
 summary = cross_validate(s)

@@ -9,7 +9,8 @@ from engines.meta import ModelMeta
 from engines.model import ProbabilityModel, create_model, load_checkpoint, save_checkpoint
 from realtime.errors import RealtimeError
 from tests.helpers import tiny
-from train.trainer import AGE_SIGMA, MaskedLoss, age_distribution, cross_validate
+from train.fit import cross_validate
+from train.losses import AGE_SIGMA, MaskedLoss, age_distribution
 
 
 def test_age_distribution_is_a_gaussian_around_the_age():
