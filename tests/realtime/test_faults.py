@@ -14,6 +14,8 @@ import pytest
 
 from tests.helpers import SAMPLES, FlakyServer, decoded_frames, realtime, remux, shared_path
 
+pytestmark = pytest.mark.slow  # real processes, training or long media: not in the quick run
+
 
 def wait_for_lines(path: Path, n: int, proc: subprocess.Popen, timeout: float = 120, last_frame: bool = False) -> None:
     """Wait until ``path`` has ``n`` lines (or, ``last_frame``, a line for frame >= n)."""

@@ -23,6 +23,8 @@ from tests.helpers import SAMPLES
 from tests.helpers import invoke
 from tests.helpers import FlakyServer, decoded_frames, realtime, remux
 
+pytestmark = pytest.mark.slow  # real processes, training or long media: not in the quick run
+
 MS = Fraction(1, 1000)
 
 

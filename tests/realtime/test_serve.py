@@ -29,6 +29,8 @@ from tests.helpers import shared_path
 from tests.helpers import check_record
 from tests.helpers import realtime, remux
 
+pytestmark = pytest.mark.slow  # real processes, training or long media: not in the quick run
+
 SUMMARY_KEYS = {"frames", "seconds", "people", "by_age_group", "by_gender", "by_age_group_and_gender",
                 "faces_per_minute", "people_per_minute", "dwell_seconds", "flicker", "tracks"}
 

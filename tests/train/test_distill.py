@@ -18,6 +18,8 @@ from realtime.cli.training import train_command
 from train.fit import cross_validate
 from train.losses import MaskedLoss, Teachers
 
+pytestmark = pytest.mark.slow  # real processes, training or long media: not in the quick run
+
 
 def batch(n: int = 6, seed: int = 0):
     g = torch.Generator().manual_seed(seed)

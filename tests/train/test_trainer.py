@@ -20,6 +20,8 @@ from tests.helpers import read_log, tiny
 from train.fit import cross_validate
 from train.trainer import build_net
 
+pytestmark = pytest.mark.slow  # real processes, training or long media: not in the quick run
+
 REPO = Path(__file__).parents[2]
 
 

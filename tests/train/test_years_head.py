@@ -12,6 +12,8 @@ from tests.helpers import tiny
 from train.fit import cross_validate
 from train.losses import AGE_SIGMA, MaskedLoss, age_distribution
 
+pytestmark = pytest.mark.slow  # real processes, training or long media: not in the quick run
+
 
 def test_age_distribution_is_a_gaussian_around_the_age():
     d = age_distribution(torch.tensor([0.0, 37.0, 37.5, 250.0]), 101)
