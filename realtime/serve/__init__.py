@@ -110,11 +110,9 @@ def serve(
     Returns the run's :class:`~realtime.loop.RunStats`."""
     import uvicorn
 
-    from realtime.wiring import OutputSettings
-
-    from realtime.signals import graceful_stop
-
     from realtime.pipeline import run
+    from realtime.signals import graceful_stop
+    from realtime.wiring import OutputSettings
     from realtime.serve.app import create_app
     from realtime.serve.hub import Hub, replay
 
