@@ -14,6 +14,8 @@ from engines.convert import ConvertSettings, compare_with_torch, convert, load_f
 from engines.files import read_onnx_meta
 from realtime.errors import RealtimeError
 
+pytestmark = pytest.mark.slow  # conversions and several networks: not in the quick run
+
 
 def test_onnx_round_trip(checkpoint, net, faces_dir, tmp_path, crops, reference):
     result = convert(ConvertSettings(model=checkpoint, output=tmp_path / "m.onnx", check=True, check_images=faces_dir))

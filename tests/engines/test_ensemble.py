@@ -13,6 +13,8 @@ from engines.model import Ensemble, ProbabilityModel, create_model, load_checkpo
 from realtime.cli import cli
 from realtime.errors import RealtimeError
 
+pytestmark = pytest.mark.slow  # conversions and several networks: not in the quick run
+
 
 def member(path: Path, seed: int, **meta) -> Path:
     """A small checkpoint whose outputs vary with the input (batch-norm statistics of

@@ -159,6 +159,7 @@ def trained(faces_dir):
     return DEFAULT_WEIGHTS, net.meta, crops, reference
 
 
+@pytest.mark.slow
 def test_trained_model_keeps_to_the_fp16_bound_in_float16(trained):
     """What an fp16 engine does to the shipped model, emulated on the CPU with PyTorch's
     float16: convert's fp16 check bound (and the GPU test above) must hold with room."""

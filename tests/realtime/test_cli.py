@@ -14,6 +14,7 @@ from realtime.cli import cli
 from tests.helpers import ROOT, SAMPLES, check_record, invoke, shared_path, x264_settings
 
 
+@pytest.mark.slow
 def test_annotate_the_crowd_clip(tmp_path, detector_models):
     out, results = tmp_path / "crowd.mp4", tmp_path / "crowd.jsonl"
     result = invoke("annotate", shared_path("media", "crowd_1080p.mp4"), "-o", out, "--json", results)
