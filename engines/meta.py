@@ -40,6 +40,11 @@ class ModelMeta:
         members: empty for one network; for an ensemble, one ``{"arch", "years_bins"}``
             object per member network (``arch`` then reads ``"ensemble"``): each sees the
             same input and their probabilities and ages are averaged.
+        temperature: ``(age, gender)`` temperatures the heads' probabilities are scaled
+            by (``softmax(log p / T)``, fitted on validation by ``realtime calibrate``;
+            every engine applies them, after test-time flip): 1.0 leaves them as they are.
+        min_gender_confidence: the overlay shows ``?`` for a gender whose (calibrated)
+            probability is under this (chosen on validation; 0: always shown).
         trained: False for randomly initialised weights; the app warns on every run.
         trained_on: free text naming the training data and its terms.
         format_version: version of this metadata format.
@@ -54,13 +59,25 @@ class ModelMeta:
     gender_labels: tuple[str, ...] = GENDER_LABELS
     years_bins: int = 0
     members: tuple[dict, ...] = field(default=(), hash=False)
+    temperature: tuple[float, float] = (1.0, 1.0)
+    min_gender_confidence: float = 0.0
     trained: bool = False
     trained_on: str = ""
     format_version: int = FORMAT_VERSION
     extra: dict = field(default_factory=dict, compare=False, hash=False)
 
     def to_json(self) -> str:
-        return json.dumps(dataclasses.asdict(self), sort_keys=True)
+        """JSON of every field; the calibration fields only when set, so an uncalibrated
+        model's files stay readable by versions that predate them."""
+        data = dataclasses.asdict(self)
+        for key, default in _WRITTEN_WHEN_SET.items():
+            if (tuple(data[key]) if isinstance(data[key], (list, tuple)) else data[key]) == default:
+                del data[key]
+        return json.dumps(data, sort_keys=True)
+
+    @property
+    def calibrated(self) -> bool:
+        return tuple(self.temperature) != (1.0, 1.0)
 
     @classmethod
     def from_json(cls, text: str, source: str = "model") -> "ModelMeta":
@@ -89,7 +106,7 @@ class ModelMeta:
                 f"{source}: model format version {version} is newer than this realtime "
                 f"understands ({FORMAT_VERSION}); upgrade realtime"
             )
-        for key in ("mean", "std", "age_labels", "gender_labels", "members"):
+        for key in ("mean", "std", "age_labels", "gender_labels", "members", "temperature"):
             if key in data:
                 data[key] = tuple(data[key])
         return cls(**data)
@@ -146,11 +163,17 @@ _FIELD_CHECKS = {
     "gender_labels": lambda v: _labels(v, 2),
     "years_bins": lambda v: "" if v == 0 and not isinstance(v, bool) else _number(v, 2, 1000, integer=True),
     "members": _members,
+    "temperature": lambda v: _numbers(v, 2, 0.01, 100),
+    "min_gender_confidence": lambda v: _number(v, 0, 1),
     "trained": lambda v: "" if isinstance(v, bool) else "expected true or false",
     "trained_on": _text,
     "format_version": lambda v: _number(v, 1, 10**6, integer=True),
     "extra": lambda v: "" if isinstance(v, dict) else "expected an object",
 }
+
+
+#: Fields :meth:`ModelMeta.to_json` leaves out at these (default) values.
+_WRITTEN_WHEN_SET = {"temperature": (1.0, 1.0), "min_gender_confidence": 0.0}
 
 
 def _short(value) -> str:

@@ -162,7 +162,8 @@ def save_ensemble(paths: list[Path], output: str | Path, trained_on: str = "") -
     """Combine trained checkpoints into one ensemble checkpoint at ``output``.
 
     The members must agree on input size, normalisation, crop framing and labels; their
-    architectures and years heads may differ. ``output`` may not be one of ``paths`` and
+    architectures and years heads may differ. Their temperatures are not carried over
+    (the mean of calibrated members is not calibrated): calibrate the ensemble itself. ``output`` may not be one of ``paths`` and
     is written whole or not at all, its weights float16 (as ``realtime train --save``)."""
     if len(paths) < 2:
         raise RealtimeError("an ensemble needs 2 or more models")
@@ -181,6 +182,7 @@ def save_ensemble(paths: list[Path], output: str | Path, trained_on: str = "") -
             raise RealtimeError(f"{path}: {', '.join(differ)} not the same as in {paths[0]}; members must share them")
     members = tuple({"arch": n.meta.arch, "years_bins": n.meta.years_bins} for n in nets)
     meta = dataclasses.replace(first, arch="ensemble", years_bins=0, members=members, trained=all(n.meta.trained for n in nets),
+                               temperature=(1.0, 1.0), min_gender_confidence=0.0,  # the mean's own: `realtime calibrate` it
                                trained_on=trained_on or " | ".join(n.meta.trained_on for n in nets))  # fmt: skip
     ensemble = create_model(meta=meta)
     for mine, theirs in zip(ensemble.members, nets):

@@ -17,6 +17,7 @@ from typing import Callable, NamedTuple, Sequence
 
 import numpy as np
 
+from engines.calibration import calibrated
 from engines.errors import RealtimeError, require
 from engines.files import read_checkpoint_meta, read_onnx_meta
 from engines.meta import ModelMeta
@@ -47,7 +48,15 @@ class Engine(ABC):
         self.meta = meta
 
     def infer(self, crops: np.ndarray) -> Predictions:
-        """Classify a batch of crops: (N, 3, S, S) float32, N may be 0."""
+        """Classify a batch of crops: (N, 3, S, S) float32, N may be 0. The
+        probabilities are calibrated by the model's ``meta.temperature``."""
+        raw = self.infer_raw(crops)
+        if not self.meta.calibrated:
+            return raw
+        return raw._replace(**dict(zip(("age_probs", "gender_probs"), calibrated(raw.age_probs, raw.gender_probs, self.meta.temperature))))
+
+    def infer_raw(self, crops: np.ndarray) -> Predictions:
+        """:meth:`infer` without the temperature: the network's own probabilities."""
         s = self.meta.input_size
         if crops.ndim != 4 or crops.shape[1:] != (3, s, s):
             raise ValueError(f"crops must have shape (N, 3, {s}, {s}), got {crops.shape}")

@@ -3,6 +3,7 @@ classified :class:`Faces` out; and its settings."""
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -40,6 +41,9 @@ class AnalyzerSettings:
             photos (unrelated pictures: a track would carry one person's label to
             another); True also tracks across a folder (an image sequence).
         tracker: matching, smoothing and re-classification settings when tracking.
+        min_gender_confidence: the overlay shows ``?`` for a gender whose calibrated
+            probability is under this; None = the model's own
+            (``meta.min_gender_confidence``, chosen by ``realtime calibrate``).
     """
 
     model: str | Path | None = None
@@ -52,6 +56,7 @@ class AnalyzerSettings:
     flip: bool = True
     track: bool | None = None
     tracker: TrackerSettings = field(default_factory=TrackerSettings)
+    min_gender_confidence: float | None = None
 
 
 def make_engine(settings: AnalyzerSettings) -> Engine:
@@ -77,6 +82,8 @@ class Analyzer:
     def __init__(self, settings: AnalyzerSettings):
         self.engine: Engine = make_engine(settings)
         self.meta = self.engine.meta
+        if settings.min_gender_confidence is not None:
+            self.meta = dataclasses.replace(self.meta, min_gender_confidence=float(settings.min_gender_confidence))
         self.cropper = Cropper(self.meta, settings.crop_scale)
         # last: nothing after it can fail, so a bad model file never leaves a detector
         # to be closed by the garbage collector (inside MediaPipe that can deadlock)

@@ -28,10 +28,21 @@ def _thickness(frame: np.ndarray) -> int:
     return max(1, round(min(frame.shape[:2]) / 360))
 
 
+def unsure_genders(faces: Faces, meta: ModelMeta) -> np.ndarray:
+    """(N,) bool: the faces whose shown gender's probability is under
+    ``meta.min_gender_confidence`` (the overlay shows ``?`` for them)."""
+    if faces.gender_probs is None or not len(faces):
+        return np.zeros(len(faces), bool)
+    shown = faces.gender_probs[np.arange(len(faces)), faces.gender_classes]
+    return shown < meta.min_gender_confidence
+
+
 def face_colors(faces: Faces, meta: ModelMeta) -> list[tuple[int, int, int]]:
     if faces.gender_probs is None:
         return [FALLBACK_COLOR] * len(faces)
-    return [GENDER_COLORS.get(meta.gender_labels[int(g)], FALLBACK_COLOR) for g in faces.gender_classes]
+    unsure = unsure_genders(faces, meta)
+    return [FALLBACK_COLOR if u else GENDER_COLORS.get(meta.gender_labels[int(g)], FALLBACK_COLOR)
+            for g, u in zip(faces.gender_classes, unsure)]
 
 
 def _text_box(frame: np.ndarray, text: str, x: int, y: int, color, scale: float, thick: int, below: bool = False) -> None:
@@ -59,7 +70,8 @@ class BoxAnnotator(Annotator):
 
 
 class LabelAnnotator(Annotator):
-    """``25-32 · female 97%`` above each box (labels from ``meta``)."""
+    """``25-32 female 97%`` above each box (labels from ``meta``); ``25-32 ? 61%``
+    where the gender's probability is under ``meta.min_gender_confidence``."""
 
     def __init__(self, meta: ModelMeta):
         self.meta = meta
@@ -69,7 +81,8 @@ class LabelAnnotator(Annotator):
             return f"face {faces.scores[i]:.2f}"
         age = self.meta.age_labels[int(faces.age_classes[i])]
         g = int(faces.gender_classes[i])
-        text = f"{age} {self.meta.gender_labels[g]} {faces.gender_probs[i, g]:.0%}"
+        gender = "?" if faces.gender_probs[i, g] < self.meta.min_gender_confidence else self.meta.gender_labels[g]
+        text = f"{age} {gender} {faces.gender_probs[i, g]:.0%}"
         if faces.track_ids is not None:
             text = f"#{faces.track_ids[i]} {text}"
         return text

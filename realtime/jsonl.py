@@ -39,6 +39,8 @@ def face_records(faces: Faces, meta: ModelMeta) -> list[dict]:
                 gender_prob=round(float(gender[g]), 4),
                 age=round(float(faces.age_years[i]), 1),
             )
+            if gender[g] < meta.min_gender_confidence:
+                record["gender_unsure"] = True  # the overlay shows "?"; gender and gender_prob stay
         if faces.track_ids is not None:
             record["track_id"] = int(faces.track_ids[i])
             record["predicted"] = bool(faces.predicted[i])

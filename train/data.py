@@ -97,6 +97,8 @@ class LabelledSet:
             the same side of a split (UTKFace: the capture date-time in the file name,
             which identifies the photo; Adience: the subject). "" where the data has
             none: those images are keyed by the sha256 of their bytes.
+        source: (N,) int64 which of several sets given together (:func:`load_sets`)
+            the image came from, in the order given; 0 for one set.
         root: the data directory the files are under (for relative names).
         skipped: images listed or found but dropped (missing, unreadable, unlabelled).
     """
@@ -110,12 +112,15 @@ class LabelledSet:
     groups: np.ndarray | None = None
     root: Path = Path(".")
     skipped: int = 0
-    _ARRAYS: tuple[str, ...] = field(default=("age_group", "age_years", "gender", "race", "folds", "groups"), repr=False)
+    source: np.ndarray | None = None
+    _ARRAYS: tuple[str, ...] = field(default=("age_group", "age_years", "gender", "race", "folds", "groups", "source"), repr=False)
 
     def __post_init__(self) -> None:
         n = len(self.files)
         if self.groups is None:
             self.groups = np.full(n, "", object)
+        if self.source is None:
+            self.source = np.zeros(n, np.int64)
         for name in self._ARRAYS:
             if getattr(self, name).shape != (n,):
                 raise ValueError(f"{name} must have shape ({n},), got {getattr(self, name).shape}")
@@ -355,6 +360,38 @@ def _group_field(value: str, source: str) -> int:
 def _is_image(path: Path) -> bool:
     name = path.name.lower()
     return any(name.endswith(s) or f"{s}." in name for s in IMAGE_SUFFIXES)
+
+
+def pair_sets(data, formats) -> tuple[tuple[Path, str], ...]:
+    """``--data`` and ``--format`` (one each, or repeated and paired in order; one
+    format may stand for every set) -> ((folder, format), ...)."""
+    datas = [Path(d) for d in (data if isinstance(data, (list, tuple)) else [data])]
+    fmts = list(formats) if isinstance(formats, (list, tuple)) else [formats]
+    if len(fmts) == 1:
+        fmts *= len(datas)
+    if not datas or len(fmts) != len(datas):
+        raise RealtimeError(f"give one --format for each --data (paired in order), or one for all: got {len(datas)} --data and {len(fmts)} --format")
+    return tuple(zip(datas, fmts))
+
+
+def load_sets(sets: tuple[tuple[Path, str], ...]) -> LabelledSet:
+    """Several labelled sets read as one (``source`` says which each image came from).
+
+    Each keeps its own split keys, prefixed by its place (``set1:capture:...``), so a
+    set is split by its own key (UTKFace by capture, a CSV such as LFW by ``group``)
+    and byte-identical images still go together across sets; official folds only
+    count when every set has them."""
+    parts = [load_dataset(root, fmt) for root, fmt in sets]
+    if len(parts) == 1:
+        return parts[0]
+    for k, part in enumerate(parts):
+        part.groups = np.array([f"set{k}:{g}" if g else "" for g in part.groups], object)
+        part.source = np.full(len(part), k, np.int64)
+    arrays = {name: np.concatenate([getattr(p, name) for p in parts]) for name in LabelledSet._ARRAYS}
+    if not all((p.folds >= 0).all() for p in parts):
+        arrays["folds"] = np.full(len(arrays["folds"]), -1, np.int64)
+    files = [f for p in parts for f in p.files]
+    return LabelledSet(files=files, root=parts[0].root, skipped=sum(p.skipped for p in parts), **arrays)
 
 
 # ----------------------------------------------------------------------------- splits

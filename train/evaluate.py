@@ -9,6 +9,7 @@ one face crop); then the app's engine (``make_engine``, test-time flip included)
 from __future__ import annotations
 
 import csv
+import dataclasses
 import importlib.util
 import json
 import logging
@@ -20,11 +21,15 @@ from typing import Callable, ContextManager
 import cv2
 import numpy as np
 
-from engines.meta import ModelMeta
+from engines.calibration import calibrated
+from engines.meta import AGE_LABELS, ModelMeta
+from engines.registry import Engine
 from realtime.analyzer import AnalyzerSettings, make_engine
 from realtime.crops import Cropper
 from realtime.errors import RealtimeError
 from train import metrics
+from train.ages import NAMED, AgeScheme, relabel, scheme_name
+from train.calibration import calibration_report
 from train.data import RACE_LABELS, LabelledSet, holdout_mask, load_dataset
 
 log = logging.getLogger(__name__)
@@ -38,7 +43,7 @@ class EvalSettings:
 
     Attributes:
         data, format: the labelled set and its layout (``adience``, ``utkface``, ``csv``).
-        predictions: CSV to write, one row per image: file, age_group (label), age
+        predictions: CSV to write (None: none), one row per image: file, age_group (label), age
             (years, regression head), gender (label), gender_prob (probability of that gender).
         model: a .safetensors or .onnx model; None for the app's default weights.
         backend: engine backend, as in the app ("auto" picks the fastest installed).
@@ -59,7 +64,7 @@ class EvalSettings:
 
     data: Path
     format: str
-    predictions: Path
+    predictions: Path | None = None
     model: Path | None = None
     backend: str = "auto"
     cropped: bool = False
@@ -73,7 +78,9 @@ class EvalSettings:
     bootstrap: int = 1000
 
     def __post_init__(self) -> None:
-        self.data, self.predictions = Path(self.data), Path(self.predictions)
+        self.data = Path(self.data)
+        if self.predictions is not None:
+            self.predictions = Path(self.predictions)
         if self.model is not None:
             self.model = Path(self.model)
         if self.json is not None:
@@ -96,7 +103,40 @@ class Outputs:
 
 def evaluate(settings: EvalSettings, progress: Callable[[int, str], ContextManager] | None = None) -> dict:
     """Run the model over ``settings.data``, write the predictions CSV (and JSON), and
-    return the metrics (see :func:`score`)."""
+    return the metrics (see :func:`score`), with the calibration error of the network's
+    own probabilities and of the calibrated ones the app shows (``calibration``)."""
+    raw, engine, counts = run_model(settings, progress)
+    out = calibrated_outputs(raw, engine.meta)
+    if settings.predictions is not None:
+        write_predictions(out, engine.meta, settings.predictions)
+    result = score(out, engine.meta, bootstrap=settings.bootstrap)
+    result["calibration"] = calibration_report(raw, out, engine.meta)
+    result.update(
+        {
+            "model": str(settings.model) if settings.model else "default",
+            "backend": engine.name,
+            "data": str(settings.data),
+            "format": settings.format,
+            "cropped": settings.cropped,
+            "context": None if settings.cropped else settings.context,
+            "holdout": settings.holdout,
+            "images": len(out.labels),
+            "skipped": out.labels.skipped,
+            "no_face": counts["no_face"],
+            "model_size": model_size(settings.model, engine.meta),
+        }
+    )
+    result = metrics.clean(result)
+    if settings.json is not None:
+        settings.json.parent.mkdir(parents=True, exist_ok=True)
+        settings.json.write_text(json.dumps(result, indent=2))
+    return result
+
+
+def run_model(settings: EvalSettings, progress: Callable[[int, str], ContextManager] | None = None) -> tuple[Outputs, Engine, dict]:
+    """The app's engine over ``settings.data``: (its uncalibrated outputs, labelled in the
+    model's age scheme; the engine; counts of unreadable images and images without a
+    detected face)."""
     from train.trainer import _null_progress
 
     progress = progress or _null_progress
@@ -116,7 +156,7 @@ def evaluate(settings: EvalSettings, progress: Callable[[int, str], ContextManag
 
     def flush():
         if batch:
-            chunks.append(engine.infer(np.concatenate(batch)))
+            chunks.append(engine.infer_raw(np.concatenate(batch)))
             batch.clear()
 
     try:
@@ -140,29 +180,16 @@ def evaluate(settings: EvalSettings, progress: Callable[[int, str], ContextManag
         raise RealtimeError(f"{settings.data}: none of the {len(data)} images could be read")
     labels = data[np.asarray(keep)]
     labels.skipped = data.skipped + counts["unreadable"]
+    if engine.meta.age_labels != AGE_LABELS:  # the labels in the model's own scheme
+        labels.age_group = relabel(labels.age_group, labels.age_years, AgeScheme.from_labels(engine.meta.age_labels))
     out = Outputs(labels, *(np.concatenate([getattr(c, f) for c in chunks]) for f in ("age_probs", "gender_probs", "age_years")))
-    write_predictions(out, engine.meta, settings.predictions)
-    result = score(out, engine.meta, bootstrap=settings.bootstrap)
-    result.update(
-        {
-            "model": str(settings.model) if settings.model else "default",
-            "backend": engine.name,
-            "data": str(settings.data),
-            "format": settings.format,
-            "cropped": settings.cropped,
-            "context": None if settings.cropped else settings.context,
-            "holdout": settings.holdout,
-            "images": len(labels),
-            "skipped": labels.skipped,
-            "no_face": counts["no_face"],
-            "model_size": model_size(settings.model, engine.meta),
-        }
-    )
-    result = metrics.clean(result)
-    if settings.json is not None:
-        settings.json.parent.mkdir(parents=True, exist_ok=True)
-        settings.json.write_text(json.dumps(result, indent=2))
-    return result
+    return out, engine, counts
+
+
+def calibrated_outputs(raw: Outputs, meta: ModelMeta) -> Outputs:
+    """``raw`` with the model's temperatures applied, as every engine's ``infer`` does."""
+    age, gender = calibrated(raw.age_probs, raw.gender_probs, meta.temperature)
+    return dataclasses.replace(raw, age_probs=age, gender_probs=gender)
 
 
 def _analyzer(settings: AnalyzerSettings):
@@ -222,6 +249,26 @@ def score(out: Outputs, meta: ModelMeta, bootstrap: int = 1000) -> dict:
     result["age_confusion"] = metrics.confusion(cols[0], cols[1], len(meta.age_labels))
     result["gender_confusion"] = metrics.confusion(cols[2], cols[3], len(meta.gender_labels))
     result["labels"] = {"age": list(meta.age_labels), "gender": list(meta.gender_labels)}
+    result["age_scheme"] = scheme_name(meta.age_labels)
+    result["by_scheme"] = scheme_scores(out, meta)
+    return result
+
+
+def scheme_scores(out: Outputs, meta: ModelMeta) -> dict:
+    """Exact and 1-off age group per scheme (``adience``, ``5y`` and the model's own):
+    the model's age head in its own scheme (``"head"``), and in every scheme its age in
+    years put into that scheme's groups (``"years"``), over the faces of known exact age."""
+    exact = np.isfinite(out.labels.age_years)
+    result = {}
+    for labels in dict.fromkeys([NAMED["adience"], NAMED["5y"], tuple(meta.age_labels)]):
+        scheme = AgeScheme.from_labels(labels)
+        truth = scheme.group_of(out.labels.age_years[exact])
+        pred = scheme.group_of(out.age_years[exact])
+        row = {"years": {"age_exact": metrics.age_exact(pred, truth), "age_one_off": metrics.age_one_off(pred, truth), "n": int(exact.sum())}}
+        if labels == tuple(meta.age_labels):
+            head = out.age_probs.argmax(1)[exact]
+            row["head"] = {"age_exact": metrics.age_exact(head, truth), "age_one_off": metrics.age_one_off(head, truth), "n": int(exact.sum())}
+        result[scheme_name(labels)] = row
     return result
 
 
@@ -254,6 +301,10 @@ def model_size(model: Path | None, meta: ModelMeta) -> dict | None:
     }
 
 
+def _pct(value) -> str:
+    return "n/a" if value is None else f"{100 * value:.1f}%"
+
+
 def format_metrics(result: dict) -> str:
     """A few lines for the terminal."""
     o, ci = result["overall"], result.get("ci95", {})
@@ -272,6 +323,20 @@ def format_metrics(result: dict) -> str:
         f"gender {pct('gender_acc')}, ages 13+ {pct('gender_acc_13plus')}",
         f"age MAE {'n/a' if mae is None or not math.isfinite(mae) else f'{mae:.2f} years'}",
     ]
+    for name, row in (result.get("by_scheme") or {}).items():
+        parts = [f"{how} exact {100 * r['age_exact']:.1f}%, 1-off {100 * r['age_one_off']:.1f}%"
+                 for how, r in row.items() if r.get("age_exact") is not None]
+        if parts:
+            lines.append(f"age scheme {name}: " + "; ".join(parts))
+    cal = result.get("calibration")
+    if cal:
+        before, after = cal["ece_before"], cal["ece_after"]
+        lines.append(f"calibration error (ECE) gender {_pct(before['gender'])} -> {_pct(after['gender'])}, "
+                     f"age {_pct(before['age'])} -> {_pct(after['age'])} (temperatures {cal['temperature']['gender']:g}, {cal['temperature']['age']:g})")
+        shown = cal["gender_shown"]
+        if cal["min_gender_confidence"] and shown["shown"] is not None:
+            lines.append(f"genders shown at p >= {cal['min_gender_confidence']:.3f}: {100 * shown['shown']:.1f}%, "
+                         f"right {_pct(shown['accuracy_shown'])}")
     size = result["model_size"]
     if size is not None:
         lines.append(f"{size['arch']} at {size['input_size']} px: {size['parameters'] / 1e6:.2f} M parameters, {size['flops'] / 1e6:.0f} MFLOPs")

@@ -31,8 +31,11 @@ from realtime.crops import Cropper
 from realtime.errors import RealtimeError
 from train import metrics
 from train.augment import Augmenter
-from train.data import LabelledSet, assign_folds, holdout_mask, load_dataset, read_images
+from engines.meta import AGE_LABELS
+from train.ages import AgeScheme, relabel
+from train.data import LabelledSet, assign_folds, holdout_mask, load_sets, read_images
 from train.losses import MaskedLoss, Teachers, class_weights
+from train.sampling import BalancedSampler, balance_weights
 from train.trainer import (
     LOG_COLUMNS,
     FaceTrainSet,
@@ -223,12 +226,13 @@ def _optimizer(net: nn.Module, settings: TrainSettings) -> torch.optim.Optimizer
 
 
 def _loader(dataset: FaceTrainSet, settings: TrainSettings, ddp, device: torch.device, fold: int):
-    """(loader, its DistributedSampler or None, the shuffling generator)."""
-    sampler = (
-        torch.utils.data.DistributedSampler(dataset, ddp.world, ddp.rank, shuffle=True, seed=settings.seed + fold)
-        if ddp.world > 1
-        else None
-    )
+    """(loader, its sampler (balanced or distributed) or None, the shuffling generator)."""
+    if settings.balanced:
+        sampler = BalancedSampler(balance_weights(dataset.labels), settings.seed + fold, ddp.rank, ddp.world)
+    elif ddp.world > 1:
+        sampler = torch.utils.data.DistributedSampler(dataset, ddp.world, ddp.rank, shuffle=True, seed=settings.seed + fold)
+    else:
+        sampler = None
     generator = torch.Generator().manual_seed(settings.seed + fold)
     loader = torch.utils.data.DataLoader(
         dataset,
@@ -310,9 +314,11 @@ def cross_validate(
 
     if settings.threads:
         torch.set_num_threads(settings.threads)
-    data = load_dataset(settings.data, settings.format)
+    data = load_sets(settings.sets)
     if settings.limit:
-        data = data[np.arange(min(settings.limit, len(data)))]
+        data = data[_first_of_each(data, settings.limit)]
+    if settings.age_labels != AGE_LABELS:
+        data.age_group = relabel(data.age_group, data.age_years, AgeScheme.from_labels(settings.age_labels))
     with progress(len(data), "reading images") as bar:
         data, images = read_images(data, settings.image_side, bar.update)
     splits = _splits(data, settings)
@@ -348,6 +354,11 @@ def cross_validate(
     return summary
 
 
+def _first_of_each(data: LabelledSet, limit: int) -> np.ndarray:
+    """Indices of the first ``limit`` images of each set (``--limit``, quick checks)."""
+    return np.concatenate([np.flatnonzero(data.source == k)[:limit] for k in np.unique(data.source)])
+
+
 def _splits(data: LabelledSet, settings: TrainSettings) -> list[tuple[int, np.ndarray]]:
     official = bool(len(data)) and bool((data.folds >= 0).all())
     if settings.folds == 1:
@@ -358,7 +369,7 @@ def _splits(data: LabelledSet, settings: TrainSettings) -> list[tuple[int, np.nd
     fold_of = assign_folds(data, settings.folds)
     folds = np.unique(fold_of)[: settings.folds]
     if len(folds) < settings.folds:
-        raise RealtimeError(f"{settings.data}: only {len(folds)} folds have images; use fewer --folds or more data")
+        raise RealtimeError(f"{', '.join(str(d) for d, _ in settings.sets)}: only {len(folds)} folds have images; use fewer --folds or more data")
     return [(int(k), fold_of == k) for k in folds]
 
 

@@ -49,7 +49,16 @@ class TrainSettings:
     """Everything one training run needs.
 
     Attributes:
-        data, format: the labelled set and its layout (``adience``, ``utkface``, ``csv``).
+        data, format: the labelled set and its layout (``adience``, ``utkface``, ``csv``);
+            or several sets at once, paired in order (one format may stand for all):
+            see :func:`train.data.load_sets`. Labels a set lacks (LFW's ages) are
+            masked out of their head's loss.
+        age_groups: the age head's scheme, ``adience`` (default), ``5y`` or lower
+            bounds ``B1,B2,...`` (:mod:`train.ages`); it becomes the model's age labels.
+        balance: draw training images with a weighted sampler so that, within each
+            set, genders and UTKFace's race groups come equally often (each set keeps
+            its share of draws; :mod:`train.sampling`); None: on with several sets,
+            off (plain shuffling, as before) with one.
         out: directory for fold folders, summary and plots.
         arch: any timm model name; input_size, crop_scale: go into the model's meta.
         folds: k >= 2 trains k folds (Adience: its official folds); 1 trains one model
@@ -83,8 +92,8 @@ class TrainSettings:
             ``distill`` (0-1) against the labels.
     """
 
-    data: Path
-    format: str = "utkface"
+    data: Path | tuple[Path, ...]
+    format: str | tuple[str, ...] = "utkface"
     out: Path = Path("runs/train")
     arch: str = "mobilenetv3_small_100"
     input_size: int = 112
@@ -117,9 +126,17 @@ class TrainSettings:
     init: Path | None = None
     teachers: tuple[Path, ...] = ()
     distill: float = 0.5
+    age_groups: str = "adience"
+    balance: bool | None = None
 
     def __post_init__(self) -> None:
-        self.data, self.out = Path(self.data), Path(self.out)
+        from train.ages import parse_scheme
+        from train.data import pair_sets
+
+        self.sets = pair_sets(self.data, self.format)
+        self.data, self.format = (self.sets[0] if len(self.sets) == 1 else tuple(zip(*self.sets)))
+        self.out = Path(self.out)
+        self.age_labels = parse_scheme(self.age_groups).labels  # fails before any data is read
         self.init = None if self.init is None else Path(self.init)
         self.teachers = tuple(Path(t) for t in self.teachers)
         if self.years_bins < 0 or self.years_bins == 1:
@@ -139,14 +156,20 @@ class TrainSettings:
         if self.lr <= 0:
             raise RealtimeError(f"--lr must be positive, got {self.lr}")
 
+    @property
+    def balanced(self) -> bool:
+        """Whether training draws through the balanced sampler (see ``balance``)."""
+        return len(self.sets) > 1 if self.balance is None else self.balance
+
     def meta(self) -> ModelMeta:
         return ModelMeta(
             arch=self.arch,
             input_size=self.input_size,
             crop_scale=self.crop_scale,
             years_bins=self.years_bins,
+            age_labels=self.age_labels,
             trained=True,
-            trained_on=self.trained_on or f"{self.format} data at {self.data}",
+            trained_on=self.trained_on or " + ".join(f"{fmt} data at {data}" for data, fmt in self.sets),
         )
 
 

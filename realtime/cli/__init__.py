@@ -1,6 +1,6 @@
 """The `realtime` command: a thin click shell over the library, one module per command
 group (``analysis``: annotate, run, serve, bench; ``models``; ``training``: train,
-eval, sheet; ``convert``: convert, ensemble), their shared options in ``options``.
+eval, calibrate, sheet; ``convert``: convert, ensemble), their shared options in ``options``.
 
 Each command parses its options, calls one library function and prints the result.
 A user's mistake (RealtimeError or a bad option) prints one line on stderr and exits
@@ -76,9 +76,9 @@ def _add_commands() -> None:
     from realtime.cli.convert import convert_command, ensemble_command
     from realtime.cli.models import models
     from realtime.cli.options import analyzer_options
-    from realtime.cli.training import eval_command, sheet_command, train_command
+    from realtime.cli.training import calibrate_command, eval_command, sheet_command, train_command
 
-    for command in (annotate, run, serve, bench, models, train_command, eval_command, convert_command, ensemble_command):
+    for command in (annotate, run, serve, bench, models, train_command, eval_command, calibrate_command, convert_command, ensemble_command):
         cli.add_command(command)
     cli.add_command(analyzer_options(sheet_command))
 

@@ -59,6 +59,9 @@ def analyzer_options(command):
                      help="Label smoothing per track (forgetting factor; 0 = latest prediction only)."),
         click.option("--hysteresis", type=FiniteFloat(0, 1), default=TrackerSettings.hysteresis, show_default=True,
                      help="A track's shown label changes only when another leads by this probability margin."),
+        click.option("--min-gender-confidence", type=FiniteFloat(0, 1), default=None,
+                     help="Show ? instead of a gender whose calibrated probability is under this "
+                          "(default: the model's own, chosen by `realtime calibrate`; 0: always show)."),
         click.option("--reclassify-every", type=click.IntRange(1), default=TrackerSettings.reclassify_every, show_default=True,
                      help="Classify a confident track only every K frames (1 = every frame)."),
     ]
@@ -118,7 +121,7 @@ def analyzer_settings(kw: dict):
         model=kw.pop("model"), backend=kw.pop("backend"), detector_model=kw.pop("detector_model"),
         detector_range=kw.pop("detector_range"), min_score=kw.pop("min_score"), tiles=kw.pop("tiles"),
         crop_scale=kw.pop("crop_scale"), flip=kw.pop("flip"),
-        track=kw.pop("track"),
+        track=kw.pop("track"), min_gender_confidence=kw.pop("min_gender_confidence"),
         tracker=TrackerSettings(smoothing=kw.pop("smoothing"), hysteresis=kw.pop("hysteresis"),
                                 reclassify_every=kw.pop("reclassify_every")),
     )

@@ -3,6 +3,7 @@ library, print."""
 
 from __future__ import annotations
 
+import functools
 import sys
 from pathlib import Path
 
@@ -19,17 +20,18 @@ def _tqdm_progress(total: int, desc: str):
     return tqdm(total=total, desc=desc, leave=False, unit="it", dynamic_ncols=True)
 
 
-def data_options(command):
-    """--data and --format, shared by train and eval."""
-    command = click.option("--format", "fmt", type=_FORMAT, required=True, help="Layout of --data.")(command)
+def data_options(command, multiple: bool = False):
+    """--data and --format, shared by train (``multiple``: repeatable, paired in order) and eval."""
+    more = " Repeat with --data for several sets, paired in order (one --format: the same for all)." if multiple else ""
+    command = click.option("--format", "fmt", type=_FORMAT, required=True, multiple=multiple, help="Layout of --data." + more)(command)
     return click.option(
-        "--data", type=click.Path(path_type=Path), required=True,
-        help="Labelled face set (folder, or CSV file for --format csv).",
+        "--data", type=click.Path(path_type=Path), required=True, multiple=multiple,
+        help="Labelled face set (folder, or CSV file for --format csv)." + (" Repeatable." if multiple else ""),
     )(command)
 
 
 @click.command("train")
-@data_options
+@functools.partial(data_options, multiple=True)
 @click.option(
     "--out", type=click.Path(path_type=Path), default=Path("runs/train"), show_default=True,
     help="Folder for folds, logs, summary, plots.",
@@ -74,7 +76,7 @@ def data_options(command):
 @click.option("--device", default=None, help="cpu, cuda, cuda:1 ... (default: CUDA when present).")
 @click.option("--no-amp", is_flag=True, help="No mixed precision on CUDA.")
 @click.option("--threads", type=int, default=None, help="torch CPU threads.")
-@click.option("--limit", type=int, default=None, help="Use only the first N images (quick checks).")
+@click.option("--limit", type=int, default=None, help="Use only the first N images of each set (quick checks).")
 @click.option("--trained-on", default="", help="Text for the model's meta: the data and its terms.")
 @click.option(
     "--save", type=click.Path(path_type=Path), default=None,
@@ -97,6 +99,15 @@ def data_options(command):
     "--distill", type=float, default=0.5, show_default=True,
     help="With --teacher: weight of the teachers' soft targets against the labels (0-1).",
 )
+@click.option(
+    "--age-groups", default="adience", show_default=True,
+    help="Age scheme of the age head: adience (8 groups), 5y (0-4, 5-9, ..., 95+) or lower bounds B1,B2,... (13,20,30: 0-12, 13-19, 20-29, 30+).",
+)
+@click.option(
+    "--balance/--no-balance", default=None,
+    help="Draw so that genders and UTKFace race groups come equally often within each set "
+    "(default: on with several --data, off with one).",
+)
 def train_command(fmt, no_augment, no_amp, **options):
     """Train age/gender models with k-fold cross-validation (or one held-out run)."""
     from engines.errors import require
@@ -108,10 +119,10 @@ def train_command(fmt, no_augment, no_amp, **options):
     from train.trainer import TrainSettings
 
     settings = TrainSettings(
-        format=fmt,
+        format=tuple(fmt),
         augment=AugmentSettings.off() if no_augment else AugmentSettings(),
         amp=not no_amp,
-        **options,
+        **{**options, "data": tuple(options["data"])},
     )
 
     def on_epoch(fold: int, row: dict) -> None:
@@ -199,3 +210,43 @@ def sheet_command(source, output, every, max_faces, columns, scale, **options):
     result = contact_sheet(SheetSettings(source, output, analyzer_settings(options), every, max_faces, columns, scale))
     counts = ", ".join(f"{k} {v}" for k, v in result.labels.items())
     click.echo(f"{result.faces} faces from {result.frames} frames -> {result.output} ({counts})")
+
+
+@click.command("calibrate")
+@click.argument("model", type=click.Path(dir_okay=False, path_type=Path))
+@data_options
+@click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path), required=True,
+              help="The calibrated copy of MODEL to write (.safetensors; same weights, new metadata).")
+@click.option("--holdout", type=float, default=None, help="Only the share held out by `train --folds 1 --holdout` (the model's validation).")
+@click.option("--cropped", is_flag=True, help="Each image is already one face crop (no detector).")
+@click.option("--context", type=float, default=1.0, show_default=True, help="With the detector: as in `realtime eval`.")
+@click.option("--detector-range", type=click.Choice(["full", "short"]), default="full", show_default=True)
+@click.option("--flip/--no-flip", default=True, show_default=True, help="Test-time flip, as the app runs it.")
+@click.option("--target", type=float, default=0.97, show_default=True,
+              help="Shown genders must be right at least this often: sets the model's --min-gender-confidence.")
+@click.option("--limit", type=int, default=None, help="Only the first N images.")
+@click.option("--batch-size", type=int, default=64, show_default=True)
+@click.option("--json", "json_path", type=click.Path(path_type=Path), default=None, help="Also write the report as JSON.")
+def calibrate_command(model, fmt, output, target, json_path, **options):
+    """Fit MODEL's temperatures (gender and age) on a validation set, choose the gender
+    confidence the overlay shows `?` under, and write them into a copy of MODEL."""
+    import json
+
+    from train.calibrate import CalibrateSettings, calibrate_model
+    from train.evaluate import EvalSettings
+
+    settings = CalibrateSettings(model, output, EvalSettings(format=fmt, bootstrap=0, **options), target)
+    report = calibrate_model(settings, progress=_tqdm_progress)
+    if json_path is not None:
+        json_path.write_text(json.dumps(report, indent=2))
+    t, before, after, shown = report["temperature"], report["ece_before"], report["ece_after"], report["gender_shown"]
+    click.echo(f"{report['images']} images: temperatures gender {t['gender']:g}, age {t['age']:g}")
+    click.echo(f"calibration error (ECE) gender {100 * before['gender']:.1f}% -> {100 * after['gender']:.1f}%, "
+               f"age {100 * before['age']:.1f}% -> {100 * after['age']:.1f}%" if before["age"] is not None else
+               f"calibration error (ECE) gender {100 * before['gender']:.1f}% -> {100 * after['gender']:.1f}%")
+    click.echo(f"min gender confidence {report['min_gender_confidence']:.3f}: genders shown {100 * shown['shown']:.1f}% "
+               f"(right {100 * shown['accuracy_shown']:.1f}%)" if shown["accuracy_shown"] is not None else "no gender shown")
+    for group, row in report["gender_shown_by_age_group"].items():
+        if row["n"]:
+            click.echo(f"  {group}: {100 * row['shown']:.0f}% shown of {row['n']}")
+    click.echo(f"written to {output}")

@@ -1,0 +1,70 @@
+"""`realtime calibrate`: fit a model's temperatures on a validation set through the app's
+preprocessing, choose its gender confidence, and write them into a copy of the
+checkpoint (same weights; see :mod:`train.calibration` for the numbers)."""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+from engines.errors import RealtimeError
+from engines.files import read_checkpoint_meta
+from engines.model import load_checkpoint, save_checkpoint
+from train import metrics
+from train.calibration import GENDER_TARGET, calibration_report, fit_temperature, gender_threshold
+from train.evaluate import EvalSettings, calibrated_outputs, run_model
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class CalibrateSettings:
+    """``realtime calibrate``: ``model`` (a .safetensors checkpoint) on the validation set
+    ``eval`` (its model field is ``model``), written with its temperatures and gender
+    threshold to ``output``; ``target``: the accuracy the shown genders must reach."""
+
+    model: Path
+    output: Path
+    eval: EvalSettings
+    target: float = GENDER_TARGET
+
+
+def calibrate_model(settings: CalibrateSettings, progress=None) -> dict:
+    """Fit, choose, write; returns the report (temperatures, threshold, ECE before/after)."""
+    model, output = Path(settings.model), Path(settings.output)
+    if model.suffix != ".safetensors" or output.suffix != ".safetensors":
+        raise RealtimeError("calibrate reads and writes .safetensors checkpoints (export to ONNX afterwards: realtime export)")
+    if output.exists() and output.resolve() == model.resolve():
+        raise RealtimeError(f"{output}: is the model itself; write the calibrated model to a new file")
+    if not 0.5 <= settings.target < 1.0:
+        raise RealtimeError(f"--target must be in [0.5, 1), got {settings.target}")
+    read_checkpoint_meta(model)  # one line before the data is read, for a file that is not a model
+    raw, engine, _ = run_model(dataclasses.replace(settings.eval, model=model), progress)
+    lab = raw.labels
+    temperature = (fit_temperature(raw.age_probs, lab.age_group), fit_temperature(raw.gender_probs, lab.gender))
+    meta = dataclasses.replace(engine.meta, temperature=temperature)
+    out = calibrated_outputs(raw, meta)
+    threshold = round(gender_threshold(out.gender_probs, lab.gender, settings.target), 4)
+    meta = dataclasses.replace(meta, min_gender_confidence=threshold)
+    partial = output.with_name(output.name + ".partial")
+    try:  # written beside the output, then renamed: whole or not at all
+        save_checkpoint(load_checkpoint(model), partial, meta=meta, half=_is_half(model))
+        partial.replace(output)
+    except OSError as e:
+        raise RealtimeError(f"{output}: cannot be written ({e.strerror or e})") from None
+    finally:
+        partial.unlink(missing_ok=True)
+    report = metrics.clean(calibration_report(raw, out, meta))
+    report.update(model=str(model), output=str(output), images=len(lab), target=settings.target)
+    log.info("wrote %s: temperatures %s, min gender confidence %.3f", output, temperature, threshold)
+    return report
+
+
+def _is_half(path: Path) -> bool:
+    """Whether a checkpoint stores its floating point weights as float16 (kept so)."""
+    from safetensors import safe_open
+
+    with safe_open(str(path), "pt") as f:
+        return any(f.get_slice(k).get_dtype() == "F16" for k in f.keys())
