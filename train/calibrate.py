@@ -35,7 +35,7 @@ def calibrate_model(settings: CalibrateSettings, progress=None) -> dict:
     """Fit, choose, write; returns the report (temperatures, threshold, ECE before/after)."""
     model, output = Path(settings.model), Path(settings.output)
     if model.suffix != ".safetensors" or output.suffix != ".safetensors":
-        raise RealtimeError("calibrate reads and writes .safetensors checkpoints (export to ONNX afterwards: realtime export)")
+        raise RealtimeError("calibrate reads and writes .safetensors checkpoints (then export it: realtime convert --model OUT --format onnx -o OUT.onnx)")
     if output.exists() and output.resolve() == model.resolve():
         raise RealtimeError(f"{output}: is the model itself; write the calibrated model to a new file")
     if not 0.5 <= settings.target < 1.0:
@@ -43,7 +43,11 @@ def calibrate_model(settings: CalibrateSettings, progress=None) -> dict:
     read_checkpoint_meta(model)  # one line before the data is read, for a file that is not a model
     raw, engine, _ = run_model(dataclasses.replace(settings.eval, model=model), progress)
     lab = raw.labels
-    temperature = (fit_temperature(raw.age_probs, lab.age_group), fit_temperature(raw.gender_probs, lab.gender))
+    if not (lab.gender >= 0).any():
+        raise RealtimeError(f"{settings.eval.data}: no face with a known gender; calibrate on a set with genders")
+    # a head whose labels the set lacks (LFW's ages) keeps the temperature it had
+    age_t = fit_temperature(raw.age_probs, lab.age_group) if (lab.age_group >= 0).any() else engine.meta.temperature[0]
+    temperature = (age_t, fit_temperature(raw.gender_probs, lab.gender))
     meta = dataclasses.replace(engine.meta, temperature=temperature)
     out = calibrated_outputs(raw, meta)
     threshold = round(gender_threshold(out.gender_probs, lab.gender, settings.target), 4)

@@ -30,8 +30,15 @@ def test_default_onnx_gives_the_checkpoints_outputs_on_real_faces(faces_dir):
     with torch.inference_mode():
         ref = [t.numpy() for t in ProbabilityModel(net)(torch.from_numpy(crops))]
     engine = create_engine(None, "onnxruntime")
-    out = engine.infer(crops)
+    out = engine.infer_raw(crops)  # the network's own probabilities
     np.testing.assert_allclose(out.age_probs, ref[0], atol=1e-4)
     np.testing.assert_allclose(out.gender_probs, ref[1], atol=1e-4)
     np.testing.assert_allclose(out.age_years, ref[2], atol=1e-2)
     assert (out.age_probs.argmax(1) == ref[0].argmax(1)).all()
+    # what the app shows: the same probabilities through the model's temperatures
+    from engines.calibration import calibrated
+
+    shown = engine.infer(crops)
+    assert net.meta.calibrated and engine.meta.temperature == net.meta.temperature
+    for got, want in zip((shown.age_probs, shown.gender_probs), calibrated(ref[0], ref[1], net.meta.temperature)):
+        np.testing.assert_allclose(got, want, atol=1e-4)
