@@ -239,14 +239,16 @@ def _finish(stats, json_to_stdout: bool) -> None:
 @click.option("--json", "json_path", type=click.Path(dir_okay=False), default=None,
               help="Per-frame results as JSON Lines ('-' for stdout).")
 @summary_option
+@click.option("--table", "table_path", type=click.Path(dir_okay=False), default=None,
+              help="One row per face per frame, the JSON fields: .parquet (needs pyarrow) or .csv.")
 @encoder_options
 @analyzer_options
-def annotate(input: str, output: str, json_path: str | None, summary_path: str | None, **kw) -> None:
+def annotate(input: str, output: str, json_path: str | None, summary_path: str | None, table_path: str | None, **kw) -> None:
     """Annotate a video file, an image or a folder of images."""
     from realtime.pipeline import annotate as annotate_
 
     settings = _settings(kw)
-    outputs = _outputs(kw, media=output, json=json_path, summary=summary_path)
+    outputs = _outputs(kw, media=output, json=json_path, summary=summary_path, table=table_path)
     with _progress("annotate") as (on_start, on_frame):
         stats = annotate_(input, outputs, settings, on_start, on_frame)
     _finish(stats, json_path == "-")
@@ -380,11 +382,13 @@ def models_fetch(source: str | None, force: bool) -> None:
 def _add_library_commands() -> None:
     """Commands that live beside their library code (train/, engines/)."""
     from engines.commands import convert_command, ensemble_command
+    from realtime.archive.command import archive_command
     from train.commands import eval_command, sheet_command, train_command
 
     for command in (train_command, eval_command, convert_command, ensemble_command):
         cli.add_command(command)
     cli.add_command(analyzer_options(sheet_command))
+    cli.add_command(encoder_options(analyzer_options(archive_command)))
 
 
 _add_library_commands()

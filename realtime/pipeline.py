@@ -88,6 +88,8 @@ class OutputSettings:
             ``{source}`` in every path (it becomes the source's number).
         json: per-frame results as JSON Lines (``"-"``: stdout).
         summary: people counts by age group and gender, dwell times, flicker (JSON).
+        table: one row per face per frame, the JSONL fields (.parquet or .csv; see
+            :mod:`realtime.tables`).
         show: open a window per source (``run`` only; None = when a display exists).
         encoder_threads: libx264 threads for ``media`` video, each encoding a slice of
             every frame; 0 = x264's own frame threads (1.5 per core: ~65 MB more at 1080p).
@@ -98,6 +100,7 @@ class OutputSettings:
     media: str | Path | None = None
     json: str | Path | None = None
     summary: str | Path | None = None
+    table: str | Path | None = None
     show: bool | None = None
     encoder_threads: int = ENCODER_THREADS
     encoder_lookahead: int | None = ENCODER_LOOKAHEAD
@@ -404,7 +407,9 @@ def finishing_signals(stop: threading.Event) -> Iterator[Callable[[], None]]:
 def _run(sources: list[Source], settings: AnalyzerSettings, sinks: list[SinkFactory],
          summary_path: str | Path | None, fps_overlay: bool,
          on_start: Callable[[Source], None] | None, on_frame: FrameCallback | None,
-         timer: StageTimer | None = None) -> RunStats:
+         timer: StageTimer | None = None, analyzer: Analyzer | None = None) -> RunStats:
+    """``analyzer``: one already loaded (its trackers start again), kept open; else
+    one is loaded from ``settings`` and closed at the end."""
     stop = threading.Event()
     with finishing_signals(stop) as running, contextlib.ExitStack() as stack:
         for source in sources:
@@ -413,8 +418,11 @@ def _run(sources: list[Source], settings: AnalyzerSettings, sinks: list[SinkFact
             settings = dataclasses.replace(settings, track=False)
             if any(s.kind == "folder" for s in sources):
                 log.info("a folder of photos: no tracking, smoothing or people counts across files (--track for an image sequence)")
-        analyzer = Analyzer(settings)
-        stack.callback(analyzer.close)
+        if analyzer is None:
+            analyzer = Analyzer(settings)
+            stack.callback(analyzer.close)
+        else:
+            analyzer.trackers.clear()  # a new run: track ids start again
         opened = [[stack.enter_context(make(source, analyzer, k)) for make in sinks] for k, source in enumerate(sources)]
         analytics = []
         if analyzer.tracking:
@@ -477,17 +485,23 @@ def _data_sinks(out: OutputSettings, n: int = 1) -> list[SinkFactory]:
         # lines follow the video's durable frames, so both always hold the same frames
         return JsonlSink(_numbered(out.json, k, n), analyzer.meta, source=k if n > 1 else None, follows=videos.get(k))
 
-    return ([media] if out.media is not None else []) + ([jsonl] if out.json is not None else [])
+    def table(source: Source, analyzer: Analyzer, k: int) -> Sink:
+        from realtime.tables import TableSink
+
+        return TableSink(_numbered(out.table, k, n), analyzer.meta, source=source.name, follows=videos.get(k))
+
+    return ([media] if out.media is not None else []) + ([jsonl] if out.json is not None else []) + (
+        [table] if out.table is not None else [])
 
 
-def _claim(sources: list[Source], output, json_path, summary_path) -> OutputLock:
+def _claim(sources: list[Source], output, json_path, summary_path, table_path=None) -> OutputLock:
     """Check that no output is an input or another output, and lock them all (closing
     the sources if not)."""
     n = len(sources)
     outputs = []
     for k, source in enumerate(sources):
         for what, path in (("output folder" if source.kind == "folder" else "output", output),
-                           ("--json", json_path), ("--summary", summary_path)):
+                           ("--json", json_path), ("--summary", summary_path), ("--table", table_path)):
             path = _numbered(path, k, n)
             if path is not None and str(path) != "-":
                 outputs.append((what, Path(path)))
@@ -515,20 +529,32 @@ def annotate(
     settings: AnalyzerSettings | None = None,
     on_start: Callable[[Source], None] | None = None,
     on_frame: FrameCallback | None = None,
+    sinks: list[SinkFactory] = (),
+    analyzer: Analyzer | None = None,
+    wrap: Callable[[Source], Source] | None = None,
 ) -> RunStats:
     """Annotate a video (-> mp4), an image (-> image) or a folder (-> folder of images),
-    optionally writing per-frame JSON Lines and a people summary (JSON). ``output`` is
-    an :class:`OutputSettings`, or just the annotated output's path."""
+    optionally writing per-frame JSON Lines, a per-face table and a people summary
+    (JSON). ``output`` is an :class:`OutputSettings`, or just the annotated output's
+    path. For callers that annotate many files (``realtime archive``): ``sinks`` are
+    more sink factories, ``analyzer`` one already loaded (kept open), ``wrap(source)``
+    may replace the opened source (e.g. to sample it)."""
     out = output if isinstance(output, OutputSettings) else OutputSettings(media=output)
 
     def check(source: Source) -> None:
         if source.live:
             raise RealtimeError(f"{source.name}: annotate takes a file or folder; use `realtime run --source` for cameras and streams")
         check_outputs(source, out.media, out.json, out.summary)
+        if out.table is not None:
+            from realtime.tables import check_table
+
+            check_table(out.table)
 
     source = _opened(input, 0, check)
-    with _claim([source], out.media, out.json, out.summary):
-        return _run([source], settings or AnalyzerSettings(), _data_sinks(out), out.summary, False, on_start, on_frame)
+    source = wrap(source) if wrap is not None else source
+    with _claim([source], out.media, out.json, out.summary, out.table):
+        return _run([source], settings or AnalyzerSettings(), _data_sinks(out) + list(sinks), out.summary, False,
+                    on_start, on_frame, analyzer=analyzer)
 
 
 def run(
