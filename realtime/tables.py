@@ -53,7 +53,8 @@ def partial_path(path: str | Path) -> Path:
     """A hidden temporary name beside ``path`` with its suffix (``.NAME.TOKEN.partial.SUFFIX``):
     pyarrow, pandas and globs on ``*.parquet`` skip names that start with a dot."""
     path = Path(path)
-    return path.with_name(f".{path.stem}.{secrets.token_hex(4)}.partial{path.suffix}")
+    hidden = "" if path.name.startswith(".") else "."  # a partial's partial keeps its prefix
+    return path.with_name(f"{hidden}{path.stem}.{secrets.token_hex(4)}.partial{path.suffix}")
 
 
 def write_atomic(path: str | Path, data: bytes) -> None:

@@ -53,7 +53,7 @@ def _faults(values: tuple[str, ...]) -> dict[str, str]:
     for value in values:
         part, sep, fault = value.rpartition("=")
         if not sep or fault.split("@")[0] not in ("kill", "kill-once", "hang"):
-            raise click.BadParameter(f"{value!r}: expected PATH_PART=kill|kill-once|hang@FRAME", param_hint="--fault")
+            raise click.BadParameter(f"{value!r}: expected NAME_PART=kill|kill-once|hang@FRAME", param_hint="--fault")
         faults[part] = fault
     return faults
 
@@ -72,7 +72,7 @@ def _faults(values: tuple[str, ...]) -> dict[str, str]:
 @click.option("--file-timeout", **_number(1), default=None, help="Seconds a file may run once started (default: no limit).")
 @click.option("--force", is_flag=True, help="Redo files already done, and accept settings other than DIR's.")
 @click.option("--dry-run", is_flag=True, help="Only say what would be done.")
-@click.option("--fault", "faults", multiple=True, hidden=True, help="Tests: PATH_PART=kill|kill-once|hang@FRAME.")
+@click.option("--fault", "faults", multiple=True, hidden=True, help="Tests: NAME_PART=kill|kill-once|hang@FRAME.")
 def archive_command(inputs, out, address, workers, cpus_per_worker, gpus_per_worker, media, sample_fps, retries,
                     file_timeout, force, dry_run, faults, **kw):
     """Annotate many video files (INPUT: files, folders, globs, @list.txt) on Ray, into Parquet tables."""

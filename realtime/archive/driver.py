@@ -32,7 +32,7 @@ from realtime.archive.worker import Job
 from realtime.errors import RealtimeError
 from realtime.pipeline import AnalyzerSettings
 from realtime.sinks import ENCODER_LOOKAHEAD, ENCODER_THREADS
-from realtime.tables import INSTALL_HINT, require_pyarrow
+from realtime.tables import INSTALL_HINT
 
 log = logging.getLogger(__name__)
 
@@ -50,7 +50,7 @@ class ArchiveSettings:
         retries: times a file whose worker died is tried again before it is ``crashed``.
         file_timeout: seconds a file may take once started before it is ``timeout`` (None: no limit).
         force: redo files already done, and accept other settings than the folder's.
-        dry_run: only plan. faults: tests' fault injection, {substring of a path: ``ACTION@FRAME``}.
+        dry_run: only plan. faults: tests' fault injection, {part of a file name: ``ACTION@FRAME``}.
     """
 
     out: Path
@@ -164,10 +164,16 @@ def plan(specs: list[str], settings: ArchiveSettings) -> tuple[list[Input], list
     return inputs, todo, rows, record
 
 
+def _loopback(address: str) -> bool:
+    """A cluster on this machine's loopback (``127.0.0.1:PORT``, ``localhost:PORT``)."""
+    host = address.split("://")[-1].rsplit(":", 1)[0].strip("[]")
+    return host in ("127.0.0.1", "localhost", "::1")
+
+
 def connect(settings: ArchiveSettings, slots_wanted: int | None):
     """Ray, started locally (127.0.0.1, no dashboard) or joined at ``settings.address``.
     Returns (ray, started_here)."""
-    if settings.address is None:
+    if settings.address is None or _loopback(settings.address):
         # Ray resolves 127.0.0.1 to this machine's outside address on Linux unless this
         # is off; with it off the node (raylet, object store, workers) binds loopback only
         os.environ["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = "0"
@@ -204,15 +210,24 @@ def _slots(ray, settings: ArchiveSettings) -> int:
 
 
 def _job(item: Input, settings: ArchiveSettings) -> Job:
-    fault = next((f for part, f in settings.faults.items() if part in str(item.path)), None)
+    fault = next((f for part, f in settings.faults.items() if part in item.path.name), None)
     return Job(item.path, item.key, Path(settings.out).resolve(), settings.analyzer, settings.sample_fps, settings.media,
                settings.encoder_threads, settings.encoder_lookahead, fault)
+
+
+def require_cluster() -> None:
+    """One line naming the extra when Ray or pyarrow is missing (the runtime install)."""
+    import importlib.util
+
+    missing = [name for name, module in (("Ray", "ray"), ("pyarrow", "pyarrow")) if importlib.util.find_spec(module) is None]
+    if missing:
+        raise RealtimeError(f"realtime archive needs {' and '.join(missing)}: {INSTALL_HINT}")
 
 
 def archive(specs: list[str], settings: ArchiveSettings, progress: Callable | None = None) -> ArchiveReport:
     """Archive every INPUT (see :mod:`realtime.archive`). ``progress(report)`` returns a
     :class:`Progress`-like object (files and frames), or None for none."""
-    require_pyarrow("realtime archive")
+    require_cluster()
     layout = Layout(Path(settings.out))
     inputs, todo, rows, record = plan(specs, settings)
     report = ArchiveReport(inputs=len(inputs), todo=todo, skipped=len(inputs) - len(todo), dry_run=settings.dry_run)

@@ -104,7 +104,7 @@ def _node_name() -> str:
     try:
         import ray
 
-        return f"{socket.gethostname()} {ray.util.get_node_ip_address()}"
+        return f"{socket.gethostname()} {ray.util.get_node_ip_address()} {ray.get_runtime_context().get_node_id()[:8]}"
     except Exception:  # not inside Ray (a direct call)
         return socket.gethostname()
 
