@@ -201,11 +201,17 @@ def connect(settings: ArchiveSettings, slots_wanted: int | None):
     return ray, True
 
 
-def _slots(ray, settings: ArchiveSettings) -> int:
-    cpus = ray.cluster_resources().get("CPU", 1)
-    slots = max(1, int(cpus // settings.cpus_per_worker))
+def _capacity(ray, settings: ArchiveSettings) -> int:
+    """Files the cluster's CPUs (and GPUs, when asked for) can take at once."""
+    resources = ray.cluster_resources()
+    slots = max(1, int(resources.get("CPU", 1) // settings.cpus_per_worker))
     if settings.gpus_per_worker:
-        slots = min(slots, max(1, int(ray.cluster_resources().get("GPU", 0) // settings.gpus_per_worker)))
+        slots = min(slots, max(1, int(resources.get("GPU", 0) // settings.gpus_per_worker)))
+    return slots
+
+
+def _slots(ray, settings: ArchiveSettings) -> int:
+    slots = _capacity(ray, settings)
     return min(slots, settings.workers) if settings.workers else slots
 
 

@@ -41,12 +41,13 @@ class Scheduler:
     end and written to ``layout.manifest`` every few seconds and at the end."""
 
     def __init__(self, ray, settings, layout: Layout, rows: dict[str, dict], report, progress: Callable | None):
-        from realtime.archive.driver import _job, _slots
+        from realtime.archive.driver import _capacity, _job, _slots
 
         self.ray, self.settings, self.layout, self.rows, self.report = ray, settings, layout, rows, report
         self.slots = _slots(ray, settings)
-        # --workers below what the cluster holds: no queue, else Ray would run them all
-        self.limit = self.slots if settings.workers and settings.workers == self.slots and settings.address else 2 * self.slots
+        # --workers below what a joined cluster holds: no queue, else Ray would run them all
+        below = settings.address is not None and settings.workers is not None and _capacity(ray, settings) > settings.workers
+        self.limit = self.slots if below else 2 * self.slots
         self.task = ray.remote(run_file).options(num_returns="streaming", max_retries=0, num_cpus=settings.cpus_per_worker,
                                                  num_gpus=settings.gpus_per_worker or None)
         self.make_job = _job
@@ -75,6 +76,9 @@ class Scheduler:
             raise
         finally:
             self._save(force=True)
+            for item in todo:  # a stopped worker may have written a little more before it died
+                if self.rows.get(item.key, {}).get("status") != "ok":
+                    self.layout.remove_partials(item.key)
             if bar is not None:
                 bar.close()
 

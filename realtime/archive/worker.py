@@ -183,10 +183,10 @@ def archive_file(job: Job, progress: _Progress | None = None) -> FileResult:
         damaged = getattr(opened[0], "decode_errors", 0)
         if frames == 0:
             raise RealtimeError(f"{job.path}: no frame could be decoded")
-        if progress.expected and frames < progress.expected:
-            raise RealtimeError(f"{job.path}: damaged: {frames} of {progress.expected} frames decoded")
-        if damaged:
-            raise RealtimeError(f"{job.path}: damaged: {damaged} packets could not be decoded")
+        # packets that did not decode, a container broken part way, or a file cut short
+        # (fewer frames than its header says: what VideoSource warns about)
+        if damaged or (progress.expected and frames < progress.expected):
+            raise RealtimeError(f"{job.path}: damaged: {frames} of {progress.expected or '?'} frames decoded")
         summary = json.loads(tmp["summary"].read_text()) if tmp["summary"].is_file() else None
         if summary is None:  # --no-track: no people, only counts
             summary = {"frames": stats.frames, "faces": stats.faces, "people": None, "tracks": []}

@@ -125,6 +125,16 @@ def test_annotate_table_csv_is_the_same_rows(tmp_path, detector_models):
     assert [r for r in tmp_path.iterdir() if ".partial" in r.name] == []
 
 
+def test_sample_fps_analyses_five_frames_a_second(baseline, tmp_path):
+    out = tmp_path / "out"
+    report = _archive([PEOPLE], out, sample_fps=5)
+    (row,) = report.rows.values()
+    assert row["status"] == "ok" and row["frames"] == row["frames_expected"] == 75  # every frame decoded
+    frames = sorted({r["frame"] for r in _faces(out)})
+    assert frames == list(range(0, 75, 5))  # 25 fps: one in five analysed
+    assert all(r["track_id"] in (1, 2) for r in _faces(out))  # the two people tracked across the gaps
+
+
 def test_rerun_submits_nothing_force_redoes_other_settings_refused(baseline, tmp_path):
     from realtime.errors import RealtimeError
 
@@ -167,7 +177,10 @@ def test_poison_crashes_damaged_fails_hang_times_out_others_ok(ray_address, tmp_
     for name in ("poison.mp4", "hang.mp4"):
         shutil.copy(PEOPLE, videos / name)
     (videos / "notes.mp4").write_text("this is a text file, not a video\n")
-    inputs = [videos / "poison.mp4", PEOPLE, videos / "notes.mp4", videos / "hang.mp4"]
+    damaged = bytearray(PEOPLE.read_bytes())
+    damaged[20000:26000] = bytes(6000)  # zeros over ten frames' packets
+    (videos / "damaged.mp4").write_bytes(damaged)
+    inputs = [videos / "poison.mp4", PEOPLE, videos / "notes.mp4", videos / "hang.mp4", videos / "damaged.mp4"]
     out = tmp_path / "out"
     report = _archive(inputs, out, retries=1, file_timeout=20,
                       faults={"poison": "kill@5", "hang": "hang@3"})
@@ -177,7 +190,8 @@ def test_poison_crashes_damaged_fails_hang_times_out_others_ok(ray_address, tmp_
     assert rows["notes.mp4"]["status"] == "failed" and rows["notes.mp4"]["attempts"] == 1
     assert "cannot open" in rows["notes.mp4"]["error"]
     assert rows["hang.mp4"]["status"] == "timeout" and rows["hang.mp4"]["attempts"] == 1
-    assert report.exit_code == 1 and len(report.problems()) == 3
+    assert rows["damaged.mp4"]["status"] == "failed" and "damaged: 65 of 75 frames" in rows["damaged.mp4"]["error"]
+    assert report.exit_code == 1 and len(report.problems()) == 4
     # only the good file has results, and nothing partial is left
     assert sorted(p.name for p in (out / "faces").iterdir()) == [f"{_key(PEOPLE)}.parquet"]
     assert not _partials(out)
@@ -253,3 +267,12 @@ def test_two_node_cluster_node_removed_mid_run(ray_address, tmp_path):
     assert [r["status"] for r in rows] == ["ok", "ok"], rows
     assert max(r["attempts"] for r in rows) == 2, rows
     assert not _partials(tmp_path / "out")
+
+
+def test_ray_and_pyarrow_load_only_with_archive():
+    """The CLI and the pipeline never import Ray or pyarrow (the runtime install has neither)."""
+    code = ("import sys, realtime.cli, realtime.pipeline, realtime.archive.command; "
+            "print(sorted(m for m in ('ray', 'pyarrow') if m in sys.modules))")
+    done = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "[]"
