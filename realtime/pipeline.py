@@ -488,7 +488,7 @@ def _data_sinks(out: OutputSettings, n: int = 1) -> list[SinkFactory]:
     def table(source: Source, analyzer: Analyzer, k: int) -> Sink:
         from realtime.tables import TableSink
 
-        return TableSink(_numbered(out.table, k, n), analyzer.meta, source=source.name, follows=videos.get(k))
+        return TableSink(_numbered(out.table, k, n), analyzer.meta, source=source.name)
 
     return ([media] if out.media is not None else []) + ([jsonl] if out.json is not None else []) + (
         [table] if out.table is not None else [])

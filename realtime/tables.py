@@ -20,7 +20,7 @@ from pathlib import Path
 from engines.meta import ModelMeta
 from realtime.errors import RealtimeError
 from realtime.faces import Faces
-from realtime.sinks import Sink, VideoSink, check_writable, face_records
+from realtime.sinks import Sink, check_writable, face_records
 from realtime.sources import Frame
 
 TABLE_SUFFIXES = frozenset({".parquet", ".csv"})
@@ -175,18 +175,17 @@ def write_rows(path: str | Path, rows: list[dict], columns: tuple[str, ...], sch
 class TableSink(Sink):
     """One row per face per frame (:data:`FACE_COLUMNS`) to .parquet or .csv.
 
-    ``source``: the ``source`` column's value. ``follows``: the run's video, as for
-    :class:`~realtime.sinks.JsonlSink`: only the frames the video holds for good are
-    written, so the two agree however the run ends. The table appears at ``path``
-    complete, on close; it also keeps each track's last gender probability and mean
-    age for :func:`track_rows`."""
+    ``source``: the ``source`` column's value. Rows go out in batches of
+    :data:`BATCH_ROWS`; the table appears at ``path`` complete, on close, holding every
+    frame the run processed. It also keeps each track's last gender probability and
+    mean age for :func:`track_rows`."""
 
-    def __init__(self, path: str | Path, meta: ModelMeta, source: str = "", follows: VideoSink | None = None):
+    def __init__(self, path: str | Path, meta: ModelMeta, source: str = ""):
         self.path = check_table(path)
-        self.meta, self.source, self.follows = meta, source, follows
+        self.meta, self.source = meta, source
         self._out = _TableWriter(self.path, FACE_COLUMNS, face_schema() if self.path.suffix.lower() == ".parquet" else None)
-        self._pending: list[list[dict]] = []  # rows of each frame not yet written
-        self.frames = self.written = 0
+        self._pending: list[dict] = []  # rows not yet written
+        self.frames = 0
         self.track_probs: dict[int, float] = {}
         self.track_ages: dict[int, list[float]] = {}  # [sum, count]
 
@@ -199,26 +198,20 @@ class TableSink(Sink):
                 total = self.track_ages.setdefault(row["track_id"], [0.0, 0])
                 total[0] += row["age"]
                 total[1] += 1
-        self._pending.append(rows)
+        self._pending += rows
         self.frames += 1
-        if sum(map(len, self._pending)) >= BATCH_ROWS:
+        if len(self._pending) >= BATCH_ROWS:
             self._drain()
 
     def _drain(self) -> None:
-        n = (self.follows.durable if self.follows is not None else self.frames) - self.written
-        if n <= 0:
-            return
-        self._out.write([row for rows in self._pending[:n] for row in rows])
-        del self._pending[:n]
-        self.written += n
+        self._out.write(self._pending)
+        self._pending = []
 
     def close(self) -> None:
         if self._out is None:
             return
         out = self._out
         try:
-            if self.follows is not None:
-                self.follows.close()  # first: its last frames become durable
             self._drain()
             out.commit()
         finally:
