@@ -20,7 +20,8 @@ from pathlib import Path
 from engines.meta import ModelMeta
 from realtime.errors import RealtimeError
 from realtime.faces import Faces
-from realtime.sinks import Sink, check_writable, face_records
+from realtime.jsonl import face_records
+from realtime.sinks import Sink, check_writable
 from realtime.sources import Frame
 
 TABLE_SUFFIXES = frozenset({".parquet", ".csv"})

@@ -28,9 +28,9 @@ from realtime.archive.results import (
     settings_differ,
     write_run,
 )
-from realtime.archive.worker import Job
+from realtime.archive.scheduler import Scheduler
 from realtime.errors import RealtimeError
-from realtime.pipeline import AnalyzerSettings
+from realtime.analyzer import AnalyzerSettings
 from realtime.sinks import ENCODER_LOOKAHEAD, ENCODER_THREADS
 from realtime.tables import INSTALL_HINT
 
@@ -173,6 +173,8 @@ def _loopback(address: str) -> bool:
 def connect(settings: ArchiveSettings, slots_wanted: int | None):
     """Ray, started locally (127.0.0.1, no dashboard) or joined at ``settings.address``.
     Returns (ray, started_here)."""
+    # Ray's usage statistics are sent to its makers unless this is off: off, unless the user says otherwise
+    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
     if settings.address is None or _loopback(settings.address):
         # Ray resolves 127.0.0.1 to this machine's outside address on Linux unless this
         # is off; with it off the node (raylet, object store, workers) binds loopback only
@@ -201,26 +203,6 @@ def connect(settings: ArchiveSettings, slots_wanted: int | None):
     return ray, True
 
 
-def _capacity(ray, settings: ArchiveSettings) -> int:
-    """Files the cluster's CPUs (and GPUs, when asked for) can take at once."""
-    resources = ray.cluster_resources()
-    slots = max(1, int(resources.get("CPU", 1) // settings.cpus_per_worker))
-    if settings.gpus_per_worker:
-        slots = min(slots, max(1, int(resources.get("GPU", 0) // settings.gpus_per_worker)))
-    return slots
-
-
-def _slots(ray, settings: ArchiveSettings) -> int:
-    slots = _capacity(ray, settings)
-    return min(slots, settings.workers) if settings.workers else slots
-
-
-def _job(item: Input, settings: ArchiveSettings) -> Job:
-    fault = next((f for part, f in settings.faults.items() if part in item.path.name), None)
-    return Job(item.path, item.key, Path(settings.out).resolve(), settings.analyzer, settings.sample_fps, settings.media,
-               settings.encoder_threads, settings.encoder_lookahead, fault)
-
-
 def require_cluster() -> None:
     """One line naming the extra when Ray or pyarrow is missing (the runtime install)."""
     import importlib.util
@@ -244,8 +226,6 @@ def archive(specs: list[str], settings: ArchiveSettings, progress: Callable | No
         layout.remove_partials()  # left by a run that was killed
         if read_run(layout) != record:
             write_run(layout, record)
-        from realtime.archive.scheduler import Scheduler
-
         start = time.perf_counter()
         if todo:
             ray, ours = connect(settings, settings.workers)

@@ -13,6 +13,7 @@ import logging
 import time
 from collections import deque
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Callable
 
 from realtime.archive.inputs import Input
@@ -36,13 +37,32 @@ class _Running:
     node: str = ""
 
 
+def _capacity(ray, settings: ArchiveSettings) -> int:
+    """Files the cluster's CPUs (and GPUs, when asked for) can take at once."""
+    resources = ray.cluster_resources()
+    slots = max(1, int(resources.get("CPU", 1) // settings.cpus_per_worker))
+    if settings.gpus_per_worker:
+        slots = min(slots, max(1, int(resources.get("GPU", 0) // settings.gpus_per_worker)))
+    return slots
+
+
+def _slots(ray, settings: ArchiveSettings) -> int:
+    slots = _capacity(ray, settings)
+    return min(slots, settings.workers) if settings.workers else slots
+
+
+def job_of(item: Input, settings: ArchiveSettings) -> Job:
+    fault = next((f for part, f in settings.faults.items() if part in item.path.name), None)
+    return Job(item.path, item.key, Path(settings.out).resolve(), settings.analyzer, settings.sample_fps, settings.media,
+               settings.encoder_threads, settings.encoder_lookahead, fault)
+
+
 class Scheduler:
-    """Runs ``todo`` on ``ray``; ``rows`` (the manifest, by key) is updated as files
-    end and written to ``layout.manifest`` every few seconds and at the end."""
+    """Runs ``todo`` on ``ray`` (``settings``: :class:`realtime.archive.driver.ArchiveSettings`);
+    ``rows`` (the manifest, by key) is updated as files end and written to
+    ``layout.manifest`` every few seconds and at the end."""
 
     def __init__(self, ray, settings, layout: Layout, rows: dict[str, dict], report, progress: Callable | None):
-        from realtime.archive.driver import _capacity, _job, _slots
-
         self.ray, self.settings, self.layout, self.rows, self.report = ray, settings, layout, rows, report
         self.slots = _slots(ray, settings)
         # --workers below what a joined cluster holds: no queue, else Ray would run them all
@@ -50,7 +70,7 @@ class Scheduler:
         self.limit = self.slots if below else 2 * self.slots
         self.task = ray.remote(run_file).options(num_returns="streaming", max_retries=0, num_cpus=settings.cpus_per_worker,
                                                  num_gpus=settings.gpus_per_worker or None)
-        self.make_job = _job
+        self.make_job = job_of
         self.progress = progress
         self.running: dict = {}
         self.attempts: dict[str, int] = {}

@@ -28,10 +28,12 @@ from typing import Iterator
 
 from realtime.archive.results import FOLDERS, FileResult, Layout
 from realtime.errors import RealtimeError
-from realtime.pipeline import Analyzer, AnalyzerSettings, OutputSettings, annotate
+from realtime.analyzer import Analyzer, AnalyzerSettings
+from realtime.pipeline import annotate
 from realtime.sinks import ENCODER_LOOKAHEAD, ENCODER_THREADS
 from realtime.sources import Frame, Source
 from realtime.tables import TRACK_COLUMNS, TableSink, partial_path, track_rows, track_schema, write_atomic, write_rows
+from realtime.wiring import OutputSettings
 
 log = logging.getLogger(__name__)
 
@@ -152,7 +154,7 @@ def archive_file(job: Job, progress: _Progress | None = None) -> FileResult:
     tables: list[TableSink] = []
     opened: list[Source] = []
 
-    def faces_sink(source, analyzer, k):
+    def faces_sink(source, analyzer, k, analytics=None):
         tables.append(TableSink(tmp["faces"], analyzer.meta, source=str(job.path)))
         return tables[-1]
 

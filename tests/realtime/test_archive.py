@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import ROOT, SAMPLES, shared_path
+from tests.helpers import ROOT, SAMPLES, shared_path
 
 PEOPLE = SAMPLES / "people.mp4"
 
@@ -26,6 +26,7 @@ def ray_address(detector_models):
     """One local Ray for every test here: loopback only, 2 CPUs, no dashboard, its
     files under a short /tmp path (Unix socket paths are limited to ~100 bytes)."""
     os.environ["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = "0"  # before Ray is imported: the node binds 127.0.0.1
+    os.environ["RAY_USAGE_STATS_ENABLED"] = "0"  # Ray reports nothing to anyone
     ray = pytest.importorskip("ray")
     pytest.importorskip("pyarrow")
     temp = tempfile.mkdtemp(prefix="rt", dir="/tmp")
@@ -83,7 +84,8 @@ def test_rows_equal_annotate_jsonl(baseline, tmp_path):
     import av
     import pyarrow.parquet as pq
 
-    from realtime.pipeline import OutputSettings, annotate
+    from realtime.pipeline import annotate
+    from realtime.wiring import OutputSettings
 
     annotate(PEOPLE, OutputSettings(json=tmp_path / "a.jsonl", summary=tmp_path / "a.json"))
     lines = [json.loads(line) for line in (tmp_path / "a.jsonl").read_text().splitlines()]
@@ -112,7 +114,8 @@ def test_annotate_table_csv_is_the_same_rows(tmp_path, detector_models):
     """annotate --table FILE.csv: the per-face rows of --json, as text."""
     import csv
 
-    from realtime.pipeline import OutputSettings, annotate
+    from realtime.pipeline import annotate
+    from realtime.wiring import OutputSettings
 
     annotate(PEOPLE, OutputSettings(json=tmp_path / "a.jsonl", table=tmp_path / "a.csv"))
     lines = [json.loads(line) for line in (tmp_path / "a.jsonl").read_text().splitlines()]
@@ -156,7 +159,7 @@ def test_rerun_submits_nothing_force_redoes_other_settings_refused(baseline, tmp
 
 
 def _analyzer(**kw):
-    from realtime.pipeline import AnalyzerSettings
+    from realtime.analyzer import AnalyzerSettings
 
     return AnalyzerSettings(**kw)
 
@@ -271,7 +274,7 @@ def test_two_node_cluster_node_removed_mid_run(ray_address, tmp_path):
 
 def test_ray_and_pyarrow_load_only_with_archive():
     """The CLI and the pipeline never import Ray or pyarrow (the runtime install has neither)."""
-    code = ("import sys, realtime.cli, realtime.pipeline, realtime.archive.command; "
+    code = ("import sys, realtime.cli, realtime.pipeline, realtime.cli.archive; "
             "print(sorted(m for m in ('ray', 'pyarrow') if m in sys.modules))")
     done = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr

@@ -1,24 +1,14 @@
 """The ``realtime archive`` command (thin: parse, call :func:`realtime.archive.archive`,
-print). ``realtime.cli`` adds the analysis and encoder options."""
+print)."""
 
 from __future__ import annotations
 
 import logging
-import math
 import sys
 
 import click
 
-
-def _finite(ctx, param, value):
-    """FloatRange lets nan through (every comparison with it is false)."""
-    if value is not None and math.isnan(value):
-        raise click.BadParameter(f"{value!r} is not a number", ctx, param)
-    return value
-
-
-def _number(lo: float, hi: float | None = None):
-    return {"type": click.FloatRange(lo, hi), "callback": _finite}
+from realtime.cli.options import FiniteFloat, analyzer_options, analyzer_settings, encoder_options
 
 
 class ArchiveProgress:
@@ -64,23 +54,24 @@ def _faults(values: tuple[str, ...]) -> dict[str, str]:
 @click.option("--address", default=None,
               help="Ray cluster to join: auto (the one this machine is part of) or ray://HOST:PORT (default: a local one on 127.0.0.1).")
 @click.option("--workers", type=click.IntRange(1), default=None, help="Files at once (default: CPUs / --cpus-per-worker).")
-@click.option("--cpus-per-worker", **_number(0.1, 256), default=1.0, show_default=True, help="CPUs Ray reserves for each file.")
-@click.option("--gpus-per-worker", **_number(0, 16), default=0.0, show_default=True, help="GPUs (fractional) Ray reserves for each file.")
+@click.option("--cpus-per-worker", type=FiniteFloat(0.1, 256), default=1.0, show_default=True, help="CPUs Ray reserves for each file.")
+@click.option("--gpus-per-worker", type=FiniteFloat(0, 16), default=0.0, show_default=True, help="GPUs (fractional) Ray reserves for each file.")
 @click.option("--media/--no-media", default=False, show_default=True, help="Also write annotated mp4s (DIR/media).")
-@click.option("--sample-fps", **_number(0.01, 1000), default=None, help="Analyse only this many frames a second (tracking across the gaps).")
+@click.option("--sample-fps", type=FiniteFloat(0.01, 1000), default=None, help="Analyse only this many frames a second (tracking across the gaps).")
 @click.option("--retries", type=click.IntRange(0, 100), default=2, show_default=True, help="Tries again a file whose worker died, this many times.")
-@click.option("--file-timeout", **_number(1), default=None, help="Seconds a file may run once started (default: no limit).")
+@click.option("--file-timeout", type=FiniteFloat(1), default=None, help="Seconds a file may run once started (default: no limit).")
 @click.option("--force", is_flag=True, help="Redo files already done, and accept settings other than DIR's.")
 @click.option("--dry-run", is_flag=True, help="Only say what would be done.")
 @click.option("--fault", "faults", multiple=True, hidden=True, help="Tests: NAME_PART=kill|kill-once|hang@FRAME.")
+@encoder_options
+@analyzer_options
 def archive_command(inputs, out, address, workers, cpus_per_worker, gpus_per_worker, media, sample_fps, retries,
                     file_timeout, force, dry_run, faults, **kw):
     """Annotate many video files (INPUT: files, folders, globs, @list.txt) on Ray, into Parquet tables."""
     from realtime.archive import ArchiveSettings, archive
-    from realtime.cli import _settings
 
     settings = ArchiveSettings(
-        out=out, analyzer=_settings(kw), address=address, workers=workers, cpus_per_worker=cpus_per_worker,
+        out=out, analyzer=analyzer_settings(kw), address=address, workers=workers, cpus_per_worker=cpus_per_worker,
         gpus_per_worker=gpus_per_worker, media=media, sample_fps=sample_fps, retries=retries, file_timeout=file_timeout,
         force=force, dry_run=dry_run, encoder_threads=kw.pop("encoder_threads"), encoder_lookahead=kw.pop("encoder_lookahead"),
         faults=_faults(faults))
