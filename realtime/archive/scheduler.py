@@ -18,6 +18,7 @@ from typing import Callable
 
 from realtime.archive.inputs import Input
 from realtime.archive.results import Layout, write_manifest
+from realtime.archive.settings import ArchiveSettings
 from realtime.archive.worker import Job, run_file
 
 log = logging.getLogger(__name__)
@@ -58,8 +59,7 @@ def job_of(item: Input, settings: ArchiveSettings) -> Job:
 
 
 class Scheduler:
-    """Runs ``todo`` on ``ray`` (``settings``: :class:`realtime.archive.driver.ArchiveSettings`);
-    ``rows`` (the manifest, by key) is updated as files end and written to
+    """Runs ``todo`` on ``ray`` as ``settings`` say; ``rows`` (the manifest, by key) is updated as files end and written to
     ``layout.manifest`` every few seconds and at the end."""
 
     def __init__(self, ray, settings, layout: Layout, rows: dict[str, dict], report, progress: Callable | None):
