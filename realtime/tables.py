@@ -37,7 +37,7 @@ TRACK_COLUMNS = ("source", "track_id", "first_frame", "last_frame", "first_time"
 #: rows gathered before a Parquet row group or a CSV block is written
 BATCH_ROWS = 4096
 
-INSTALL_HINT = "pip install 'realtime[cluster]' (or pyarrow)"
+INSTALL_HINT = "pip install 'realtime[cluster]'"
 
 
 def require_pyarrow(what: str):
