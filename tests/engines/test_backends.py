@@ -195,10 +195,16 @@ def test_flip_averaging_is_the_mean_of_a_crop_and_its_mirror(faces_dir):
     base = create_engine(None, "onnxruntime")
     crops = load_face_crops(faces_dir, base.meta, 5)  # at the default model's own input size
     flipped = FlipAveraged(base)
-    out = flipped.infer(crops[:5])
-    plain, mirror = base.infer(crops[:5]), base.infer(np.ascontiguousarray(crops[:5, ..., ::-1]))
+    out = flipped.infer_raw(crops[:5])
+    plain, mirror = base.infer_raw(crops[:5]), base.infer_raw(np.ascontiguousarray(crops[:5, ..., ::-1]))
     np.testing.assert_allclose(out.age_probs, (plain.age_probs + mirror.age_probs) / 2, atol=1e-6)
     np.testing.assert_allclose(out.gender_probs.sum(1), 1, atol=1e-5)
+    # the model's temperatures are applied once, to the mean (not to each view)
+    from engines.calibration import calibrated
+
+    shown = flipped.infer(crops[:5])
+    for got, want in zip((shown.age_probs, shown.gender_probs), calibrated(out.age_probs, out.gender_probs, base.meta.temperature)):
+        np.testing.assert_allclose(got, want, atol=1e-6)
     assert flipped.name == "onnxruntime+flip" and flipped.meta == base.meta
     assert len(flipped.infer(crops[:0]).age_probs) == 0
 
