@@ -28,7 +28,7 @@ TABLE_SUFFIXES = frozenset({".parquet", ".csv"})
 
 #: the per-face columns, in order (JSONL names; ``box`` and ``age_probs`` are lists)
 FACE_COLUMNS = ("source", "frame", "time", "file", "box", "score", "age_group", "age_probs", "gender",
-                "gender_prob", "age", "track_id", "predicted")
+                "gender_prob", "gender_unsure", "age", "track_id", "predicted")
 #: the per-track columns, in order
 TRACK_COLUMNS = ("source", "track_id", "first_frame", "last_frame", "first_time", "last_time", "dwell_seconds",
                  "frames", "detected_frames", "label_changes", "age_group", "gender", "gender_prob", "mean_age",
@@ -87,7 +87,7 @@ def face_schema():
         ("source", pa.string()), ("frame", pa.int64()), ("time", pa.float64()), ("file", pa.string()),
         ("box", pa.list_(pa.int32())), ("score", pa.float64()), ("age_group", pa.string()),
         ("age_probs", pa.list_(pa.float64())), ("gender", pa.string()), ("gender_prob", pa.float64()),
-        ("age", pa.float64()), ("track_id", pa.int64()), ("predicted", pa.bool_()),
+        ("gender_unsure", pa.bool_()), ("age", pa.float64()), ("track_id", pa.int64()), ("predicted", pa.bool_()),
     ])
 
 
