@@ -149,6 +149,7 @@ def analyzer_options(command):
                      help="A track's shown label changes only when another leads by this probability margin."),
         click.option("--reclassify-every", type=click.IntRange(1), default=TrackerSettings.reclassify_every, show_default=True,
                      help="Classify a confident track only every K frames (1 = every frame)."),
+        reid_options,
     ]
     return functools.reduce(lambda c, option: option(c), reversed(options), command)
 
@@ -173,6 +174,31 @@ def encoder_options(command):
     return functools.reduce(lambda c, option: option(c), reversed(options), command)
 
 
+def reid_options(command):
+    """Re-identification: people, not tracks (see realtime.reid)."""
+    options = [
+        click.option("--reid/--no-reid", default=True, show_default=True,
+                     help="Count people, not tracks: a face that comes back (lost track, cut, loop) is the same person "
+                          "(face embeddings, memory only). --no-reid: every track is a person."),
+        click.option("--reid-model", default=None,
+                     help="Face-identity model: 'dlib' (pip install 'realtime[reid]') or a path to hse_faceres.onnx "
+                          "(default: faceres in $REALTIME_MODELS or the model cache, else dlib, else none)."),
+        click.option("--reid-window", type=FiniteFloat(1), default=300.0, show_default=True,
+                     help="Seconds a person is remembered after they were last seen (then their embeddings are forgotten)."),
+        click.option("--reid-across-sources", is_flag=True,
+                     help="With several sources, a person seen by one source may be recognised by another."),
+    ]
+    return functools.reduce(lambda c, option: option(c), reversed(options), command)
+
+
+def reid_settings(kw: dict):
+    """ReidSettings from the re-identification options (popped from ``kw``)."""
+    from realtime.reid import ReidSettings
+
+    return ReidSettings(enabled=kw.pop("reid"), model=kw.pop("reid_model"), window=kw.pop("reid_window"),
+                        across_sources=kw.pop("reid_across_sources"))
+
+
 def _outputs(kw: dict, **where):
     """OutputSettings of ``where`` (media, json, summary, show) and the encoder options
     (popped from ``kw``)."""
@@ -193,6 +219,7 @@ def _settings(kw: dict):
         track=kw.pop("track"),
         tracker=TrackerSettings(smoothing=kw.pop("smoothing"), hysteresis=kw.pop("hysteresis"),
                                 reclassify_every=kw.pop("reclassify_every")),
+        reid=reid_settings(kw),
     )
 
 

@@ -1,0 +1,166 @@
+"""Face-identity embedders for re-identification: a face box in, a unit vector out.
+
+Two are built in (see :data:`EMBEDDERS`), both CPU-only:
+
+- ``dlib``: dlib's ResNet face recognition network (128-d, CC0) on a 5-point aligned
+  chip; from PyPI (``pip install 'realtime[reid]'``: ``dlib-bin`` +
+  ``face_recognition_models``).
+- ``faceres``: the 1024-d pooled feature of HSE's faceres network (Apache-2.0; trained
+  on VGGFace2, research terms), an ONNX file the user supplies (``--reid-model PATH``).
+
+Embeddings never leave memory here: nothing in this module writes a file.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import logging
+from pathlib import Path
+from typing import Protocol
+
+import numpy as np
+
+from engines.crops import warp_square
+from realtime.errors import RealtimeError
+
+log = logging.getLogger(__name__)
+
+
+class Embedder(Protocol):
+    """``embed(image, boxes)``: BGR uint8 frame (H, W, 3) and (N, 4) float32 xyxy face
+    boxes -> (N, D) float32 L2-normalised identity vectors (same person: high dot
+    product). ``threshold``: the cosine similarity from which two faces are taken for
+    one person (chosen on LFW pairs, see the README)."""
+
+    name: str
+    threshold: float
+
+    def embed(self, image: np.ndarray, boxes: np.ndarray) -> np.ndarray: ...
+
+
+def _unit(v: np.ndarray) -> np.ndarray:
+    v = np.asarray(v, np.float32).reshape(len(v), -1)
+    return v / np.maximum(np.linalg.norm(v, axis=1, keepdims=True), 1e-9)
+
+
+class FaceresEmbedder:
+    """The ``global_pooling/Mean:0`` (N, 1024) feature of ``hse_faceres.onnx``: the
+    box enlarged 1.5x to a square, 224 px, BGR minus the ImageNet means."""
+
+    name = "faceres"
+    threshold = 0.6  # replaced by the LFW-chosen value below
+    FEATURE = "global_pooling/Mean:0"
+    MEANS = np.array([103.939, 116.779, 123.68], np.float32)
+
+    def __init__(self, path: str | Path, threads: int = 1):
+        import onnxruntime as ort
+
+        from engines.files import onnx_session
+
+        path = Path(path)
+        if not path.is_file():
+            raise RealtimeError(f"--reid-model {path}: no such file")
+        opts = ort.SessionOptions()
+        opts.intra_op_num_threads, opts.inter_op_num_threads = threads, 1
+        opts.log_severity_level = 3
+        self.session = onnx_session(path, opts)
+        names = [o.name for o in self.session.get_outputs()]
+        if self.FEATURE not in names:
+            raise RealtimeError(f"--reid-model {path}: not the faceres network (no {self.FEATURE} output)")
+        self.input = self.session.get_inputs()[0].name
+
+    def embed(self, image: np.ndarray, boxes: np.ndarray) -> np.ndarray:
+        if not len(boxes):
+            return np.zeros((0, 1024), np.float32)
+        crops = []
+        for x1, y1, x2, y2 in np.asarray(boxes, np.float32):
+            side = max(x2 - x1, y2 - y1, 1.0) * 1.5
+            crops.append(warp_square(image, (x1 + x2) / 2, (y1 + y2) / 2, side, 224))
+        batch = np.stack(crops).astype(np.float32) - self.MEANS
+        return _unit(self.session.run([self.FEATURE], {self.input: batch})[0])
+
+
+def _package_file(package: str, name: str) -> Path | None:
+    """A data file inside an installed package, found without importing it
+    (``face_recognition_models`` imports ``pkg_resources``, gone from new setuptools)."""
+    spec = importlib.util.find_spec(package)
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    path = Path(list(spec.submodule_search_locations)[0]) / "models" / name
+    return path if path.is_file() else None
+
+
+def dlib_available() -> bool:
+    return importlib.util.find_spec("dlib") is not None and _package_file(
+        "face_recognition_models", "dlib_face_recognition_resnet_model_v1.dat") is not None
+
+
+class DlibEmbedder:
+    """dlib's ``face_recognition_model_v1`` (128-d, a ResNet on a 150 px chip aligned by
+    the 5-point shape predictor), as packaged in ``face_recognition_models`` (CC0)."""
+
+    name = "dlib"
+    threshold = 0.93  # replaced by the LFW-chosen value below
+
+    def __init__(self):
+        if not dlib_available():
+            raise RealtimeError("re-identification needs dlib's face model: pip install 'realtime[reid]' "
+                                "(dlib-bin, face_recognition_models), or --reid-model hse_faceres.onnx, or --no-reid")
+        import dlib
+
+        self._dlib = dlib
+        self.shapes = dlib.shape_predictor(str(_package_file("face_recognition_models", "shape_predictor_5_face_landmarks.dat")))
+        self.net = dlib.face_recognition_model_v1(
+            str(_package_file("face_recognition_models", "dlib_face_recognition_resnet_model_v1.dat")))
+
+    def embed(self, image: np.ndarray, boxes: np.ndarray) -> np.ndarray:
+        if not len(boxes):
+            return np.zeros((0, 128), np.float32)
+        dlib = self._dlib
+        chips = []
+        for x1, y1, x2, y2 in np.asarray(boxes, np.float32):
+            # the landmarks and the chip need only the face's surroundings: cut 2x the box
+            # (edge pixels replicated) at most 300 px, so a 1080p frame is never converted whole
+            side = max(x2 - x1, y2 - y1, 1.0) * 2.0
+            size = int(min(300, max(80, side)))
+            crop = np.ascontiguousarray(warp_square(image, (x1 + x2) / 2, (y1 + y2) / 2, side, size)[..., ::-1])
+            k, c = size / side, size / 2
+            w, h = (x2 - x1) * k / 2, (y2 - y1) * k / 2
+            box = dlib.rectangle(int(c - w), int(c - h), int(c + w), int(c + h))
+            chips.append(dlib.get_face_chip(crop, self.shapes(crop, box), size=150, padding=0.25))
+        return _unit(np.array(self.net.compute_face_descriptor(chips)))
+
+
+EMBEDDERS = ("dlib", "faceres")
+
+
+def create_embedder(model: str | Path | None = None) -> Embedder | None:
+    """The embedder for ``--reid-model``: None = dlib's when installed, else the faceres
+    file in ``$REALTIME_MODELS`` or the model cache when there, else None (with one
+    warning line: people are then counted by tracks); ``dlib``; or a path to
+    ``hse_faceres.onnx``."""
+    if model is None:
+        if dlib_available():
+            return DlibEmbedder()
+        found = find_faceres()
+        if found is not None:
+            return FaceresEmbedder(found)
+        log.warning("no face-identity model installed (pip install 'realtime[reid]', or --reid-model "
+                    "hse_faceres.onnx): people are counted by tracks, a person seen twice counts twice")
+        return None
+    if str(model) == "dlib":
+        return DlibEmbedder()
+    return FaceresEmbedder(model)
+
+
+FACERES_FILE = "hse_faceres.onnx"
+
+
+def find_faceres() -> Path | None:
+    """``hse_faceres.onnx`` in ``$REALTIME_MODELS`` or the model cache, else None."""
+    from realtime.detector_models import search_dirs
+
+    for _, folder in search_dirs():
+        if (folder / FACERES_FILE).is_file():
+            return folder / FACERES_FILE
+    return None
