@@ -1,12 +1,14 @@
 """Face-identity embedders for re-identification: a face box in, a unit vector out.
 
-Two are built in (see :data:`EMBEDDERS`), both CPU-only:
+Two are built in, both CPU-only:
 
-- ``dlib``: dlib's ResNet face recognition network (128-d, CC0) on a 5-point aligned
-  chip; from PyPI (``pip install 'realtime[reid]'``: ``dlib-bin`` +
-  ``face_recognition_models``).
-- ``faceres``: the 1024-d pooled feature of HSE's faceres network (Apache-2.0; trained
-  on VGGFace2, research terms), an ONNX file the user supplies (``--reid-model PATH``).
+- ``faceres`` (the default when its file is found): the 1024-d pooled feature of
+  HSE's faceres network (Apache-2.0; pre-trained on VGGFace2, research terms), an ONNX
+  file the user supplies (``--reid-model PATH``, or ``hse_faceres.onnx`` in
+  ``$REALTIME_MODELS`` or the model cache: ``realtime models fetch --from DIR``).
+- ``dlib`` (``--reid-model dlib``): dlib's ResNet face recognition network (128-d,
+  CC0) on a 5-point aligned chip, from PyPI (``pip install 'realtime[dlib]'``:
+  ``dlib-bin`` + ``face_recognition_models``).
 
 Embeddings never leave memory here: nothing in this module writes a file.
 """
@@ -104,8 +106,8 @@ class DlibEmbedder:
 
     def __init__(self):
         if not dlib_available():
-            raise RealtimeError("re-identification needs dlib's face model: pip install 'realtime[reid]' "
-                                "(dlib-bin, face_recognition_models), or --reid-model hse_faceres.onnx, or --no-reid")
+            raise RealtimeError("--reid-model dlib needs dlib and its face model: pip install 'realtime[dlib]' "
+                                "(dlib-bin, face_recognition_models)")
         import dlib
 
         self._dlib = dlib
@@ -131,22 +133,18 @@ class DlibEmbedder:
         return _unit(np.array(self.net.compute_face_descriptor(chips)))
 
 
-EMBEDDERS = ("dlib", "faceres")
-
-
 def create_embedder(model: str | Path | None = None) -> Embedder | None:
-    """The embedder for ``--reid-model``: None = dlib's when installed, else the faceres
-    file in ``$REALTIME_MODELS`` or the model cache when there, else None (with one
-    warning line: people are then counted by tracks); ``dlib``; or a path to
-    ``hse_faceres.onnx``."""
+    """The embedder for ``--reid-model``: a path to ``hse_faceres.onnx``; ``dlib``; or
+    None = ``hse_faceres.onnx`` in ``$REALTIME_MODELS`` or the model cache when there,
+    else no embedder (one warning line: people are then counted by tracks). dlib's is
+    never the default: on the project's clips it tells dim faces apart less well and
+    costs ~5x more per face (see the README, "Counting people")."""
     if model is None:
-        if dlib_available():
-            return DlibEmbedder()
         found = find_faceres()
         if found is not None:
             return FaceresEmbedder(found)
-        log.warning("no face-identity model installed (pip install 'realtime[reid]', or --reid-model "
-                    "hse_faceres.onnx): people are counted by tracks, a person seen twice counts twice")
+        log.warning("no face-identity model (%s in $REALTIME_MODELS or the cache; see `realtime models fetch --from`, "
+                    "or --reid-model): people are counted by tracks, a person seen twice counts twice", FACERES_FILE)
         return None
     if str(model) == "dlib":
         return DlibEmbedder()
@@ -164,3 +162,27 @@ def find_faceres() -> Path | None:
         if (folder / FACERES_FILE).is_file():
             return folder / FACERES_FILE
     return None
+
+
+#: sha256 of the faceres ONNX file measured for the README (13,980,527 bytes)
+FACERES_SHA256 = "0c8ab419806d01ed31ae2ea5da2e1d3dcf072ff323da9b3ff206efff7f5cdb07"
+
+
+def fetch_faceres(source: str | Path) -> Path | None:
+    """Copy ``hse_faceres.onnx`` from the folder ``source`` (or its ``teachers/``)
+    into the model cache, checking its sha256; None when the folder has none."""
+    import shutil
+
+    from engines.files import file_sha256
+    from realtime.detector_models import model_cache_dir
+
+    found = next((p for p in (Path(source) / FACERES_FILE, Path(source) / "teachers" / FACERES_FILE) if p.is_file()), None)
+    if found is None:
+        return None
+    digest = file_sha256(found)
+    if digest != FACERES_SHA256:
+        raise RealtimeError(f"{found}: sha256 {digest[:12]}… is not the faceres file this version knows; refusing it")
+    target = model_cache_dir() / FACERES_FILE
+    target.parent.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(found, target)
+    return target

@@ -49,7 +49,9 @@ class ReidSettings:
         exemplars: embeddings kept per person (the most recent).
         across_sources: match people seen by other sources too.
         scene_cut: histogram (Bhattacharyya) distance between consecutive frames from
-            which the frame is a cut and every track ends; 1 = never.
+            which the frame is a cut and every track ends; 1 = never. The cuts of
+            stage_360p.mp4 measure 0.41-0.57, its other frames and crowd_1080p.mp4's
+            at most 0.16.
     """
 
     enabled: bool = True
@@ -62,7 +64,7 @@ class ReidSettings:
     max_per_frame: int = 2
     exemplars: int = 8
     across_sources: bool = False
-    scene_cut: float = 0.5
+    scene_cut: float = 0.3
 
     def __post_init__(self) -> None:
         if self.window <= 0 or self.refresh <= 0:
@@ -176,16 +178,17 @@ class Gallery:
 
 
 class SceneCut:
-    """A cut in edited video: the frame's hue-saturation histogram (of a 64 x 36
-    thumbnail) far from the previous frame's (Bhattacharyya distance above
-    ``threshold``)."""
+    """A cut in edited video: the frame's hue-saturation histogram (of every k-th
+    pixel, about 96 a row) far from the previous frame's (Bhattacharyya distance
+    above ``threshold``)."""
 
-    def __init__(self, threshold: float = 0.5):
+    def __init__(self, threshold: float = 0.3):
         self.threshold = threshold
         self._last: np.ndarray | None = None
 
     def __call__(self, image: np.ndarray) -> bool:
-        small = cv2.resize(image, (64, 36), interpolation=cv2.INTER_AREA)
+        step = max(1, image.shape[1] // 96)
+        small = np.ascontiguousarray(image[::step, ::step])
         hist = cv2.calcHist([cv2.cvtColor(small, cv2.COLOR_BGR2HSV)], [0, 1], None, [16, 8], [0, 180, 0, 256])
         cv2.normalize(hist, hist, 1.0, 0.0, cv2.NORM_L1)
         last, self._last = self._last, hist
