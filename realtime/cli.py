@@ -181,10 +181,13 @@ def reid_options(command):
                      help="Count people, not tracks: a face that comes back (lost track, cut, loop) is the same person "
                           "(face embeddings, memory only). --no-reid: every track is a person."),
         click.option("--reid-model", default=None,
-                     help="Face-identity model: 'dlib' (pip install 'realtime[reid]') or a path to hse_faceres.onnx "
-                          "(default: faceres in $REALTIME_MODELS or the model cache, else dlib, else none)."),
+                     help="Face-identity model: a path to hse_faceres.onnx, or 'dlib' (pip install 'realtime[dlib]') "
+                          "(default: hse_faceres.onnx in $REALTIME_MODELS or the model cache, else none: people are tracks)."),
         click.option("--reid-window", type=FiniteFloat(1), default=300.0, show_default=True,
                      help="Seconds a person is remembered after they were last seen (then their embeddings are forgotten)."),
+        click.option("--reid-threshold", type=FiniteFloat(-1, 1), default=None,
+                     help="Cosine similarity from which a face is a person seen before (default: the model's; "
+                          "higher: fewer wrong merges, more double counts)."),
         click.option("--reid-across-sources", is_flag=True,
                      help="With several sources, a person seen by one source may be recognised by another."),
     ]
@@ -196,7 +199,7 @@ def reid_settings(kw: dict):
     from realtime.reid import ReidSettings
 
     return ReidSettings(enabled=kw.pop("reid"), model=kw.pop("reid_model"), window=kw.pop("reid_window"),
-                        across_sources=kw.pop("reid_across_sources"))
+                        threshold=kw.pop("reid_threshold"), across_sources=kw.pop("reid_across_sources"))
 
 
 def _outputs(kw: dict, **where):
@@ -397,11 +400,16 @@ def models_list() -> None:
               help="A folder holding the .tflite files, or a downloaded mediapipe wheel (default: download the wheel with pip).")
 @click.option("--force", is_flag=True, help="Fetch again even if the cache already holds verified files.")
 def models_fetch(source: str | None, force: bool) -> None:
-    """Put the detector models into the user cache, checking their sha256."""
+    """Put the detector models into the user cache, checking their sha256 (and, from a
+    --from folder that holds it, the face-identity model hse_faceres.onnx)."""
     from realtime.detector_models import fetch_detector_models
+    from realtime.embedders import fetch_faceres
 
     for path in fetch_detector_models(source, force):
         click.echo(f"ok {path}")
+    faceres = fetch_faceres(source) if source is not None and os.path.isdir(source) else None
+    click.echo(f"ok {faceres}" if faceres else "no face-identity model: people are counted by tracks "
+               "(--from a folder holding hse_faceres.onnx adds it; see README, Counting people)")
 
 
 def _add_library_commands() -> None:

@@ -53,6 +53,13 @@ def best_threshold(sims: np.ndarray, same: np.ndarray) -> float:
     return float(cuts[int(np.argmax(acc))])
 
 
+def rates(pred: np.ndarray, same: np.ndarray) -> dict:
+    """Pair accuracy, false-match rate (two people taken for one) and miss rate."""
+    return {"test_accuracy": round(float((pred == same).mean()), 4),
+            "false_match_rate": round(float(pred[~same].mean()), 4),
+            "miss_rate": round(float((~pred[same]).mean()), 4)}
+
+
 def centre_box(image: np.ndarray, detector: FaceDetector) -> tuple[np.ndarray, bool]:
     h, w = image.shape[:2]
     faces = detector.detect(image, 0)
@@ -92,13 +99,10 @@ def evaluate(lfw: Path, embedders: list[str], pairs_per_kind: int, seed: int = 0
         s_fit, y_fit = sims(fit)
         s_test, y_test = sims(test)
         t = best_threshold(s_fit, y_fit)
-        pred = s_test >= t
         report[embedder.name] = {
-            "threshold": round(t, 4),
-            "test_accuracy": round(float((pred == y_test).mean()), 4),
-            "false_match_rate": round(float(pred[~y_test].mean()), 4),
-            "miss_rate": round(float((~pred[y_test]).mean()), 4),
+            "threshold": round(t, 4), **rates(s_test >= t, y_test),
             "fit_accuracy": round(float(((s_fit >= t) == y_fit).mean()), 4),
+            "shipped_threshold": embedder.threshold, "at_shipped": rates(s_test >= embedder.threshold, y_test),
             "ms_per_face": round(1000 * seconds / len(files), 2),
         }
         print(embedder.name, report[embedder.name], flush=True)

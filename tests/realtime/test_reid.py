@@ -244,3 +244,31 @@ def test_cli_missing_reid_model_is_one_line(tmp_path, detector_models):
     assert done.returncode != 0 and "Traceback" not in done.stderr
     assert "nope.onnx: no such file" in done.stderr
     assert not (tmp_path / "o.mp4").exists()
+
+
+def test_a_person_keeps_their_labels_across_tracks():
+    """Age and gender are smoothed over a person's tracks: a track that becomes a
+    known person starts from the probabilities their last track ended with."""
+    face = np.ones(8, np.float32) / np.sqrt(8)
+    g = Gallery(0.6, ReidSettings())
+    first = _track(1)
+    first.add_prediction(np.array([0.0, 1.0], np.float32), np.array([0.9, 0.1], np.float32), 30.0, 1.0, 0.8, 0)
+    g.update(0, first, face, 0.0)
+    g.release((0, 1), first)
+    second = _track(2)
+    second.add_prediction(np.array([1.0, 0.0], np.float32), np.array([0.1, 0.9], np.float32), 10.0, 1.0, 0.8, 5)
+    g.update(0, second, face, 1.0)
+    assert second.weight == pytest.approx(2.0)
+    assert second.gender_probs == pytest.approx([0.5, 0.5]) and second.age_years == pytest.approx(20.0)
+
+
+def test_tracker_restart_and_end_all():
+    from realtime.tracker import Tracker
+
+    tracker = Tracker()
+    tracker.tracks = [_track(1), _track(2)]
+    tracker._next_id = 3
+    fresh = tracker.restart(tracker.tracks[0])
+    assert fresh.id == 3 and fresh.age_sum is None and [t.id for t in tracker.tracks] == [2, 3]
+    tracker.end_all()
+    assert tracker.tracks == [] and sorted(t.id for t in tracker.ended) == [1, 2, 3]
