@@ -392,6 +392,11 @@ def models_list() -> None:
     for model, path, origin in list_detector_models():
         state = f"{path} ({origin})" if path else "missing: run `realtime models fetch`"
         click.echo(f"{model.range:6} {model.filename:42} {state}")
+    from realtime.embedders import FACERES_FILE, find_faceres
+
+    faceres = find_faceres()
+    click.echo(f"{'reid':6} {FACERES_FILE:42} " + (str(faceres) if faceres else
+               "missing: people are counted by tracks (`realtime models fetch --from DIR`, or --reid-model PATH)"))
     click.echo("searched: " + ", ".join(f"{d} ({o})" for o, d in search_dirs()))
 
 

@@ -17,7 +17,7 @@ refreshed embedding that no longer matches its track's person restarts the track
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import cv2
@@ -227,7 +227,7 @@ class ReIdentifier:
         """Embed the tracks that are due (detected, confirmed, big enough, not embedded
         for ``refresh`` s), match them, and return ``faces`` with ``person_ids`` (-1: a
         track not embedded yet)."""
-        g, s = self.gallery, self.settings
+        g = self.gallery
         g.clock[source] = now
         live = {t.id: t for t in tracker.tracks}
         for key in [k for k in g.of_track if k[0] == source and k[1] not in live]:
