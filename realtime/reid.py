@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
+from itertools import islice
 from pathlib import Path
 
 import cv2
@@ -231,7 +232,7 @@ class ReIdentifier:
         g.clock[source] = now
         live = {t.id: t for t in tracker.tracks}
         for key in [k for k in g.of_track if k[0] == source and k[1] not in live]:
-            g.release(key, next((t for t in tracker.ended[-64:] if t.id == key[1]), None))
+            g.release(key, next((t for t in islice(reversed(tracker.ended), 64) if t.id == key[1]), None))
             self._embedded.pop(key, None)
         g.forget()
         if faces.track_ids is None:
