@@ -29,7 +29,7 @@ from tests.conftest import shared_path
 from tests.realtime.test_cli import check_record
 from tests.realtime.test_faults import realtime, remux
 
-SUMMARY_KEYS = {"frames", "seconds", "people", "by_age_group", "by_gender", "by_age_group_and_gender",
+SUMMARY_KEYS = {"frames", "seconds", "people", "counted_tracks", "by_age_group", "by_gender", "by_age_group_and_gender",
                 "faces_per_minute", "people_per_minute", "dwell_seconds", "flicker", "tracks"}
 
 
