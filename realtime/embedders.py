@@ -63,7 +63,7 @@ class FaceresEmbedder:
 
         path = Path(path)
         if not path.is_file():
-            raise RealtimeError(f"--reid-model {path}: no such file")
+            raise RealtimeError(f"--reid-model {path}: no such file" if not path.exists() else f"--reid-model {path}: not a file")
         opts = ort.SessionOptions()
         opts.intra_op_num_threads, opts.inter_op_num_threads = threads, 1
         opts.log_severity_level = 3

@@ -189,6 +189,8 @@ class Analyzer:
 
     def close(self) -> None:
         self.detector.close()
+        if self.reid is not None:
+            self.reid.close()
 
     def __enter__(self) -> "Analyzer":
         return self

@@ -215,6 +215,11 @@ class ReIdentifier:
     def active(self) -> bool:
         return self.embedder is not None
 
+    def close(self) -> None:
+        """Forget every person now (their embeddings with them)."""
+        self.gallery.people.clear()
+        self.gallery.of_track.clear()
+
     def cut(self, source: int, image: np.ndarray, tracker: Tracker) -> bool:
         """Check ``image`` for a scene cut; on one, end every track of ``source``."""
         detector = self.cuts.setdefault(source, SceneCut(self.settings.scene_cut))

@@ -133,6 +133,8 @@ def test_embeddings_now_and_then_not_every_frame(faceres, detector_models):
     with Analyzer(settings(faceres)) as analyzer:
         faces = sum(len(f) for _, f in analyzer.stream(shared_path(*STAGE)))
         assert 0 < analyzer.reid.embeddings < faces / 10
+        assert analyzer.reid.gallery.people  # remembered while the analyzer is open
+    assert analyzer.reid.gallery.people == {}  # closed: forgotten
 
 
 def test_no_reid_is_tracks_as_before(detector_models, tmp_path):
