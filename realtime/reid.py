@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
-from itertools import islice
 from pathlib import Path
 
 import cv2
@@ -209,6 +208,7 @@ class ReIdentifier:
         self.gallery = Gallery(threshold, settings)
         self.cuts: dict[int, SceneCut] = {}
         self._embedded: dict[tuple[int, int], float] = {}
+        self._held: dict[tuple[int, int], Track] = {}
         self.embeddings = 0
 
     @property
@@ -219,6 +219,7 @@ class ReIdentifier:
         """Forget every person now (their embeddings with them)."""
         self.gallery.people.clear()
         self.gallery.of_track.clear()
+        self._held.clear()
 
     def cut(self, source: int, image: np.ndarray, tracker: Tracker) -> bool:
         """Check ``image`` for a scene cut; on one, end every track of ``source``."""
@@ -237,7 +238,7 @@ class ReIdentifier:
         g.clock[source] = now
         live = {t.id: t for t in tracker.tracks}
         for key in [k for k in g.of_track if k[0] == source and k[1] not in live]:
-            g.release(key, next((t for t in islice(reversed(tracker.ended), 64) if t.id == key[1]), None))
+            g.release(key, self._held.pop(key, None))  # ended: its person is free again
             self._embedded.pop(key, None)
         g.forget()
         if faces.track_ids is None:
@@ -249,10 +250,12 @@ class ReIdentifier:
             for i, vector in zip(due, vectors):
                 track = live[int(faces.track_ids[i])]
                 self._embedded[(source, track.id)] = now
+                self._held[(source, track.id)] = track  # the tracker forgets ended tracks; its labels go to the person
                 pid, restart = g.update(source, track, vector, now)
                 if restart:
                     log.debug("track %d no longer shows person %d: restarted", track.id, pid)
                     self._embedded.pop((source, track.id), None)
+                    self._held.pop((source, track.id), None)
                     tracker.restart(track)
         ids = np.array([g.seen((source, int(t)), now) for t in faces.track_ids], np.int64)
         return faces.with_people(ids)
