@@ -61,6 +61,7 @@ def stage_once(faceres, tmp_path_factory) -> dict:
             "lines": [json.loads(line) for line in (tmp / "f.jsonl").read_text().splitlines()]}
 
 
+@pytest.mark.slow
 def test_concatenated_clip_counts_its_people_once(stage_once, faceres, tmp_path):
     """The clip twice in a row counts at most 15% more people than once (without
     re-identification the second pass counts everyone again)."""
@@ -74,6 +75,7 @@ def test_concatenated_clip_counts_its_people_once(stage_once, faceres, tmp_path)
     assert people(tmp_path / "tracks.json") >= 1.5 * once
 
 
+@pytest.mark.slow
 def test_looped_clip_counts_its_people_once(stage_once, faceres, tmp_path):
     """`serve --loop`'s source (Replay) for two passes of the clip: the second pass
     finds the same people."""
@@ -96,6 +98,7 @@ def test_looped_clip_counts_its_people_once(stage_once, faceres, tmp_path):
     assert people(tmp_path / "loop.json") <= 1.15 * stage_once["summary"]["people"]
 
 
+@pytest.mark.slow
 def test_no_track_crosses_a_scene_cut(stage_once):
     """The clip cuts at frames 20, 82 and 211: no track id is on both sides of one
     (before, track 4 went from the performer to an audience member at 211)."""
@@ -109,6 +112,7 @@ def test_no_track_crosses_a_scene_cut(stage_once):
     assert any(min(seen) == 211 for seen in frames.values())  # the audience, on new tracks
 
 
+@pytest.mark.slow
 def test_people_in_summary_and_jsonl(stage_once):
     """Tracks join into people: fewer people than counted tracks; every JSONL face has
     a person_id beside its track_id (null until its track is embedded), and the
@@ -125,6 +129,7 @@ def test_people_in_summary_and_jsonl(stage_once):
     assert any(len(tracks) > 1 for tracks in joined.values())  # someone came back
 
 
+@pytest.mark.slow
 def test_embeddings_now_and_then_not_every_frame(faceres, detector_models):
     """A track is embedded when confirmed and every `refresh` seconds: far fewer
     embeddings than faces."""
@@ -137,6 +142,7 @@ def test_embeddings_now_and_then_not_every_frame(faceres, detector_models):
     assert analyzer.reid.gallery.people == {}  # closed: forgotten
 
 
+@pytest.mark.slow
 def test_no_reid_is_tracks_as_before(detector_models, tmp_path):
     """--no-reid: no embedder, no person_id in the JSONL, one person per counted track."""
     from realtime.pipeline import Analyzer, OutputSettings, annotate
@@ -162,6 +168,7 @@ def test_no_model_counts_tracks_with_one_warning(detector_models, caplog, monkey
     assert sum("no face-identity model" in r.getMessage() for r in caplog.records) == 1
 
 
+@pytest.mark.slow
 def test_no_embedding_written_to_disk(faceres, tmp_path, monkeypatch):
     """With every output on, the run writes its outputs and nothing else (no cache,
     no gallery file), and no output holds an embedding."""
@@ -226,6 +233,7 @@ def test_a_track_that_changes_face_restarts():
     assert g.people[pid].track is None
 
 
+@pytest.mark.slow
 def test_scene_cut_on_real_frames():
     """The stage clip's three cuts are found and nothing else; the crowd clip has none."""
     for name, cuts in (("stage_360p.mp4", [20, 82, 211]), ("crowd_1080p.mp4", [])):
@@ -235,6 +243,7 @@ def test_scene_cut_on_real_frames():
         assert found == cuts, name
 
 
+@pytest.mark.slow
 def test_cli_missing_reid_model_is_one_line(tmp_path, detector_models):
     import subprocess
     import sys
