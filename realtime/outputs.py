@@ -1,8 +1,8 @@
 """Outputs never clobber inputs or each other.
 
 Before any work, :func:`claim_outputs` compares every output path with every input and
-every other output (resolved, so a symlink, ``./x`` or a hard link is the same file),
-and locks each output so that a second run writing the same file stops with one line
+every other output (:func:`engines.writes.check_distinct`: by device and inode and by
+the resolved path, so a symlink, ``./x`` or a hard link is the same file), and locks each output so that a second run writing the same file stops with one line
 instead of interleaving its bytes with the first's.
 """
 
@@ -12,6 +12,7 @@ import contextlib
 import os
 from pathlib import Path
 
+from engines.writes import check_distinct, is_device, same_file  # noqa: F401  (one check for every command)
 from realtime.errors import RealtimeError
 
 try:  # POSIX; elsewhere outputs are checked but not locked
@@ -21,33 +22,9 @@ except ImportError:  # pragma: no cover - Windows
 
 
 
-def same_file(a: Path, b: Path) -> bool:
-    """True when ``a`` and ``b`` name one file or folder (existing or not)."""
-    try:
-        if a.exists() and b.exists():
-            return os.path.samefile(a, b)
-    except OSError:
-        pass
-    return a.resolve() == b.resolve()
-
-
-def check_distinct(inputs: list[Path], outputs: list[tuple[str, Path]]) -> None:
-    """Fail with one line when an output (``(what, path)``, e.g. ``("--json", p)``) is
-    one of the ``inputs`` (every file a run reads, and a folder it reads from) or
-    another output."""
-    outputs = [(what, path) for what, path in outputs if not _device(path)]
-    for k, (what, path) in enumerate(outputs):
-        for source in inputs:
-            if same_file(path, source):
-                raise RealtimeError(f"{what} {path}: that is the input {source}; it would be overwritten (choose another name)")
-        for other_what, other in outputs[:k]:
-            if same_file(path, other):
-                raise RealtimeError(f"{what} {path}: the same file as {other_what} {other}; give each output its own name")
-
-
 def _device(path: Path) -> bool:
     """/dev/null, /dev/stdout, a FIFO: nothing there to clobber or to lock."""
-    return path.exists() and not path.is_file() and not path.is_dir()
+    return is_device(path)
 
 
 class OutputLock(contextlib.AbstractContextManager):

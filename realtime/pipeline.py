@@ -25,7 +25,7 @@ from realtime.crops import Cropper
 from realtime.detector import FaceDetector
 from realtime.errors import RealtimeError
 from realtime.faces import Faces
-from realtime.outputs import OutputLock, claim_outputs
+from realtime.outputs import OutputLock, check_distinct, claim_outputs
 from realtime.sinks import (
     ENCODER_LOOKAHEAD,
     ENCODER_THREADS,
@@ -484,15 +484,19 @@ def _claim(sources: list[Source], output, json_path, summary_path) -> OutputLock
     """Check that no output is an input or another output, and lock them all (closing
     the sources if not)."""
     n = len(sources)
-    outputs = []
+    outputs, files = [], []
     for k, source in enumerate(sources):
         for what, path in (("output folder" if source.kind == "folder" else "output", output),
                            ("--json", json_path), ("--summary", summary_path)):
             path = _numbered(path, k, n)
             if path is not None and str(path) != "-":
                 outputs.append((what, Path(path)))
+        if source.kind == "folder" and output is not None:  # each image it will write, too
+            files += [("output", Path(_numbered(output, k, n)) / p.name) for p in source.paths[1:]]
+    inputs = [p for source in sources for p in source.paths]
     try:
-        return claim_outputs([p for source in sources for p in source.paths], outputs)
+        check_distinct(inputs, outputs + files)
+        return claim_outputs(inputs, outputs)
     except RealtimeError:
         for source in sources:
             source.close()

@@ -18,6 +18,7 @@ import cv2
 import numpy as np
 
 from engines.meta import ModelMeta
+from engines.writes import check_writable, write_atomic  # noqa: F401  (check_writable: used by the pipeline)
 from realtime.errors import RealtimeError
 from realtime.faces import Faces
 from realtime.sources import Frame
@@ -44,19 +45,6 @@ class Sink:
 
     def __exit__(self, *exc) -> None:
         self.close()
-
-
-def check_writable(path: Path, suffixes: frozenset[str] | None = None, what: str = "output") -> Path:
-    """Fail early, before any work, if ``path`` cannot be written (or has a wrong suffix)."""
-    path = Path(path)
-    if suffixes is not None and path.suffix.lower() not in suffixes:
-        raise RealtimeError(f"{what} {path}: use one of {', '.join(sorted(suffixes))}")
-    parent = path.parent if path.parent != Path("") else Path(".")
-    if not parent.is_dir():
-        raise RealtimeError(f"{what} {path}: folder {parent} does not exist")
-    if path.is_dir() or not os.access(parent, os.W_OK) or (path.exists() and not os.access(path, os.W_OK)):
-        raise RealtimeError(f"{what} {path}: cannot be written")
-    return path
 
 
 #: libx264 defaults of annotated videos: slice threads and rate-control lookahead (see VideoSink).
@@ -228,12 +216,9 @@ class ImageSink(Sink):
         ok, data = cv2.imencode(target.suffix or ".jpg", annotated)
         if not ok:
             raise RealtimeError(f"cannot encode image {target}")
-        try:
-            target.write_bytes(data.tobytes())
-        except OSError as e:
-            with contextlib.suppress(OSError):
-                target.unlink()  # never leave an image cut short
-            raise RealtimeError(f"cannot write image {target}: {e.strerror}") from None
+        # a new file renamed into place: never written through a link in the output
+        # folder (a hard link or symlink to an input), never left cut short
+        write_atomic(target, data.tobytes(), "image output")
         self.frames += 1
 
 
