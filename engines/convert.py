@@ -30,6 +30,7 @@ from engines.crops import IMAGE_SUFFIXES, Cropper
 from engines.errors import RealtimeError, require
 from engines.files import cached_path, checkpoint_file, file_sha256, onnx_for
 from engines.registry import create_engine
+from engines.writes import check_distinct, check_name, is_device
 
 log = logging.getLogger(__name__)
 
@@ -84,6 +85,8 @@ class ConvertSettings:
                 f"{self.model}: convert reads a .safetensors checkpoint (from `realtime train`), "
                 f"not {self.model.suffix or 'this file'}"
             )
+        if self.output is not None and is_device(self.output):
+            raise RealtimeError(f"-o {self.output}: not a regular file; convert writes a model file (and files beside it), give a file name")
         implied = SUFFIXES.get(self.output.suffix) if self.output is not None else None
         if self.output is not None and implied is None:
             raise RealtimeError(f"{self.output}: unknown output type; end it in .engine/.plan (TensorRT), .onnx or .xml (OpenVINO)")
@@ -111,6 +114,11 @@ class ConvertSettings:
             folder = getattr(self, name)
             if folder is not None and not Path(folder).is_dir():
                 raise RealtimeError(f"--{name.replace('_', '-')} {folder}: not a folder; pass a folder of face crop images")
+        if self.output is not None:
+            beside = {"tensorrt": [".onnx", ".json"], "openvino": [".bin"]}.get(self.format, [])
+            outputs = [("-o", self.output)] + [("-o", self.output.with_suffix(s)) for s in beside]
+            check_name(self.output, "-o")
+            check_distinct([p for p in (self.model, self.calib, self.check_images) if p is not None], outputs)
         if self.check and self.check_images is None and self.calib is None:
             raise RealtimeError("--check needs real face crops: pass --check-images DIR (a folder of face crop images)")
         if self.format == "tensorrt" and importlib.util.find_spec("tensorrt") is None:

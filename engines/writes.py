@@ -165,3 +165,36 @@ def write_atomic(path: str | Path, data: bytes | str, what: str = "output") -> P
         with open(tmp, "wb") as f:
             f.write(data)
     return Path(path)
+
+
+def check_outputs(inputs: Iterable[Path | None], outputs: list[tuple[str, Path | None]]) -> None:
+    """The checks every writing command makes before any work: each output (``(what,
+    path)``; None or ``"-"``: not written) can be written, and none is an input or
+    another output (:func:`check_distinct`)."""
+    outs = [(what, Path(path)) for what, path in outputs if path is not None and str(path) != "-"]
+    for what, path in outs:
+        check_writable(path, None, what)
+    check_distinct([Path(p) for p in inputs if p is not None], outs)
+
+
+def finite(value):
+    """``value`` with every non-finite float (NaN, inf) made None, numpy made Python,
+    so ``json.dumps(..., allow_nan=False)`` never meets a number JSON does not have."""
+    import math
+
+    if isinstance(value, dict):
+        return {k: finite(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [finite(v) for v in value]
+    if hasattr(value, "tolist") and not isinstance(value, (str, bytes)):  # numpy arrays and scalars
+        return finite(value.tolist())
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value
+
+
+def json_text(value, **kw) -> str:
+    """Strict JSON of ``value`` (non-finite numbers written as null, see :func:`finite`)."""
+    import json
+
+    return json.dumps(finite(value), allow_nan=False, **kw)

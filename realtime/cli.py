@@ -31,6 +31,7 @@ if __name__ == "__main__" or sys.argv and sys.argv[0].endswith("realtime"):
 import click  # noqa: E402
 
 from realtime import __version__  # noqa: E402
+from realtime.cli_types import Limited  # noqa: E402
 from realtime.errors import RealtimeError  # noqa: E402
 
 log = logging.getLogger("realtime")
@@ -132,20 +133,20 @@ def analyzer_options(command):
                      help="MediaPipe face detector .tflite (default: found via $REALTIME_MODELS or the cache)."),
         click.option("--detector-range", type=click.Choice(list(DETECTOR_MODELS)), default="full", show_default=True,
                      help="full: crowds, faces up to ~5 m; short: close faces (webcam)."),
-        click.option("--min-score", type=FiniteFloat(0, 1), default=0.5, show_default=True,
+        click.option("--min-score", type=Limited("min_score"), default=0.5, show_default=True,
                      help="Detector confidence threshold."),
         click.option("--tiles", default="auto", show_default=True,
                      help="Also detect on overlapping tiles for small faces: auto (frames of 1280 px and more), off, or N columns."),
-        click.option("--crop-scale", type=FiniteFloat(0.5, 4), default=None,
+        click.option("--crop-scale", type=Limited("crop_scale"), default=None,
                      help="Face crop side / detector box side (default: the model's own)."),
         click.option("--flip/--no-flip", default=True, show_default=True,
                      help="Test-time flip: average each face with its mirror image (2x classifier work, more accurate)."),
         click.option("--track/--no-track", default=None,
                      help="Track faces across frames: ids, smoothed labels, people counts "
                           "(default: on for video, off for images and folders of photos; --track for an image sequence)."),
-        click.option("--smoothing", type=FiniteFloat(0, 0.99), default=TrackerSettings.smoothing, show_default=True,
+        click.option("--smoothing", type=Limited("smoothing"), default=TrackerSettings.smoothing, show_default=True,
                      help="Label smoothing per track (forgetting factor; 0 = latest prediction only)."),
-        click.option("--hysteresis", type=FiniteFloat(0, 1), default=TrackerSettings.hysteresis, show_default=True,
+        click.option("--hysteresis", type=Limited("hysteresis"), default=TrackerSettings.hysteresis, show_default=True,
                      help="A track's shown label changes only when another leads by this probability margin."),
         click.option("--reclassify-every", type=click.IntRange(1), default=TrackerSettings.reclassify_every, show_default=True,
                      help="Classify a confident track only every K frames (1 = every frame)."),
@@ -329,24 +330,24 @@ def serve(sources: tuple[str, ...], output: str | None, json_path: str | None, r
 @analyzer_options
 def bench(input, json_path, max_frames, batches, classifier_seconds, backends, **kw) -> None:
     """Per-stage timings, end-to-end fps vs the passthrough floor, classifier crops/s."""
-    import json
-    from pathlib import Path
-
+    from engines.writes import check_outputs, json_text, write_atomic
     from realtime.bench import BenchSettings, bench as bench_
-    from realtime.sinks import check_writable
+
+    from engines.limits import LIMITS
 
     try:
         sizes = tuple(int(b) for b in batches.split(","))
     except ValueError:
         raise click.BadParameter(f"{batches!r}: expected integers like 1,8,32", param_hint="--batches") from None
-    if json_path:
-        check_writable(Path(json_path), None, "JSON output")
+    if problem := next((f"{b}: {p}" for b in sizes if (p := LIMITS["batch"].problem(b))), None):
+        raise click.BadParameter(problem, param_hint="--batches")
+    check_outputs([input], [("--json", json_path)])
     settings = BenchSettings(input, _settings(kw), max_frames, sizes, list(backends) or None, classifier_seconds)
     with _progress("bench") as (_, on_frame):
         report = bench_(settings, on_frame)
     click.echo(report.table())
     if json_path:
-        Path(json_path).write_text(json.dumps(report.to_dict(), indent=2))
+        write_atomic(json_path, json_text(report.to_dict(), indent=2), "--json")
 
 
 @cli.group()

@@ -227,6 +227,15 @@ def load_dataset(root: str | Path, fmt: str) -> LabelledSet:
     return data
 
 
+def label_files(root: str | Path) -> list[Path]:
+    """The files holding the labels of a set at ``root`` (the CSV itself, a labels.csv,
+    Adience's fold files), which no output may overwrite; the folder itself too."""
+    root = Path(root)
+    if root.is_file():
+        return [root]
+    return [root, *(p for p in (root / "labels.csv", *root.glob("fold_*_data.txt")) if p.exists())]
+
+
 @register_format("adience")
 def load_adience(root: Path) -> LabelledSet:
     """Adience's published layout: ``fold_<k>_data.txt`` (tab-separated, with header) and

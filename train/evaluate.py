@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import csv
 import importlib.util
-import json
+import io
 import logging
 import math
 from dataclasses import dataclass
@@ -21,11 +21,13 @@ import cv2
 import numpy as np
 
 from engines.backends import FlipAveraged, create_engine
+from engines.limits import check_fields
 from engines.meta import ModelMeta
+from engines.writes import check_distinct, check_outputs, json_text, write_atomic
 from realtime.crops import Cropper
 from realtime.errors import RealtimeError
 from train import metrics
-from train.data import RACE_LABELS, LabelledSet, holdout_mask, load_dataset
+from train.data import RACE_LABELS, LabelledSet, holdout_mask, label_files, load_dataset
 
 log = logging.getLogger(__name__)
 
@@ -71,6 +73,7 @@ class EvalSettings:
     limit: int | None = None
     holdout: float | None = None
     bootstrap: int = 1000
+    markdown: Path | None = None
 
     def __post_init__(self) -> None:
         self.data, self.predictions = Path(self.data), Path(self.predictions)
@@ -78,10 +81,18 @@ class EvalSettings:
             self.model = Path(self.model)
         if self.json is not None:
             self.json = Path(self.json)
-        if self.batch_size < 1:
-            raise RealtimeError(f"--batch-size must be at least 1, got {self.batch_size}")
-        if not 1.0 <= self.context <= 8.0:
-            raise RealtimeError(f"--context must be between 1 and 8 (times the image side), got {self.context}")
+        if self.markdown is not None:
+            self.markdown = Path(self.markdown)
+        check_outputs(self.inputs(), self.outputs())
+        check_fields(self)  # the one table of limits
+
+
+    def inputs(self) -> list[Path]:
+        """The files read besides the images: the labels and the model."""
+        return [*label_files(self.data), *([self.model] if self.model is not None else [])]
+
+    def outputs(self) -> list[tuple[str, Path | None]]:
+        return [("--predictions", self.predictions), ("--json", self.json), ("--markdown", self.markdown)]
 
 
 @dataclass
@@ -105,6 +116,7 @@ def evaluate(settings: EvalSettings, progress: Callable[[int, str], ContextManag
         data = data[holdout_mask(data, settings.holdout)]
     if settings.limit:
         data = data[np.arange(min(settings.limit, len(data)))]
+    check_distinct([*settings.inputs(), *data.files], [(w, p) for w, p in settings.outputs() if p is not None])
     engine = create_engine(settings.model, settings.backend)
     if settings.flip:
         engine = FlipAveraged(engine)
@@ -159,8 +171,11 @@ def evaluate(settings: EvalSettings, progress: Callable[[int, str], ContextManag
     )
     result = metrics.clean(result)
     if settings.json is not None:
-        settings.json.parent.mkdir(parents=True, exist_ok=True)
-        settings.json.write_text(json.dumps(result, indent=2))
+        write_atomic(settings.json, json_text(result, indent=2), "--json")
+    if settings.markdown is not None:
+        from train.report import eval_markdown
+
+        write_atomic(settings.markdown, eval_markdown(result), "--markdown")
     return result
 
 
@@ -194,13 +209,14 @@ def _face_input(image: np.ndarray, cropper: Cropper, detector, counts: dict) -> 
 
 
 def write_predictions(out: Outputs, meta: ModelMeta, path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
+    """The predictions CSV, written whole to a new file renamed over ``path``."""
     gender = out.gender_probs.argmax(1)
-    with open(path, "w", newline="") as fh:
-        writer = csv.writer(fh)
-        writer.writerow(PREDICTION_COLUMNS)
-        for name, a, years, g, gp in zip(out.labels.names(), out.age_probs.argmax(1), out.age_years, gender, out.gender_probs.max(1)):
-            writer.writerow([name, meta.age_labels[a], f"{years:.1f}", meta.gender_labels[g], f"{gp:.4f}"])
+    text = io.StringIO()
+    writer = csv.writer(text)
+    writer.writerow(PREDICTION_COLUMNS)
+    for name, a, years, g, gp in zip(out.labels.names(), out.age_probs.argmax(1), out.age_years, gender, out.gender_probs.max(1)):
+        writer.writerow([name, meta.age_labels[a], f"{years:.1f}", meta.gender_labels[g], f"{gp:.4f}"])
+    write_atomic(path, text.getvalue(), "--predictions")
 
 
 def score(out: Outputs, meta: ModelMeta, bootstrap: int = 1000) -> dict:

@@ -33,14 +33,15 @@ import torch.distributed as dist
 import torch.nn.functional as F
 from torch import nn
 
-from engines.errors import require_at_least
+from engines.limits import check_fields
 from engines.meta import ModelMeta
 from engines.model import AgeGenderNet, Ensemble, create_model, load_checkpoint, mean_outputs, read_meta, save_checkpoint
 from realtime.crops import Cropper
 from realtime.errors import RealtimeError
 from train import metrics
 from train.augment import Augmenter, AugmentSettings
-from train.data import LabelledSet, assign_folds, holdout_mask, load_dataset, read_images
+from engines.writes import check_distinct, check_outputs
+from train.data import LabelledSet, assign_folds, holdout_mask, label_files, load_dataset, read_images
 
 log = logging.getLogger(__name__)
 
@@ -127,13 +128,13 @@ class TrainSettings:
     distill: float = 0.5
 
     def __post_init__(self) -> None:
+        check_fields(self)  # the one table of limits: before anything is read
+        self.meta()  # a meta no reader would take fails now, not at the end of training
         self.data, self.out = Path(self.data), Path(self.out)
         self.init = None if self.init is None else Path(self.init)
         self.teachers = tuple(Path(t) for t in self.teachers)
         if self.years_bins < 0 or self.years_bins == 1:
             raise RealtimeError(f"--years-bins must be 0 (a linear head) or at least 2, got {self.years_bins}")
-        if not 0.0 <= self.distill <= 1.0:
-            raise RealtimeError(f"--distill must be between 0 and 1, got {self.distill}")
         for option, path in [("--init", self.init)] + [("--teacher", t) for t in self.teachers]:
             if path is not None:
                 try:
@@ -143,9 +144,23 @@ class TrainSettings:
         self.only_folds = tuple(sorted(set(self.only_folds)))
         if self.only_folds and not (self.folds >= 2 and all(0 <= k < self.folds for k in self.only_folds)):
             raise RealtimeError(f"--fold takes fold numbers 0 to {self.folds - 1} of a k-fold run (--folds 2 or more), got {list(self.only_folds)}")
-        require_at_least(self, ("epochs", "batch_size", "folds", "input_size"))
-        if self.lr <= 0:
-            raise RealtimeError(f"--lr must be positive, got {self.lr}")
+        if self.save is not None:
+            self.save = Path(self.save)
+            if self.save.suffix != ".safetensors":
+                raise RealtimeError(f"--save {self.save}: a model is written as a .safetensors file")
+        check_outputs(self.inputs(), [("--save", self.save)])
+        check_distinct(self.inputs(), self.outputs())
+
+    def inputs(self) -> list[Path]:
+        """The files a run reads (besides the images): labels, --init, --teacher."""
+        return [*label_files(self.data), *([self.init] if self.init else []), *self.teachers]
+
+    def outputs(self) -> list[tuple[str, Path]]:
+        """Every file a run writes: --save and those under ``out`` (none may be an input)."""
+        names = ("last.pt", "best.safetensors", "final.safetensors", "epochs.csv", "result.json")
+        files = [("--save", self.save)] if self.save is not None else []
+        files += [("--out", self.out / n) for n in ("settings.json", "summary.json", "summary.md")]
+        return files + [("--out", self.out / f"fold_{k}" / n) for k in range(self.folds) for n in names]
 
     def meta(self) -> ModelMeta:
         return ModelMeta(
@@ -649,6 +664,7 @@ def cross_validate(
     data = load_dataset(settings.data, settings.format)
     if settings.limit:
         data = data[np.arange(min(settings.limit, len(data)))]
+    check_distinct([*settings.inputs(), *data.files], settings.outputs())
     with progress(len(data), "reading images") as bar:
         data, images = read_images(data, settings.image_side, bar.update)
     splits = _splits(data, settings)

@@ -1,0 +1,146 @@
+"""Issue 18, part A, for the commands that train, score and convert models: none
+overwrites its inputs, none runs or writes a model whose numbers are NaN, and a bad
+option or label file is one line before any work. Real `realtime` processes on small
+real files."""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import json
+import os
+import resource
+from pathlib import Path
+
+import cv2
+import pytest
+import torch
+
+from engines.model import create_model, save_checkpoint
+from engines.meta import ModelMeta
+from tests.realtime.test_faults import realtime
+from tests.train.conftest import face_image
+
+
+def run(*args, timeout: float = 600, **kw):
+    proc = realtime(*args, **kw)
+    out, err = proc.communicate(timeout=timeout)
+    return proc.returncode, out, err
+
+
+def one_line(err: str, message: str) -> None:
+    assert "Traceback" not in err, err
+    errors = [line for line in err.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and message in errors[0], err
+
+
+def digest(path: Path) -> str:
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+
+
+@pytest.fixture
+def faces(tmp_path) -> Path:
+    """A CSV face set: 16 small images (both genders, every age group) and labels.csv."""
+    root = tmp_path / "faces"
+    root.mkdir()
+    rows = [["file", "age", "gender"]]
+    for i in range(16):
+        name = f"f{i:02d}.jpg"
+        cv2.imwrite(str(root / name), face_image(i, 40))
+        rows.append([name, str([1, 5, 10, 18, 28, 40, 50, 70][i % 8]), "mf"[i % 2]])
+    with open(root / "labels.csv", "w", newline="") as fh:
+        csv.writer(fh).writerows(rows)
+    return root
+
+
+@pytest.fixture
+def checkpoint(tmp_path) -> Path:
+    """An untrained but finite model at 32 px (a real checkpoint file)."""
+    torch.manual_seed(0)
+    meta = ModelMeta(input_size=32)
+    return save_checkpoint(create_model(meta=meta).eval(), tmp_path / "model.safetensors")
+
+
+TRAIN = ("train", "--format", "csv", "--folds", "1", "--epochs", "1", "--input-size", "32", "--batch-size", "8", "--threads", "1")
+
+
+# ----------------------------------------------------------- 2: outputs onto inputs
+def test_eval_never_overwrites_its_labels(faces, checkpoint):
+    labels = faces / "labels.csv"
+    before = digest(labels)
+    for option in ("--predictions", "--json", "--markdown"):
+        args = ["--predictions", faces.parent / "p.csv"] if option != "--predictions" else []
+        code, _, err = run("eval", "--data", labels, "--format", "csv", "--model", checkpoint, "--cropped", *args, option, labels)
+        assert code == 1, err
+        one_line(err, "that is the input")
+    os.link(faces / "f00.jpg", faces.parent / "link.csv")  # an image, through a hard link
+    code, _, err = run("eval", "--data", labels, "--format", "csv", "--model", checkpoint, "--cropped", "--predictions", faces.parent / "link.csv")
+    assert code == 1
+    one_line(err, "that is the input")
+    assert digest(labels) == before
+
+
+def test_train_save_is_a_new_safetensors_file(faces, checkpoint, tmp_path):
+    labels, before = faces / "labels.csv", digest(checkpoint)
+    code, _, err = run(*TRAIN, "--data", labels, "--out", tmp_path / "run", "--save", labels)
+    assert code == 1
+    one_line(err, "--save")
+    assert ".safetensors" in err
+    code, _, err = run(*TRAIN, "--data", labels, "--out", tmp_path / "run", "--init", checkpoint, "--save", checkpoint)
+    assert code == 1
+    one_line(err, "that is the input")
+    # --init inside --out, where the run writes its fold's checkpoints
+    inside = tmp_path / "run2" / "fold_0" / "final.safetensors"
+    inside.parent.mkdir(parents=True)
+    inside.write_bytes(checkpoint.read_bytes())
+    code, _, err = run(*TRAIN, "--data", labels, "--out", tmp_path / "run2", "--init", inside)
+    assert code == 1
+    one_line(err, "that is the input")
+    assert digest(checkpoint) == before == digest(inside)
+
+
+def test_ensemble_of_one_file_twice_is_refused(checkpoint, tmp_path):
+    os.link(checkpoint, tmp_path / "same.safetensors")
+    for other in (checkpoint, tmp_path / "same.safetensors"):
+        code, _, err = run("ensemble", checkpoint, other, "-o", tmp_path / "e.safetensors")
+        assert code == 1
+        one_line(err, "the same file as")
+    assert not (tmp_path / "e.safetensors").exists()
+
+
+def test_convert_refuses_its_input_and_a_device(checkpoint, tmp_path):
+    before = digest(checkpoint)
+    os.link(checkpoint, tmp_path / "same.onnx")
+    code, _, err = run("convert", "--model", checkpoint, "-o", tmp_path / "same.onnx")
+    assert code == 1
+    one_line(err, "that is the input")
+    code, _, err = run("convert", "--model", checkpoint, "-o", "/dev/full", "--format", "onnx")
+    assert code == 1
+    one_line(err, "not a regular file")
+    assert digest(checkpoint) == before
+
+
+def test_convert_on_a_full_disk_is_one_line_and_leaves_nothing(checkpoint, tmp_path):
+    out = tmp_path / "out" / "m.onnx"
+    out.parent.mkdir()
+
+    def limit_file_size():  # what a full disk does to a writer: its writes fail
+        resource.setrlimit(resource.RLIMIT_FSIZE, (200_000, 200_000))
+
+    code, _, err = run("convert", "--model", checkpoint, "-o", out, preexec_fn=limit_file_size)
+    assert code == 1, err
+    one_line(err, "cannot be written")
+    assert list(out.parent.iterdir()) == []  # neither m.onnx nor a temporary file
+
+
+def test_bench_json_onto_its_input_and_to_a_full_device(tmp_path):
+    clip = tmp_path / "clip.mp4"
+    clip.write_bytes((Path(__file__).parents[2] / "samples" / "people.mp4").read_bytes())
+    before = digest(clip)
+    code, _, err = run("bench", clip, "--json", clip)
+    assert code == 1
+    one_line(err, "that is the input")
+    assert digest(clip) == before
+    for batches in ("-4", "0", "200000"):
+        code, _, err = run("bench", clip, "--batches", batches)
+        assert code == 2 and "--batches" in err and "Traceback" not in err, err
