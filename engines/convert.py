@@ -28,6 +28,7 @@ import numpy as np
 
 from engines.crops import IMAGE_SUFFIXES, Cropper
 from engines.errors import RealtimeError, require
+from engines.images import is_regular, read_image
 from engines.files import cached_path, checkpoint_file, file_sha256, onnx_for
 from engines.registry import create_engine
 from engines.writes import check_distinct, check_name, is_device
@@ -245,10 +246,8 @@ def load_face_crops(folder: str | Path, meta, limit: int | None = None) -> np.nd
     """Images in ``folder`` that each are one face crop -> (N, 3, S, S) float32 model input
     (via ``Cropper(meta).crop_whole``). With ``limit``, N images spread evenly over the
     sorted folder."""
-    import cv2
-
     folder = Path(folder)
-    files = sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES) if folder.is_dir() else []
+    files = sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES and is_regular(p)) if folder.is_dir() else []
     if not files:
         raise RealtimeError(f"{folder}: no face crop images ({', '.join(sorted(IMAGE_SUFFIXES))}); pass a folder of face crops")
     if limit is not None and len(files) > limit:
@@ -256,9 +255,10 @@ def load_face_crops(folder: str | Path, meta, limit: int | None = None) -> np.nd
     cropper = Cropper(meta)
     crops = []
     for path in files:
-        image = cv2.imread(str(path), cv2.IMREAD_COLOR)
-        if image is None:
-            log.warning("skipping %s: not a readable image", path)
+        try:
+            image = read_image(path)
+        except RealtimeError as e:
+            log.warning("skipping %s", e)
             continue
         crops.append(cropper.crop_whole(image))
     if not crops:

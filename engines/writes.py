@@ -159,8 +159,9 @@ def _disk_error(e: BaseException) -> bool:
 
 
 def write_atomic(path: str | Path, data: bytes | str, what: str = "output") -> Path:
-    """Write ``data`` (str: UTF-8) as the whole new content of ``path`` (see :func:`atomic_path`)."""
-    data = data.encode("utf-8") if isinstance(data, str) else data
+    """Write ``data`` (str: UTF-8; a file name that was not UTF-8 goes back as its own
+    bytes) as the whole new content of ``path`` (see :func:`atomic_path`)."""
+    data = data.encode("utf-8", "surrogateescape") if isinstance(data, str) else data
     with atomic_path(path, what) as tmp:
         with open(tmp, "wb") as f:
             f.write(data)

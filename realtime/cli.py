@@ -150,6 +150,8 @@ def analyzer_options(command):
                      help="A track's shown label changes only when another leads by this probability margin."),
         click.option("--reclassify-every", type=click.IntRange(1), default=TrackerSettings.reclassify_every, show_default=True,
                      help="Classify a confident track only every K frames (1 = every frame)."),
+        click.option("--max-pixels", type=Limited("max_pixels", integer=True), default=50_000_000, show_default=True,
+                     help="Refuse (in a folder: skip) images of more pixels than this, checked from the file's header before decoding."),
     ]
     return functools.reduce(lambda c, option: option(c), reversed(options), command)
 
@@ -194,6 +196,7 @@ def _settings(kw: dict):
         track=kw.pop("track"),
         tracker=TrackerSettings(smoothing=kw.pop("smoothing"), hysteresis=kw.pop("hysteresis"),
                                 reclassify_every=kw.pop("reclassify_every")),
+        max_pixels=kw.pop("max_pixels"),
     )
 
 

@@ -16,8 +16,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Iterable, Iterator
 
+import cv2
 import numpy as np
 
+from engines.images import DEFAULT_MAX_PIXELS
 from engines.backends import Engine, FlipAveraged, Predictions, create_engine
 from realtime.analytics import Analytics
 from realtime.annotators import Annotator, default_annotators
@@ -64,6 +66,8 @@ class AnalyzerSettings:
             photos (unrelated pictures: a track would carry one person's label to
             another); True also tracks across a folder (an image sequence).
         tracker: matching, smoothing and re-classification settings when tracking.
+        max_pixels: largest image (photo or folder entry) decoded, in pixels, checked
+            from its header first: a small PNG can hold a huge picture.
     """
 
     model: str | Path | None = None
@@ -76,6 +80,7 @@ class AnalyzerSettings:
     flip: bool = True
     track: bool | None = None
     tracker: TrackerSettings = field(default_factory=TrackerSettings)
+    max_pixels: int = DEFAULT_MAX_PIXELS
 
 
 @dataclass
@@ -454,6 +459,8 @@ def check_outputs(source: Source, output: str | Path | None, *data_paths: str | 
             check_writable(out / "x.jpg" if out.is_dir() else out, None, "output folder")
         elif source.kind == "image":
             check_writable(Path(output), IMAGE_SUFFIXES, "image output")
+            if not cv2.haveImageWriter(str(Path(output).with_name("x" + Path(output).suffix))):
+                raise RealtimeError(f"image output {output}: this OpenCV cannot write {Path(output).suffix} images; use .jpg or .png")
         else:
             check_writable(Path(output), VIDEO_SUFFIXES, "video output")
     for path in data_paths:
@@ -503,8 +510,8 @@ def _claim(sources: list[Source], output, json_path, summary_path) -> OutputLock
         raise
 
 
-def _opened(spec: str | Path, reconnect: float | None, check: Callable[[Source], None]) -> Source:
-    source = open_source(spec, reconnect)
+def _opened(spec: str | Path, reconnect: float | None, check: Callable[[Source], None], max_pixels: int = DEFAULT_MAX_PIXELS) -> Source:
+    source = open_source(spec, reconnect, max_pixels)
     try:
         check(source)
     except RealtimeError:
@@ -530,9 +537,10 @@ def annotate(
             raise RealtimeError(f"{source.name}: annotate takes a file or folder; use `realtime run --source` for cameras and streams")
         check_outputs(source, out.media, out.json, out.summary)
 
-    source = _opened(input, 0, check)
+    settings = settings or AnalyzerSettings()
+    source = _opened(input, 0, check, settings.max_pixels)
     with _claim([source], out.media, out.json, out.summary):
-        return _run([source], settings or AnalyzerSettings(), _data_sinks(out), out.summary, False, on_start, on_frame)
+        return _run([source], settings, _data_sinks(out), out.summary, False, on_start, on_frame)
 
 
 def run(
@@ -573,6 +581,7 @@ def run(
     elif show and not has_display():
         raise RealtimeError("--show: there is no display to open a window on (DISPLAY is not set)")
 
+    settings = settings or AnalyzerSettings()
     sources: list[Source] = []
     try:
         for k, spec in enumerate(specs):
@@ -582,7 +591,7 @@ def run(
                     raise RealtimeError(f"{source.name}: --output records video; use `realtime annotate` for images and folders")
                 check_outputs(source, _numbered(output, k, n), _numbered(json_path, k, n), _numbered(summary_path, k, n))
 
-            source = _opened(spec, reconnect, check)
+            source = _opened(spec, reconnect, check, settings.max_pixels)
             sources.append(wrap(str(spec), source) if wrap is not None else source)
     except RealtimeError:
         for source in sources:
@@ -590,5 +599,5 @@ def run(
         raise
     window = [lambda src, an, k: WindowSink(f"realtime {k} - {src.name}")] if show else []
     with _claim(sources, output, json_path, summary_path):
-        return _run(sources, settings or AnalyzerSettings(), window + _data_sinks(out, n) + list(sinks), summary_path,
+        return _run(sources, settings, window + _data_sinks(out, n) + list(sinks), summary_path,
                     True, on_start, on_frame, timer)

@@ -20,6 +20,8 @@ import cv2
 import numpy as np
 
 from engines.crops import IMAGE_SUFFIXES
+from engines.images import DEFAULT_MAX_PIXELS, is_regular, read_image
+from engines.writes import check_name
 from realtime.errors import RealtimeError
 from realtime.native import quiet_native_stderr
 
@@ -326,20 +328,27 @@ class ReconnectingSource(Source):
 
 
 class ImageSource(Source):
-    """One image file or every image in a folder (sorted by name)."""
+    """One image file or every image in a folder (sorted by name). Only regular files
+    are read (a FIFO or device named like an image is skipped with a warning: reading
+    it could block for ever); images over ``max_pixels`` are refused (in a folder:
+    skipped with a warning)."""
 
-    def __init__(self, path: Path):
+    def __init__(self, path: Path, max_pixels: int = DEFAULT_MAX_PIXELS):
         super().__init__(str(path))
         self._first = None
+        self.max_pixels = max_pixels
         if path.is_dir():
             self.kind = "folder"
-            self._files = sorted(p for p in path.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+            named = sorted(p for p in path.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+            self._files = [p for p in named if is_regular(p)]
+            for odd in sorted(set(named) - set(self._files)):
+                log.warning("skipping %s: not a regular file (a FIFO, device, folder or broken link)", odd)
             if not self._files:
                 raise RealtimeError(f"{path}: folder holds no images ({', '.join(sorted(IMAGE_SUFFIXES))})")
         else:
             self.kind = "image"
             self._files = [path]
-            self._first: np.ndarray | None = _read_image(path)  # read once: its warnings once
+            self._first: np.ndarray | None = _read_image(path, max_pixels)  # read once: its warnings once
             self.size = _image_size(self._first)
         self.frame_count = len(self._files)
         self.paths = [path, *self._files] if path.is_dir() else [path]
@@ -348,7 +357,7 @@ class ImageSource(Source):
     def __iter__(self) -> Iterator[Frame]:
         for index, path in enumerate(self._files):
             try:
-                image = self._first if self.kind == "image" and self._first is not None else _read_image(path)
+                image = self._first if self.kind == "image" and self._first is not None else _read_image(path, self.max_pixels)
                 self._first = None
             except RealtimeError as e:
                 if self.kind == "image":
@@ -359,13 +368,12 @@ class ImageSource(Source):
             yield Frame(image, index, 0.0, path.name)
 
 
-def _read_image(path: Path) -> np.ndarray:
-    """(H, W, 3) uint8 BGR. libjpeg's own complaints (printed from C) are kept off
-    stderr; a JPEG cut short is named in one warning instead."""
+def _read_image(path: Path, max_pixels: int = DEFAULT_MAX_PIXELS) -> np.ndarray:
+    """(H, W, 3) uint8 BGR (:func:`engines.images.read_image`: any file name, regular
+    files only, at most ``max_pixels``). libjpeg's own complaints (printed from C) are
+    kept off stderr; a JPEG cut short is named in one warning instead."""
     with quiet_native_stderr():
-        image = cv2.imread(str(path), cv2.IMREAD_COLOR)
-    if image is None:
-        raise RealtimeError(f"{path}: not a readable image")
+        image = read_image(path, max_pixels)
     with open(path, "rb") as f:
         head = f.read(2)
         f.seek(max(0, path.stat().st_size - 64))
@@ -387,12 +395,13 @@ def _av_reason(e: Exception) -> str:
     return mask_credentials(getattr(e, "strerror", None) or str(e).splitlines()[0])
 
 
-def open_source(spec: str | int, reconnect: float | None = 300.0) -> Source:
+def open_source(spec: str | int, reconnect: float | None = 300.0, max_pixels: int = DEFAULT_MAX_PIXELS) -> Source:
     """Open a camera index ("0"), a URL, an image, a folder of images or a video file.
 
     Cameras and URLs reconnect when they drop, for up to ``reconnect`` seconds per
-    gap (None: for ever; 0: never)."""
+    gap (None: for ever; 0: never). Images over ``max_pixels`` are refused."""
     text = str(spec).strip()
+    check_name(Path(text), "input")
     if text.isdigit():
         opener: Callable[[], Source] = lambda: CameraSource(int(text))  # noqa: E731
     elif _URL.match(text) and not text.lower().startswith("file://"):
@@ -405,5 +414,7 @@ def open_source(spec: str | int, reconnect: float | None = 300.0) -> Source:
     if not path.exists():
         raise RealtimeError(f"input not found: {path}")
     if path.is_dir() or path.suffix.lower() in IMAGE_SUFFIXES:
-        return ImageSource(path)
+        return ImageSource(path, max_pixels)
+    if not is_regular(path):
+        raise RealtimeError(f"{path}: not a regular file (a FIFO or device); pass a video file, an image or a folder")
     return VideoSource(str(path))

@@ -24,11 +24,11 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Callable
 
-import cv2
 import numpy as np
 
 from engines.crops import IMAGE_SUFFIXES, warp_square
 from engines.errors import RealtimeError
+from engines.images import read_image
 from engines.meta import AGE_LABELS, GENDER_LABELS
 
 log = logging.getLogger(__name__)
@@ -409,11 +409,14 @@ def read_images(data: LabelledSet, side: int | None = None, progress: Callable[[
     returned set's ``skipped``."""
     keep, images = [], []
     for i, path in enumerate(data.files):
-        image = cv2.imread(str(path), cv2.IMREAD_COLOR)
+        try:
+            image = read_image(path)
+        except RealtimeError as e:
+            log.warning("skipping %s", e)
+            image = None
         if progress is not None:
             progress(1)
-        if image is None or image.size == 0:
-            log.warning("skipping unreadable image %s", path)
+        if image is None:
             continue
         side = side or max(image.shape[:2])
         images.append(square(image, side))

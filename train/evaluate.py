@@ -21,6 +21,7 @@ import cv2
 import numpy as np
 
 from engines.backends import FlipAveraged, create_engine
+from engines.images import read_image
 from engines.limits import check_fields
 from engines.meta import ModelMeta
 from engines.writes import check_distinct, check_outputs, json_text, write_atomic
@@ -133,10 +134,13 @@ def evaluate(settings: EvalSettings, progress: Callable[[int, str], ContextManag
     try:
         with progress(len(data), "evaluating") as bar:
             for i, path in enumerate(data.files):
-                image = cv2.imread(str(path), cv2.IMREAD_COLOR)
+                try:
+                    image = read_image(path)
+                except RealtimeError as e:
+                    image = None
+                    log.warning("skipping %s", e)
                 bar.update(1)
-                if image is None or image.size == 0:
-                    log.warning("skipping unreadable image %s", path)
+                if image is None:
                     counts["unreadable"] += 1
                     continue
                 batch.append(_face_input(in_context(image, settings.context), cropper, detector, counts))
