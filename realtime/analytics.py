@@ -5,7 +5,6 @@ summarises the run (``--summary SUMMARY.json`` and the end-of-run line)."""
 
 from __future__ import annotations
 
-import json
 from collections import Counter
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -13,7 +12,7 @@ from pathlib import Path
 import numpy as np
 
 from engines.meta import ModelMeta
-from realtime.errors import RealtimeError
+from engines.writes import finite, json_text, write_atomic
 from realtime.faces import Faces
 from realtime.sinks import Sink
 from realtime.sources import Frame
@@ -92,7 +91,7 @@ class Analytics(Sink):
         dwell = np.array([t.dwell_seconds + self.frame_seconds for t in people]) if people else np.zeros(0)
         track_seconds = float(sum(t.frames for t in self.tracks.values()) * self.frame_seconds)
         changes = sum(t.label_changes for t in self.tracks.values())
-        return {
+        return finite({
             "frames": self.frames,
             "seconds": round(minutes * 60, 3),
             "people": len(people),
@@ -116,7 +115,7 @@ class Analytics(Sink):
                  "dwell_seconds": round(t.dwell_seconds + self.frame_seconds, 3), "age": round(t.age, 1), "counted": t.frames >= self.min_frames}
                 for t in sorted(self.tracks.values(), key=lambda t: t.track_id)
             ],
-        }
+        })
 
     def line(self) -> str:
         """The counts for the end-of-run line."""
@@ -126,9 +125,5 @@ class Analytics(Sink):
 
     def close(self) -> None:
         if self.path is not None:
-            path = Path(self.path)
-            try:
-                path.write_text(json.dumps(self.summary(), indent=2))
-            except OSError as e:
-                path.unlink(missing_ok=True)  # no summary rather than half of one
-                raise RealtimeError(f"cannot write {path}: {e.strerror}") from None
+            # whole or not at all: a new file renamed into place (a kill leaves no 0-byte summary)
+            write_atomic(Path(self.path), json_text(self.summary(), indent=2), "--summary")

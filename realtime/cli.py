@@ -8,6 +8,7 @@ non-zero; anything else is a bug and keeps its traceback.
 from __future__ import annotations
 
 import contextlib
+import errno
 import functools
 import logging
 import os
@@ -80,7 +81,31 @@ class _Cli(click.Group):
         except RealtimeError as e:
             click.echo(f"error: {e}", err=True)
             sys.exit(1)
+        except (MemoryError, OSError, RuntimeError, ImportError) as e:
+            message = _resource_error(e)
+            if message is None:
+                raise  # a bug: keep its traceback
+            click.echo(f"error: {message}", err=True)
+            sys.exit(1)
         sys.exit(result if isinstance(result, int) else 0)
+
+
+#: errno of the machine's limits (not of a user's file): reported in one line
+_LIMIT_ERRNOS = {errno.ENOMEM, errno.ENOSPC, errno.EDQUOT, errno.EMFILE, errno.ENFILE, errno.EAGAIN}
+
+
+def _resource_error(e: BaseException) -> str | None:
+    """One line for running out of the machine's resources (``ulimit -v``, a full disk,
+    no more threads or files), or None for anything else (a bug)."""
+    text = str(e).splitlines()[0] if str(e) else type(e).__name__
+    if isinstance(e, MemoryError) or "out of memory" in text.lower() or "cannot allocate memory" in text.lower() \
+            or "failed to map segment" in text.lower():
+        return f"out of memory ({text[:160]}); free memory, raise `ulimit -v`, or use smaller inputs"
+    if isinstance(e, RuntimeError) and "can't start new thread" in text:
+        return "cannot start a thread (the process or user limit on threads, or memory, is reached)"
+    if isinstance(e, OSError) and e.errno in _LIMIT_ERRNOS | {errno.ENAMETOOLONG}:
+        return f"{e.filename + ': ' if isinstance(e.filename, str) else ''}{e.strerror or text}"
+    return None
 
 
 class FiniteFloat(click.FloatRange):

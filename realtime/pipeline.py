@@ -422,6 +422,10 @@ def _run(sources: list[Source], settings: AnalyzerSettings, sinks: list[SinkFact
         stack.callback(analyzer.close)
         opened = [[stack.enter_context(make(source, analyzer, k)) for make in sinks] for k, source in enumerate(sources)]
         analytics = []
+        if summary_path is not None and not analyzer.tracking:
+            why = "--no-track" if settings.track is False and not any(s.kind in ("image", "folder") for s in sources) else \
+                "images and folders of photos are not tracked (--track: an image sequence)"
+            log.warning("--summary %s: not written: people counts need tracking, and %s", summary_path, why)
         if analyzer.tracking:
             for k, source in enumerate(sources):
                 frame_seconds = 1.0 / source.fps if source.fps else 0.0
@@ -501,9 +505,12 @@ def _claim(sources: list[Source], output, json_path, summary_path) -> OutputLock
         if source.kind == "folder" and output is not None:  # each image it will write, too
             files += [("output", Path(_numbered(output, k, n)) / p.name) for p in source.paths[1:]]
     inputs = [p for source in sources for p in source.paths]
+    # the summary is written whole at the end (renamed into place), so it needs no lock,
+    # and no empty file made to hold one (which SIGKILL would leave behind)
+    locked = [(what, path) for what, path in outputs if what != "--summary"]
     try:
         check_distinct(inputs, outputs + files)
-        return claim_outputs(inputs, outputs)
+        return claim_outputs(inputs, locked)
     except RealtimeError:
         for source in sources:
             source.close()

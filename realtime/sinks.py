@@ -18,7 +18,7 @@ import cv2
 import numpy as np
 
 from engines.meta import ModelMeta
-from engines.writes import check_writable, write_atomic  # noqa: F401  (check_writable: used by the pipeline)
+from engines.writes import check_writable, finite, write_atomic  # noqa: F401  (check_writable: used by the pipeline)
 from realtime.errors import RealtimeError
 from realtime.faces import Faces
 from realtime.sources import Frame
@@ -258,7 +258,7 @@ def frame_record(frame: Frame, faces: Faces, meta: ModelMeta, source: int | None
     if frame.name:
         record["file"] = frame.name
     record["faces"] = face_records(faces, meta)
-    return record
+    return finite(record)  # a NaN from a model becomes null: every line stays JSON
 
 
 class JsonlSink(Sink):
@@ -290,7 +290,7 @@ class JsonlSink(Sink):
         self.written = 0
 
     def write(self, frame: Frame, faces: Faces, annotated: np.ndarray) -> None:
-        self._pending.append(json.dumps(frame_record(frame, faces, self.meta, self.source)) + "\n")
+        self._pending.append(json.dumps(frame_record(frame, faces, self.meta, self.source), allow_nan=False) + "\n")
         self.frames += 1
         self._drain()
 

@@ -401,7 +401,6 @@ def open_source(spec: str | int, reconnect: float | None = 300.0, max_pixels: in
     Cameras and URLs reconnect when they drop, for up to ``reconnect`` seconds per
     gap (None: for ever; 0: never). Images over ``max_pixels`` are refused."""
     text = str(spec).strip()
-    check_name(Path(text), "input")
     if text.isdigit():
         opener: Callable[[], Source] = lambda: CameraSource(int(text))  # noqa: E731
     elif _URL.match(text) and not text.lower().startswith("file://"):
@@ -411,6 +410,7 @@ def open_source(spec: str | int, reconnect: float | None = 300.0, max_pixels: in
     if opener is not None:
         return ReconnectingSource(opener, max_gap=reconnect) if reconnect != 0 else opener()
     path = Path(text.removeprefix("file://"))
+    check_name(path, "input")
     if not path.exists():
         raise RealtimeError(f"input not found: {path}")
     if path.is_dir() or path.suffix.lower() in IMAGE_SUFFIXES:

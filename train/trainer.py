@@ -539,13 +539,17 @@ def fit(
     start_epoch, history, best = 0, [], math.inf
     state_path = folder / "last.pt"
     if settings.resume and state_path.exists():
-        state = torch.load(state_path, map_location="cpu", weights_only=True)
-        net.load_state_dict(state["model"])
-        optimizer.load_state_dict(state["optimizer"])
-        scaler.load_state_dict(state["scaler"])
-        start_epoch, history, best = int(state["epoch"]), list(state["history"]), float(state["best"])
-        torch.set_rng_state(state["torch_rng"])
-        generator.set_state(state["loader_rng"])
+        try:  # weights_only: tensors and plain data, never a user's code
+            state = torch.load(state_path, map_location="cpu", weights_only=True)
+            net.load_state_dict(state["model"])
+            optimizer.load_state_dict(state["optimizer"])
+            scaler.load_state_dict(state["scaler"])
+            start_epoch, history, best = int(state["epoch"]), list(state["history"]), float(state["best"])
+            torch.set_rng_state(state["torch_rng"])
+            generator.set_state(state["loader_rng"])
+        except Exception:  # noqa: BLE001 - unpickling, a missing key, shapes of another run: one answer
+            raise RealtimeError(f"--resume: {state_path} is not the resume state of this run (another run's settings, "
+                                "or not written by realtime train); delete it, or train without --resume") from None
         log.info("fold %d: resumed from %s after epoch %d", fold, state_path, start_epoch)
 
     for epoch in range(start_epoch, settings.epochs):
@@ -567,6 +571,10 @@ def fit(
                     outputs = model(x, years_logits=True)
                     soft = teachers(x) if teachers is not None else None
                     loss, _ = loss_fn(outputs, age_group, age_years, gender, soft, settings.distill)
+                value = float(loss)
+                if not math.isfinite(value):
+                    raise RealtimeError(f"fold {fold} epoch {epoch + 1} step {step + 1}: the training loss is {value}; "
+                                        "the run diverged (try a lower --lr, or check --init and the labels)")
                 optimizer.zero_grad(set_to_none=True)
                 scaler.scale(loss).backward()
                 scaler.step(optimizer)
@@ -574,7 +582,7 @@ def fit(
                 with torch.no_grad():
                     n = len(x)
                     sums += torch.tensor([
-                        float(loss) * n,
+                        value * n,
                         float(((outputs[0].argmax(1) == age_group) & (age_group >= 0)).sum()),
                         float(((outputs[1].argmax(1) == gender) & (gender >= 0)).sum()),
                         n,
@@ -591,6 +599,10 @@ def fit(
             "train_gender_acc": float(sums[2] / counts[1]) if counts[1] else math.nan,
             "lr": lr,
         }
+        broken = [name for name, t in net.state_dict().items() if t.is_floating_point() and not bool(torch.isfinite(t).all())]
+        if broken:
+            raise RealtimeError(f"fold {fold} epoch {epoch + 1}: {len(broken)} weight tensors became NaN or infinite "
+                                f"(e.g. {broken[0]}); nothing of this epoch is saved (try a lower --lr or --weight-decay)")
         if ddp.main:
             row.update(evaluate_logits(predict(net, val_inputs, device), val_labels, val_loss_fn))
             row["seconds"] = time.perf_counter() - t0
@@ -668,6 +680,7 @@ def cross_validate(
     with progress(len(data), "reading images") as bar:
         data, images = read_images(data, settings.image_side, bar.update)
     splits = _splits(data, settings)
+    _check_splits(splits, settings)
     settings.out.mkdir(parents=True, exist_ok=True)
     ddp_main = int(os.environ.get("RANK", "0")) == 0
     if ddp_main:
@@ -712,6 +725,17 @@ def _splits(data: LabelledSet, settings: TrainSettings) -> list[tuple[int, np.nd
     if len(folds) < settings.folds:
         raise RealtimeError(f"{settings.data}: only {len(folds)} folds have images; use fewer --folds or more data")
     return [(int(k), fold_of == k) for k in folds]
+
+
+def _check_splits(splits: list[tuple[int, np.ndarray]], settings: TrainSettings) -> None:
+    """Every split trains on something and validates on something (before any work:
+    an empty validation side would give NaN metrics and a model nobody scored)."""
+    for fold, val_mask in splits:
+        n_val = int(val_mask.sum())
+        if n_val == 0 or n_val == len(val_mask):
+            fix = "a larger or smaller --holdout" if settings.folds == 1 else "fewer --folds"
+            raise RealtimeError(f"{settings.data}: fold {fold} has {len(val_mask) - n_val} training and {n_val} validation images; "
+                                f"use more images (--limit?) or {fix}")
 
 
 def _jsonable(d):

@@ -18,7 +18,7 @@ from tests.realtime.test_faults import realtime
 
 
 def run(*args, timeout: float = 300, **kw):
-    proc = realtime(*args, **kw)
+    proc = realtime(*args, errors="surrogateescape", **kw)
     out, err = proc.communicate(timeout=timeout)
     return proc.returncode, out, err
 
@@ -86,3 +86,71 @@ def test_an_image_output_replaces_a_link_instead_of_writing_through_it(tmp_path,
     assert digest(elsewhere) == before
     assert not (tmp_path / "out" / "a.jpg").is_symlink()
     assert not [p for p in (tmp_path / "out").iterdir() if p.name != "a.jpg"]  # no temporary file left
+
+
+# ------------------------------------------------ 3, 8, 13: odd names, odd files, big images
+def test_a_name_that_is_not_utf8_is_read_alone_and_in_a_folder(tmp_path, detector_models):
+    bad = os.fsdecode(b"caf\xe9.jpg")  # Latin-1, not UTF-8
+    folder = photos(tmp_path / "in", "ok.jpg")
+    shutil.copy(SAMPLES / "people.jpg", folder / bad)
+    out = tmp_path / os.fsdecode(b"out\xff.jpg")
+    code, _, err = run("annotate", folder / bad, "-o", out, "--json", tmp_path / "one.jsonl")
+    assert code == 0, err
+    assert out.stat().st_size > 0 and json.loads((tmp_path / "one.jsonl").read_text())["faces"]
+    code, _, err = run("annotate", folder, "-o", tmp_path / "out", "--json", tmp_path / "all.jsonl")
+    assert code == 0, err
+    assert sorted(os.listdir(tmp_path / "out")) == sorted(os.listdir(folder))
+    assert len((tmp_path / "all.jsonl").read_text().splitlines()) == 2
+    video = tmp_path / os.fsdecode(b"clip\xff.mp4")
+    shutil.copy(SAMPLES / "people.mp4", video)
+    code, _, err = run("annotate", video, "-o", tmp_path / os.fsdecode(b"v\xff.mp4"))
+    assert code == 0, err
+
+
+def test_a_fifo_in_a_folder_is_skipped_and_alone_is_one_line(tmp_path, detector_models):
+    folder = photos(tmp_path / "in", "a.jpg")
+    os.mkfifo(folder / "b.jpg")
+    code, _, err = run("annotate", folder, "-o", tmp_path / "out", timeout=120)
+    assert code == 0, err
+    assert "skipping" in err and "b.jpg: not a regular file" in err
+    assert os.listdir(tmp_path / "out") == ["a.jpg"]
+    os.mkfifo(tmp_path / "c.mp4")
+    for name in ("b.jpg", "c.mp4"):
+        path = folder / name if name == "b.jpg" else tmp_path / name
+        code, _, err = run("annotate", path, "-o", tmp_path / f"o{Path(name).suffix}", timeout=120)
+        assert code == 1
+        one_line(err, "not a regular file")
+
+
+def test_an_image_over_the_pixel_limit_is_refused_before_decoding(tmp_path, detector_models):
+    from PIL import Image
+
+    big = tmp_path / "big.png"
+    Image.new("L", (9000, 9000)).save(big)  # 81 Mpx in a few hundred kB
+    code, _, err = run("annotate", big, "-o", tmp_path / "o.jpg")
+    assert code == 1
+    one_line(err, "9000x9000 is over the limit of 50 Mpx")
+    folder = photos(tmp_path / "in", "a.jpg")
+    shutil.copy(big, folder / "big.png")
+    code, _, err = run("annotate", folder, "-o", tmp_path / "out", "--max-pixels", "100000000")
+    assert code == 0, err
+    assert sorted(os.listdir(tmp_path / "out")) == ["a.jpg", "big.png"]
+    code, _, err = run("annotate", folder, "-o", tmp_path / "out2")
+    assert code == 0 and "skipping" in err and "over the limit" in err
+    assert os.listdir(tmp_path / "out2") == ["a.jpg"]
+
+
+def test_an_avif_photo_is_a_photo(tmp_path, detector_models):
+    from PIL import Image, features
+
+    if not features.check("avif"):
+        pytest.skip("this Pillow cannot write AVIF")
+    Image.open(SAMPLES / "people.jpg").save(tmp_path / "p.avif")
+    code, _, err = run("annotate", tmp_path / "p.avif", "-o", tmp_path / "o.jpg", "--json", tmp_path / "o.jsonl")
+    assert code == 0, err
+    record = json.loads((tmp_path / "o.jsonl").read_text())
+    assert record["file"] == "p.avif" and record["faces"]
+    (tmp_path / "p.heic").write_bytes(b"\0\0\0\x18ftypheic" + bytes(64))
+    code, _, err = run("annotate", tmp_path / "p.heic", "-o", tmp_path / "h.jpg")
+    assert code == 1
+    one_line(err, "not a readable image")

@@ -23,7 +23,7 @@ from tests.train.conftest import face_image
 
 
 def run(*args, timeout: float = 600, **kw):
-    proc = realtime(*args, **kw)
+    proc = realtime(*args, errors="surrogateescape", **kw)
     out, err = proc.communicate(timeout=timeout)
     return proc.returncode, out, err
 
@@ -144,3 +144,54 @@ def test_bench_json_onto_its_input_and_to_a_full_device(tmp_path):
     for batches in ("-4", "0", "200000"):
         code, _, err = run("bench", clip, "--batches", batches)
         assert code == 2 and "--batches" in err and "Traceback" not in err, err
+
+
+# --------------------------------------------------------------- 4: NaN and infinities
+@pytest.fixture
+def nan_checkpoint(tmp_path) -> Path:
+    """A well-formed checkpoint whose weights hold NaN (as `train --lr inf` made them)."""
+    torch.manual_seed(0)
+    net = create_model(meta=ModelMeta(input_size=32, trained=True)).eval()
+    with torch.no_grad():
+        net.age_head.weight.fill_(float("nan"))
+        net.gender_head.bias.fill_(float("inf"))
+    return save_checkpoint(net, tmp_path / "nan.safetensors")
+
+
+@pytest.mark.parametrize("option, value", [("--lr", "inf"), ("--weight-decay", "inf"), ("--years-weight", "nan"), ("--lr", "-1")])
+def test_train_refuses_non_finite_options(faces, tmp_path, option, value):
+    code, _, err = run(*TRAIN, "--data", faces / "labels.csv", "--out", tmp_path / "run", option, value)
+    assert code == 2 and option in err and "Traceback" not in err, err
+    assert not (tmp_path / "run").exists()
+
+
+def test_a_model_with_nan_weights_is_refused_at_load(nan_checkpoint, tmp_path, detector_models):
+    for backend in ("torch", "onnxruntime"):
+        code, out, err = run("annotate", Path(__file__).parents[2] / "samples" / "people.jpg", "-o", tmp_path / "o.jpg",
+                             "--json", tmp_path / "o.jsonl", "--model", nan_checkpoint, "--backend", backend)
+        assert code == 1, err
+        one_line(err, "not finite numbers")
+        assert not (tmp_path / "o.jsonl").exists() and not (tmp_path / "o.jpg").exists()
+
+
+def test_training_that_diverges_stops_with_one_line(faces, nan_checkpoint, tmp_path):
+    code, _, err = run(*TRAIN, "--data", faces / "labels.csv", "--out", tmp_path / "run", "--init", nan_checkpoint)
+    assert code == 1, err
+    one_line(err, "the training loss is nan")
+    assert not (tmp_path / "run" / "fold_0" / "final.safetensors").exists()
+
+
+def test_jsonl_and_summary_never_hold_a_non_json_number(tmp_path):
+    import numpy as np
+
+    from engines.meta import ModelMeta as Meta
+    from realtime.faces import Faces
+    from realtime.sinks import JsonlSink
+    from realtime.sources import Frame
+
+    faces = Faces(np.array([[0, 0, 10, 10]], np.float32), np.array([0.9], np.float32)).with_predictions(
+        np.full((1, 8), np.nan, np.float32), np.full((1, 2), np.nan, np.float32), np.array([np.inf], np.float32))
+    with JsonlSink(tmp_path / "o.jsonl", Meta()) as sink:
+        sink.write(Frame(np.zeros((10, 10, 3), np.uint8), 0, 0.0), faces, None)
+    record = json.loads((tmp_path / "o.jsonl").read_text(), parse_constant=lambda c: pytest.fail(f"{c} in the JSONL"))
+    assert record["faces"][0]["age"] is None and record["faces"][0]["gender_prob"] is None
