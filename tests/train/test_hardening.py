@@ -10,6 +10,7 @@ import hashlib
 import json
 import os
 import resource
+import shutil
 from pathlib import Path
 
 import cv2
@@ -195,3 +196,95 @@ def test_jsonl_and_summary_never_hold_a_non_json_number(tmp_path):
         sink.write(Frame(np.zeros((10, 10, 3), np.uint8), 0, 0.0), faces, None)
     record = json.loads((tmp_path / "o.jsonl").read_text(), parse_constant=lambda c: pytest.fail(f"{c} in the JSONL"))
     assert record["faces"][0]["age"] is None and record["faces"][0]["gender_prob"] is None
+
+
+# ------------------------------------------------------- 12: one line, before any work
+@pytest.mark.parametrize("options", [
+    ["--crop-scale", "10", "--input-size", "8"], ["--crop-scale", "0"], ["--crop-scale", "nan"],
+    ["--label-smoothing", "2"], ["--drop-rate", "1.5"], ["--workers", "-1"], ["--input-size", "100000"],
+    ["--input-size", "8"],
+])
+def test_train_options_are_checked_against_the_one_table(faces, tmp_path, options):
+    code, _, err = run(*TRAIN, "--data", faces / "labels.csv", "--out", tmp_path / "run", *options)
+    named = [o for o in options if o.startswith("--")]
+    assert code == 2 and "Traceback" not in err and any(o in err for o in named) and "expected" in err, err
+    assert not (tmp_path / "run").exists()
+
+
+def test_the_limits_table_is_the_one_check(tmp_path):
+    """The same value is refused the same way by the settings, ModelMeta and a file's reader."""
+    from engines.errors import RealtimeError
+    from engines.meta import ModelMeta as Meta
+    from train.trainer import TrainSettings
+
+    with pytest.raises(RealtimeError, match=r"--input-size 8: expected 16 to 1024"):
+        TrainSettings(data=tmp_path, input_size=8)
+    with pytest.raises(RealtimeError, match=r"input_size = 8: expected 16 to 1024"):
+        Meta(input_size=8)
+    with pytest.raises(RealtimeError, match=r"crop_scale = 10 \(expected 0.5 to 4\)"):
+        Meta.from_json(json.dumps({"crop_scale": 10}))
+
+
+def _labels(faces: Path, text: str, encoding: str = "utf-8") -> Path:
+    path = faces / "odd.csv"
+    path.write_bytes(text.encode(encoding))
+    return path
+
+
+@pytest.mark.parametrize("text, message", [
+    ("file,age,gender\nf00.jpg,30,m,extra,more\n", "odd.csv:2: 5 fields where the header has 3"),
+    ("file,age,gender\nf00.jpg,100000000000000000000000000000,m\n", "expected 0 to 150 years"),
+])
+def test_bad_label_rows_are_one_line(faces, tmp_path, checkpoint, text, message):
+    labels = _labels(faces, text)
+    for command in (("eval", "--model", checkpoint, "--cropped", "--predictions", tmp_path / "p.csv"), (*TRAIN, "--out", tmp_path / "run")):
+        code, _, err = run(*command, "--data", labels, "--format", "csv")
+        assert code == 1, err
+        one_line(err, message)
+
+
+def test_a_utf16_csv_is_read_and_outside_files_are_named(faces, tmp_path, checkpoint):
+    rows = "file,age,gender\n" + "".join(f"f{i:02d}.jpg,{20 + i},{'mf'[i % 2]}\n" for i in range(8))
+    shutil.copy(faces / "f00.jpg", tmp_path / "outside.jpg")
+    labels = _labels(faces, rows + "../outside.jpg,40,f\n", "utf-16")
+    code, out, err = run("eval", "--data", labels, "--format", "csv", "--model", checkpoint, "--cropped",
+                         "--predictions", tmp_path / "p.csv", "--bootstrap", "0")
+    assert code == 0, err
+    assert "9 images" in out and "1 files listed are outside its folder" in err
+    labels = _labels(faces, "file,age\nf00.jpg,30\n", "cp1252")
+    labels.write_bytes(b"file,age\nf\xe9.jpg,30\n")
+    code, _, err = run("eval", "--data", labels, "--format", "csv", "--model", checkpoint, "--cropped", "--predictions", tmp_path / "q.csv")
+    assert code == 1
+    one_line(err, "not UTF-8 or UTF-16 text")
+
+
+def test_a_split_with_an_empty_side_is_refused(faces, tmp_path):
+    labels = faces / "labels.csv"
+    for holdout in ("0.0001", "0.9999"):  # 16 images: every one trains, or every one validates
+        code, _, err = run(*TRAIN, "--data", labels, "--out", tmp_path / "run", "--holdout", holdout)
+        assert code == 1, err
+        one_line(err, "validation images")
+    assert not (tmp_path / "run" / "fold_0").exists()
+
+
+def test_resume_from_a_foreign_state_is_one_line_without_torch_advice(faces, tmp_path):
+    fold = tmp_path / "run" / "fold_0"
+    fold.mkdir(parents=True)
+    torch.save({"model": torch.nn.Linear(2, 2)}, fold / "last.pt")  # a pickled module: weights_only refuses it
+    code, _, err = run(*TRAIN, "--data", faces / "labels.csv", "--out", tmp_path / "run", "--resume")
+    assert code == 1, err
+    one_line(err, "is not the resume state of this run")
+    assert "weights_only" not in err
+
+
+def test_eval_predictions_to_a_full_device_and_a_long_name(faces, checkpoint, tmp_path):
+    base = ("eval", "--data", faces / "labels.csv", "--format", "csv", "--model", checkpoint, "--cropped", "--bootstrap", "0")
+    code, _, err = run(*base, "--predictions", "/dev/full")
+    assert code == 1
+    one_line(err, "No space left on device")
+    code, _, err = run(*base, "--predictions", tmp_path / ("p" * 300 + ".csv"))
+    assert code == 1
+    one_line(err, "name too long")
+    code, _, err = run(*TRAIN, "--data", tmp_path / ("d" * 300), "--out", tmp_path / "run")
+    assert code == 1
+    one_line(err, "too long")
