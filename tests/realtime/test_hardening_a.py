@@ -9,6 +9,8 @@ import hashlib
 import json
 import os
 import shutil
+import signal
+import time
 from pathlib import Path
 
 import pytest
@@ -154,3 +156,58 @@ def test_an_avif_photo_is_a_photo(tmp_path, detector_models):
     code, _, err = run("annotate", tmp_path / "p.heic", "-o", tmp_path / "h.jpg")
     assert code == 1
     one_line(err, "not a readable image")
+
+
+# ---------------------------------------------------------- 12, 13: one line, summaries
+def test_names_over_255_bytes_are_one_line(tmp_path):
+    long = "a" * 300
+    for args in (["annotate", tmp_path / f"{long}.jpg", "-o", tmp_path / "o.jpg"],
+                 ["annotate", SAMPLES / "people.jpg", "-o", tmp_path / f"{long}.jpg"],
+                 ["annotate", SAMPLES / "people.mp4", "-o", tmp_path / "o.mp4", "--json", tmp_path / f"{long}.jsonl"],
+                 ["run", "--source", tmp_path / f"{long}.mp4", "--no-show"],
+                 ["bench", SAMPLES / "people.mp4", "--json", tmp_path / f"{long}.json"]):
+        code, _, err = run(*args)
+        assert code == 1, err
+        one_line(err, "name too long")
+
+
+def test_bench_json_to_a_full_device_is_one_line(detector_models):
+    code, out, err = run("bench", SAMPLES / "people.mp4", "--frames", "3", "--batches", "1", "--classifier-seconds", "0.1",
+                         "--classifier-backend", "onnxruntime", "--json", "/dev/full")
+    assert code == 1 and "crops/s" in out
+    one_line(err, "--json /dev/full: cannot be written (No space left on device)")
+
+
+def test_sheet_never_writes_onto_its_input(tmp_path):
+    photo = photos(tmp_path, "p.jpg") / "p.jpg"
+    before = digest(photo)
+    os.link(photo, tmp_path / "sheet.jpg")
+    code, _, err = run("sheet", photo, "-o", tmp_path / "sheet.jpg")
+    assert code == 1
+    one_line(err, "that is the input")
+    assert digest(photo) == before
+
+
+def test_a_summary_that_does_not_apply_says_so(tmp_path, detector_models):
+    for args in (["annotate", SAMPLES / "people.jpg", "-o", tmp_path / "o.jpg"],
+                 ["annotate", photos(tmp_path / "in", "a.jpg"), "-o", tmp_path / "out"],
+                 ["annotate", SAMPLES / "people.mp4", "-o", tmp_path / "o.mp4", "--no-track"]):
+        code, _, err = run(*args, "--summary", tmp_path / "s.json")
+        assert code == 0, err
+        assert "--summary" in err and "not written" in err
+        assert not (tmp_path / "s.json").exists()
+
+
+def test_sigkill_never_leaves_an_empty_summary(tmp_path, detector_models):
+    results, summary = tmp_path / "o.jsonl", tmp_path / "s.json"
+    proc = realtime("annotate", SAMPLES / "people.mp4", "-o", tmp_path / "o.mp4", "--json", results, "--summary", summary)
+    deadline = time.monotonic() + 120
+    while not results.exists() and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.02)  # the outputs are claimed: the run is under way
+    proc.send_signal(signal.SIGKILL)
+    proc.communicate(timeout=60)
+    assert not summary.exists()  # no summary rather than an empty one
+    code, _, err = run("annotate", SAMPLES / "people.mp4", "-o", tmp_path / "o.mp4", "--json", results, "--summary", summary)
+    assert code == 0, err
+    assert json.loads(summary.read_text())["frames"] == 75
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []  # no temporary file left
