@@ -28,8 +28,8 @@ import numpy as np
 
 from engines.crops import IMAGE_SUFFIXES, Cropper
 from engines.errors import RealtimeError, require
-from engines.images import is_regular, read_image
 from engines.files import cached_path, checkpoint_file, file_sha256, onnx_for
+from engines.images import is_regular, read_image
 from engines.registry import create_engine
 from engines.writes import check_distinct, check_name, is_device
 

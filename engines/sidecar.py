@@ -13,8 +13,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from engines.errors import RealtimeError
-from engines.writes import write_atomic
 from engines.meta import ModelMeta
+from engines.writes import write_atomic
 
 SIDECAR_VERSION = 1
 PRECISIONS = ("fp32", "fp16", "int8")

@@ -19,8 +19,8 @@ from typing import Callable, Iterable, Iterator
 import cv2
 import numpy as np
 
-from engines.images import DEFAULT_MAX_PIXELS
 from engines.backends import Engine, FlipAveraged, Predictions, create_engine
+from engines.images import DEFAULT_MAX_PIXELS
 from realtime.analytics import Analytics
 from realtime.annotators import Annotator, default_annotators
 from realtime.crops import Cropper

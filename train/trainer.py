@@ -40,7 +40,7 @@ from realtime.crops import Cropper
 from realtime.errors import RealtimeError
 from train import metrics
 from train.augment import Augmenter, AugmentSettings
-from engines.writes import check_distinct, check_outputs
+from engines.writes import check_distinct, check_outputs, json_text, write_atomic
 from train.data import LabelledSet, assign_folds, holdout_mask, label_files, load_dataset, read_images
 
 log = logging.getLogger(__name__)
@@ -649,7 +649,7 @@ def fit(
         metrics.confusion(gender_logits.argmax(1), val_labels.gender, n_gender).tolist(),
         folder,
     )
-    (folder / "result.json").write_text(json.dumps(result.to_json(), indent=2))
+    write_atomic(folder / "result.json", json_text(result.to_json(), indent=2), "--out")
     return result
 
 
@@ -684,7 +684,7 @@ def cross_validate(
     settings.out.mkdir(parents=True, exist_ok=True)
     ddp_main = int(os.environ.get("RANK", "0")) == 0
     if ddp_main:
-        (settings.out / "settings.json").write_text(json.dumps(metrics.clean(_jsonable(asdict(settings))), indent=2))
+        write_atomic(settings.out / "settings.json", json_text(metrics.clean(_jsonable(asdict(settings))), indent=2), "--out")
     results = []
     for fold, val_mask in splits:
         folder = settings.out / f"fold_{fold}"
