@@ -28,8 +28,9 @@ import numpy as np
 
 from engines.crops import IMAGE_SUFFIXES, Cropper
 from engines.errors import RealtimeError, require
-from engines.files import cached_path, checkpoint_file, file_sha256, onnx_for
+from engines.files import cached_path, checkpoint_file, file_sha256
 from engines.images import is_regular, read_image
+from engines.resolve import onnx_for
 from engines.registry import create_engine
 from engines.writes import check_distinct, check_name, is_device
 
@@ -215,7 +216,8 @@ def _cache_output(settings: ConvertSettings) -> Path:
 
 def _convert_tensorrt(settings: ConvertSettings, net, source: Path | None, output: Path) -> list[Path]:
     from engines.export import export_onnx
-    from engines.tensorrt import BuildSettings, Sidecar, build_engine, build_engine_torch2trt, write_sidecar
+    from engines.sidecar import Sidecar, write_sidecar
+    from engines.tensorrt import BuildSettings, build_engine, build_engine_torch2trt
 
     calib = load_face_crops(settings.calib, net.meta, settings.calib_count) if settings.int8 else None
     build = BuildSettings(settings.precision, 1, settings.opt_batch, settings.max_batch, calib_crops=calib)

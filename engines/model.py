@@ -15,9 +15,7 @@ import torch
 from torch import nn
 
 from engines.errors import RealtimeError
-from engines.files import DEFAULT_WEIGHTS, file_sha256  # noqa: F401  (re-exported)
-from engines.files import META_KEY as _META_KEY
-from engines.files import read_checkpoint_meta as read_meta
+from engines.files import DEFAULT_WEIGHTS, META_KEY, read_checkpoint_meta
 from engines.meta import ModelMeta
 from engines.writes import atomic_path, same_file
 
@@ -141,7 +139,7 @@ def save_checkpoint(net: AgeGenderNet | Ensemble, path: str | Path, meta: ModelM
     except OSError as e:
         raise RealtimeError(f"{path}: cannot be written ({e.strerror})") from None
     with atomic_path(path, "model output") as tmp:  # whole or not at all, never through a link
-        save_file(state, str(tmp), metadata={_META_KEY: meta.to_json()})
+        save_file(state, str(tmp), metadata={META_KEY: meta.to_json()})
     return path
 
 
@@ -149,7 +147,7 @@ def load_checkpoint(path: str | Path) -> AgeGenderNet | Ensemble:
     """Load a checkpoint safely (safetensors: tensors and JSON only) into eval mode."""
     from safetensors.torch import load_file
 
-    meta = read_meta(path)
+    meta = read_checkpoint_meta(path)
     net = create_model(meta=meta)
     state = {k: v.float() if v.is_floating_point() else v for k, v in load_file(str(path)).items()}
     try:

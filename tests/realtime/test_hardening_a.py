@@ -15,8 +15,10 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import SAMPLES
-from tests.realtime.test_faults import realtime
+from tests.helpers import SAMPLES, realtime
+
+
+pytestmark = pytest.mark.slow  # real processes: not in the quick run
 
 
 def run(*args, timeout: float = 300, **kw):

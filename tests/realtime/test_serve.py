@@ -25,9 +25,11 @@ from click.testing import CliRunner
 from prometheus_client.parser import text_string_to_metric_families
 
 from realtime.cli import cli
-from tests.conftest import shared_path
-from tests.realtime.test_cli import check_record
-from tests.realtime.test_faults import realtime, remux
+from tests.helpers import shared_path
+from tests.helpers import check_record
+from tests.helpers import realtime, remux
+
+pytestmark = pytest.mark.slow  # real processes, training or long media: not in the quick run
 
 SUMMARY_KEYS = {"frames", "seconds", "people", "by_age_group", "by_gender", "by_age_group_and_gender",
                 "faces_per_minute", "people_per_minute", "dwell_seconds", "flicker", "tracks"}

@@ -19,8 +19,10 @@ import torch
 
 from engines.model import create_model, save_checkpoint
 from engines.meta import ModelMeta
-from tests.realtime.test_faults import realtime
-from tests.train.conftest import face_image
+from tests.helpers import face_image, realtime
+
+
+pytestmark = pytest.mark.slow  # real processes: not in the quick run
 
 
 def run(*args, timeout: float = 600, **kw):
@@ -187,7 +189,7 @@ def test_jsonl_and_summary_never_hold_a_non_json_number(tmp_path):
 
     from engines.meta import ModelMeta as Meta
     from realtime.faces import Faces
-    from realtime.sinks import JsonlSink
+    from realtime.jsonl import JsonlSink
     from realtime.sources import Frame
 
     faces = Faces(np.array([[0, 0, 10, 10]], np.float32), np.array([0.9], np.float32)).with_predictions(
