@@ -213,3 +213,16 @@ def test_sigkill_never_leaves_an_empty_summary(tmp_path, detector_models):
     assert code == 0, err
     assert json.loads(summary.read_text())["frames"] == 75
     assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []  # no temporary file left
+
+
+@pytest.mark.parametrize("megabytes", [250, 400])
+def test_too_little_memory_is_one_line(tmp_path, megabytes):
+    import resource
+
+    def limit():  # `ulimit -v`: the libraries cannot even be mapped
+        resource.setrlimit(resource.RLIMIT_AS, (megabytes << 20, megabytes << 20))
+
+    code, _, err = run("annotate", SAMPLES / "people.jpg", "-o", tmp_path / "o.jpg", preexec_fn=limit)
+    assert code == 1, err
+    one_line(err, "error:")
+    assert "out of memory" in err or "cannot start a thread" in err or "no backend could load" in err, err
