@@ -12,7 +12,7 @@ import contextlib
 import os
 from pathlib import Path
 
-from engines.writes import check_distinct, is_device, same_file  # noqa: F401  (one check for every command)
+from engines.writes import check_distinct, is_device
 from realtime.errors import RealtimeError
 
 try:  # POSIX; elsewhere outputs are checked but not locked

@@ -10,11 +10,12 @@ from typing import Callable
 import cv2
 
 from engines.images import DEFAULT_MAX_PIXELS
+from engines.writes import check_distinct
 from realtime.analytics import Analytics
 from realtime.analyzer import Analyzer
 from realtime.errors import RealtimeError
 from realtime.jsonl import JsonlSink
-from realtime.outputs import OutputLock, check_distinct, claim_outputs
+from realtime.outputs import OutputLock, claim_outputs
 from realtime.sinks import ENCODER_LOOKAHEAD, ENCODER_THREADS, VIDEO_SUFFIXES, ImageSink, Sink, SinkChain, VideoSink, check_writable, follow
 from realtime.sources import IMAGE_SUFFIXES, Source, open_source
 
