@@ -162,12 +162,12 @@ def check_model_file(path: Path) -> None:
 
 
 def check_finite(engine: Engine, path: Path | None) -> None:
-    """Run ``engine`` once on a fixed probe batch (2 crops of seeded noise) and refuse,
+    """Run ``engine`` once on a fixed probe (1 crop of seeded noise) and refuse,
     in one line, a model whose outputs are NaN or infinite (weights trained into NaN,
     an ONNX file edited by hand): it would label every face "0-2 female" and write
     numbers JSON does not have."""
     s = engine.meta.input_size
-    probe = np.random.default_rng(0).standard_normal((2, 3, s, s)).astype(np.float32)
+    probe = np.random.default_rng(0).standard_normal((1, 3, s, s)).astype(np.float32)
     out = engine.infer(probe)
     for name, values in zip(("age probabilities", "gender probabilities", "ages"), (out.age_probs, out.gender_probs, out.age_years)):
         if not np.isfinite(values).all():
