@@ -5,7 +5,8 @@ sets, calibration crops) comes through :func:`read_image`:
 
 - the file's bytes are read by Python (``np.fromfile``) and decoded from memory
   (``cv2.imdecode``), so a name that is not valid UTF-8 is read like any other
-  (``cv2.imread`` on such a name crashes the process);
+  (``cv2.imread`` on such a name crashes the process; it is used only as the fallback
+  for a JPEG cut short, which it decodes in part, and only on a valid UTF-8 name);
 - only a regular file is opened (a FIFO named ``x.jpg`` would block the read for ever);
 - the image's size is read from its header (Pillow, which reads headers lazily) and an
   image over ``max_pixels`` is refused before it is decoded: a 1 MB PNG can hold
@@ -82,6 +83,10 @@ def read_image(path: str | Path, max_pixels: int = DEFAULT_MAX_PIXELS) -> np.nda
         raise RealtimeError(f"{path}: {header[1]} is over the limit of {max_pixels / 1e6:g} Mpx (--max-pixels)")
     try:
         image = cv2.imdecode(data, cv2.IMREAD_COLOR) if len(data) else None
+        if image is None and len(data) and _utf8(path):
+            # imdecode refuses what imread decodes in part (a JPEG cut short: its missing
+            # part grey); imread is safe on a name that is valid UTF-8
+            image = cv2.imread(str(path), cv2.IMREAD_COLOR)
     except cv2.error:
         image = None
     if image is None or image.size == 0:
@@ -90,3 +95,12 @@ def read_image(path: str | Path, max_pixels: int = DEFAULT_MAX_PIXELS) -> np.nda
     if image.shape[0] * image.shape[1] > max_pixels:  # a format whose header Pillow does not read
         raise RealtimeError(f"{path}: {image.shape[1]}x{image.shape[0]} is over the limit of {max_pixels / 1e6:g} Mpx (--max-pixels)")
     return image
+
+
+def _utf8(path: Path) -> bool:
+    """True when ``path`` is valid UTF-8 (no surrogates: OpenCV's own reader takes it)."""
+    try:
+        str(path).encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True

@@ -188,7 +188,7 @@ class _Run:
                     outputs = self.model(x, years_logits=True)
                     soft = self.teachers(x) if self.teachers is not None else None
                     loss, _ = self.loss_fn(outputs, age_group, age_years, gender, soft, s.distill)
-                value = float(loss)
+                value = float(loss.detach())
                 if not math.isfinite(value):
                     raise RealtimeError(f"fold {self.fold} epoch {epoch + 1} step {step + 1}: the training loss is {value}; "
                                         "the run diverged (try a lower --lr, or check --init and the labels)")

@@ -121,12 +121,12 @@ class TrainSettings:
 
     def __post_init__(self) -> None:
         check_fields(self)  # the one table of limits: before anything is read
-        self.meta()  # a meta no reader would take fails now, not at the end of training
         self.data, self.out = Path(self.data), Path(self.out)
         self.init = None if self.init is None else Path(self.init)
         self.teachers = tuple(Path(t) for t in self.teachers)
         if self.years_bins < 0 or self.years_bins == 1:
             raise RealtimeError(f"--years-bins must be 0 (a linear head) or at least 2, got {self.years_bins}")
+        self.meta()  # a meta no reader would take fails now, not at the end of training
         for option, path in [("--init", self.init)] + [("--teacher", t) for t in self.teachers]:
             if path is not None:
                 try:
