@@ -255,8 +255,11 @@ def annotate(input: str, output: str, json_path: str | None, summary_path: str |
 def live_options(command):
     """Options shared by the live commands (`run`, `serve`): sources and outputs."""
     options = [
-        click.option("--source", "sources", multiple=True, default=["0"], show_default=True,
-                     help="Camera index, video file, image, folder, or rtsp:// / http:// URL; repeat for several sources."),
+        click.option("--source", "sources", multiple=True, envvar="REALTIME_SOURCE",
+                     help="Camera index, video file, image, folder, or rtsp:// / http:// URL; repeat for several sources "
+                          "(default: $REALTIME_SOURCE, else camera 0)."),
+        click.option("--source-file", type=click.Path(dir_okay=False), default=None,
+                     help="Read the sources from this file, one a line (a URL with a password need not appear in `ps`)."),
         click.option("-o", "--output", type=click.Path(dir_okay=False), default=None, help="Record the annotated video (.mp4)."),
         click.option("--json", "json_path", type=click.Path(dir_okay=False), default=None,
                      help="Per-frame results as JSON Lines ('-' for stdout)."),
@@ -273,10 +276,12 @@ def live_options(command):
 @click.option("--show/--no-show", default=None, help="Open a window (default: when a display exists).")
 @analyzer_options
 def run(sources: tuple[str, ...], output: str | None, json_path: str | None, show: bool | None, reconnect_timeout: float,
-        summary_path: str | None, **kw) -> None:
+        summary_path: str | None, source_file: str | None, **kw) -> None:
     """Live: detect and label faces on a camera, stream or file, with an FPS counter."""
     from realtime.pipeline import run as run_
+    from realtime.sources import source_specs
 
+    sources = source_specs(sources, source_file)
     settings = _settings(kw)
     outputs = _outputs(kw, media=output, json=json_path, summary=summary_path, show=show)
     with _progress("run") as (on_start, on_frame):
@@ -301,10 +306,13 @@ def run(sources: tuple[str, ...], output: str | None, json_path: str | None, sho
 @click.option("--jpeg-quality", type=click.IntRange(10, 100), default=80, show_default=True, help="Quality of the video stream.")
 @analyzer_options
 def serve(sources: tuple[str, ...], output: str | None, json_path: str | None, reconnect_timeout: float, summary_path: str | None,
-          host: str, port: int, token: str | None, loop: bool, pace: bool, stall_timeout: float, stream_fps: float,
-          jpeg_quality: int, **kw) -> None:
+          source_file: str | None, host: str, port: int, token: str | None, loop: bool, pace: bool, stall_timeout: float,
+          stream_fps: float, jpeg_quality: int, **kw) -> None:
     """Live analysis with a web page and an HTTP API (for machines with no display)."""
     from realtime.serve import ServeSettings, serve as serve_
+    from realtime.sources import source_specs
+
+    sources = source_specs(sources, source_file)
 
     settings = ServeSettings(host, port, token, loop, pace, stall_timeout, stream_fps, jpeg_quality)
 

@@ -50,21 +50,35 @@ class Frame:
     rotation: int = 0
 
 
-# userinfo: everything from "://" to the LAST "@" before any query or fragment, so a
-# password holding "@" or "/" is masked whole (an "@" in a path over-masks: the safe side)
-_USERINFO = re.compile(r"(?<=://)[^\s?#]*@")
-_SECRET_QUERY = re.compile(
-    r"([?&;][^=&#\s]*(?:token|key|pass|pwd|secret|sig|auth|credential|session|cookie|jwt|bearer)[^=&#\s]*=)[^&#\s]*",
-    re.IGNORECASE,
-)
+# a URL in a message: up to white space, less the punctuation that ends a sentence
+_URL_TOKEN = re.compile(r"[a-z][a-z0-9+.-]*://\S*?(?=[:,;.)'\"]*(?:\s|$))", re.IGNORECASE)
+# userinfo: everything from "://" to the LAST "@" that a host name follows, so a
+# password holding "@", "/", "?" or "#" is masked whole (an "@" later in the path or
+# query over-masks: the safe side)
+_USERINFO = re.compile(r"(?<=://)\S*@(?=[\w.\-\[\]:%]*(?:[/?#]|$))")
+_SECRET_NAMES = (r"token|key|pass|pw|secret|sig|auth|cred|session|cookie|jwt|bearer|access|private|ticket|"
+                 r"streamid|code|hash|nonce")
+_SECRET_QUERY = re.compile(rf"([?&;][^=&#\s]*(?:{_SECRET_NAMES})[^=&#\s]*=)[^&#\s]*", re.IGNORECASE)
+_FRAGMENT = re.compile(r"#\S*")
+# an RTMP stream key is the path after the application name: rtmp://host/app/KEY
+_RTMP_KEY = re.compile(r"^(rtmp[a-z]*://[^/\s]+/[^/\s?#]+/)[^\s?#]+", re.IGNORECASE)
+
+
+def _mask_url(url: str) -> str:
+    url = _USERINFO.sub("***@", url)
+    url = _FRAGMENT.sub("#***", url)
+    url = _RTMP_KEY.sub(r"\1***", url)
+    return _SECRET_QUERY.sub(r"\1***", url)
 
 
 def mask_credentials(text: str) -> str:
     """Mask secrets in every URL in ``text`` (safe for logs, errors and results): the
     whole userinfo (``rtsp://user:pw@host`` -> ``rtsp://***@host``, also a token alone
-    or a password holding ``@`` or ``/``) and the values of query parameters whose names
-    look secret (``?token=...``, ``api_key``, ``password``, ``sig``, ``auth``...)."""
-    return _SECRET_QUERY.sub(r"\1***", _USERINFO.sub("***@", text))
+    or a password holding ``@``, ``/``, ``?`` or ``#``), the fragment (``#access_token=``
+    ...), an RTMP stream key (``rtmp://host/app/***``) and the values of query
+    parameters whose names look secret (``?token=...``, ``api_key``, ``pw``,
+    ``password``, ``sig``, ``auth``, ``access_...``, ``streamid``...)."""
+    return _URL_TOKEN.sub(lambda m: _mask_url(m.group(0)), text)
 
 
 class Source(ABC):
@@ -106,20 +120,28 @@ class Source(ABC):
 class VideoSource(Source):
     """A video file or network stream decoded by PyAV (FFmpeg)."""
 
-    def __init__(self, spec: str, live: bool = False):
+    def __init__(self, spec: str, live: bool | None = False):
+        """``live``: True for a stream, False for a file; None (a URL): decided by what
+        the server says (:meth:`_ends`)."""
         import av
 
         super().__init__(mask_credentials(spec))
-        self.kind, self.live = ("stream", True) if live else ("video", False)
-        self.paths = [] if live else [Path(spec)]
+        network = bool(_URL.match(spec)) and not spec.lower().startswith("file://")
         options = {"rtsp_transport": "tcp"} if spec.lower().startswith("rtsp") else {}
         try:
-            self._container = av.open(spec, options=options, timeout=(10.0, 10.0) if live else None)
+            self._container = av.open(spec, options=options, timeout=(10.0, 10.0) if network else None)
         except (av.FFmpegError, OSError, ValueError) as e:
             raise RealtimeError(f"cannot open {self.name}: {_av_reason(e)}") from None
         if not self._container.streams.video:
             self._container.close()
             raise RealtimeError(f"{self.name}: has no video stream")
+        if live is None:
+            ends = self._ends()
+            live = ends is None
+            log.info("%s: %s", self.name, f"a file ({ends}): every frame, then the end" if ends else
+                     "a live stream: its newest frames, reopened when it drops")
+        self.kind, self.live = ("stream", True) if live else ("video", False)
+        self.paths = [] if network else [Path(spec)]
         self._stream = self._container.streams.video[0]
         # slice threads: frame threads would hold a decoded frame (and its latency)
         # per thread, ~13 MB more at 1080p, for speed the analysis cannot use
@@ -130,6 +152,19 @@ class VideoSource(Source):
         self.size = (ctx.width, ctx.height) if ctx.width else None
         self.frame_count = self._stream.frames or None
         self.decode_errors = 0
+
+    def _ends(self) -> str | None:
+        """What shows that a network source ends with its stream (a file served over
+        HTTP, a recorded HLS playlist): a known duration or a known size (HTTP
+        Content-Length); None: a live stream (neither is known)."""
+        duration = self._container.duration
+        try:
+            size = self._container.size  # the server's Content-Length; negative when unknown
+        except (AttributeError, ValueError, OSError):
+            size = -1
+        if duration and duration > 0:
+            return f"{duration / 1e6:.1f} s"
+        return f"{size} bytes" if size > 0 else None
 
     def __iter__(self) -> Iterator[Frame]:
         """Every decodable frame in order, upright (its display rotation applied).
@@ -257,9 +292,10 @@ class ReconnectingSource(Source):
             waits for ever.
     """
 
-    def __init__(self, opener: Callable[[], Source], first_delay: float = 0.5, max_delay: float = 8.0, max_gap: float | None = 300.0):
+    def __init__(self, opener: Callable[[], Source], first_delay: float = 0.5, max_delay: float = 8.0, max_gap: float | None = 300.0,
+                 first: Source | None = None):
         self._opener = opener
-        self._inner: Source | None = opener()
+        self._inner: Source | None = first if first is not None else opener()
         super().__init__(self._inner.name)
         self.kind, self.live = self._inner.kind, True
         self.fps, self.size = self._inner.fps, self._inner.size
@@ -387,16 +423,38 @@ def _av_reason(e: Exception) -> str:
     return mask_credentials(getattr(e, "strerror", None) or str(e).splitlines()[0])
 
 
+def source_specs(given: tuple[str, ...] | list[str], source_file: str | Path | None = None) -> list[str]:
+    """The sources of a live command: ``given`` (``--source``, or ``$REALTIME_SOURCE``)
+    and one a line from ``source_file`` (blank lines skipped), so a URL holding a
+    password need not be on the command line; neither: camera 0."""
+    specs = list(given)
+    if source_file is not None:
+        try:
+            text = Path(source_file).read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as e:
+            raise RealtimeError(f"--source-file {source_file}: cannot be read ({getattr(e, 'strerror', None) or e})") from None
+        specs += [line.strip() for line in text.splitlines() if line.strip()]
+        if len(specs) == len(given):
+            raise RealtimeError(f"--source-file {source_file}: holds no source (one a line)")
+    return specs or ["0"]
+
+
 def open_source(spec: str | int, reconnect: float | None = 300.0) -> Source:
     """Open a camera index ("0"), a URL, an image, a folder of images or a video file.
 
-    Cameras and URLs reconnect when they drop, for up to ``reconnect`` seconds per
-    gap (None: for ever; 0: never)."""
+    Cameras and live streams reconnect when they drop, for up to ``reconnect`` seconds
+    per gap (None: for ever; 0: never). A URL whose server gives its duration or size
+    (a file over HTTP) is read as a file: every frame, once."""
     text = str(spec).strip()
     if text.isdigit():
         opener: Callable[[], Source] = lambda: CameraSource(int(text))  # noqa: E731
     elif _URL.match(text) and not text.lower().startswith("file://"):
-        opener = lambda: VideoSource(text, live=True)  # noqa: E731
+        # a URL is a file when its server says where it ends (every frame, then the
+        # end), else a live stream (reopened when it drops)
+        first = VideoSource(text, live=None)
+        if not first.live or reconnect == 0:
+            return first
+        return ReconnectingSource(lambda: VideoSource(text, live=True), max_gap=reconnect, first=first)
     else:
         opener = None
     if opener is not None:

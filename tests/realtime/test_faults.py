@@ -100,9 +100,10 @@ def test_a_signal_during_annotate_leaves_complete_outputs(tmp_path, detector_mod
 
 class FlakyServer(http.server.ThreadingHTTPServer):
     """Serves one file; fails ``outage`` requests after the first, as a camera that
-    drops off the network for a moment."""
+    drops off the network for a moment. As a live camera it sends no Content-Length
+    (``length``: it does, as a file server)."""
 
-    def __init__(self, path: Path, outage: int):
+    def __init__(self, path: Path, outage: int, length: bool = False):
         self.path, self.outage, self.requests = path, outage, 0
 
         class Handler(http.server.BaseHTTPRequestHandler):
@@ -114,7 +115,8 @@ class FlakyServer(http.server.ThreadingHTTPServer):
                 data = self.path.read_bytes()
                 handler.send_response(200)
                 handler.send_header("Content-Type", "video/mp2t")
-                handler.send_header("Content-Length", str(len(data)))
+                if length:
+                    handler.send_header("Content-Length", str(len(data)))
                 handler.end_headers()
                 handler.wfile.write(data)
 
