@@ -11,6 +11,7 @@ import logging
 import os
 import re
 import sys
+from array import array
 from fractions import Fraction
 from pathlib import Path
 
@@ -172,6 +173,8 @@ class VideoSink(Sink):
         """Stop writing, keep the complete fragments, raise one line."""
         self._error = getattr(error, "strerror", None) or str(error)
         self._abandon()
+        if not self.fragmented:  # what the muxer had buffered is lost: count what is there
+            self.durable = min(self.durable, _playable_frames(self.path))
         raise RealtimeError(f"cannot write {self.path}: {self._error}; it holds the first {self.durable} frames, which play")
 
     def cut(self, frames: int) -> None:
@@ -211,6 +214,19 @@ class VideoSink(Sink):
         self._container = None
         self.durable = self.frames
         log.info("wrote %d frames to %s", self.frames, self.path)
+
+
+def _playable_frames(path: Path) -> int:
+    """The frames a video file cut short holds (its complete packets, as a player
+    reads them)."""
+    import av
+
+    count = 0
+    with contextlib.suppress(OSError, av.FFmpegError), av.open(str(path)) as container:
+        with contextlib.suppress(OSError, av.FFmpegError):
+            for packet in container.demux(video=0):
+                count += packet.size > 0 and not packet.is_corrupt
+    return count
 
 
 class ImageSink(Sink):
@@ -300,6 +316,9 @@ class JsonlSink(Sink):
             self.path, self._fd = Path("-"), None
         self._pending: list[str] = []
         self._complete = 0  # bytes of complete lines in the file
+        # where each written line ends, beside a video that may lose frames it had claimed
+        # (an .mkv's muxer holds a cluster until it is complete): 8 bytes a frame
+        self._ends = array("q") if follows is not None and not follows.fragmented else None
         self._failed = False
         self.frames = 0
         self.written = 0
@@ -312,6 +331,12 @@ class JsonlSink(Sink):
     def _drain(self) -> None:
         """Write the lines of the frames the video holds (all, without a video)."""
         n = (self.follows.durable if self.follows is not None else self.frames) - self.written
+        if n < 0 and self._fd is not None and self._ends is not None:  # the video lost claimed frames: cut back to it
+            self._complete = self._ends[self.written + n - 1] if self.written + n > 0 else 0
+            with contextlib.suppress(OSError):
+                os.ftruncate(self._fd, self._complete)
+            del self._ends[self.written + n:]
+            self.written += n
         if n <= 0 or self._failed:
             return
         text = "".join(self._pending[:n])
@@ -332,6 +357,9 @@ class JsonlSink(Sink):
                     self.follows.cut(self.written)
                     held = f"it and {self.follows.path.name}"
                 raise RealtimeError(f"cannot write {self.path}: {e.strerror}; {held} hold the first {self.written} frames") from None
+            if self._ends is not None:
+                for line in self._pending[:n]:
+                    self._ends.append(self._ends[-1] + len(line.encode("utf-8")) if self._ends else len(line.encode("utf-8")))
             self._complete += len(text.encode("utf-8"))
         del self._pending[:n]
         self.written += n

@@ -180,6 +180,7 @@ class VideoSource(Source):
         seen: list[int] = []  # pts of every packet so far, sorted
         on_grid = True  # every pts so far on the frame-rate grid (constant frame rate)
         last, count, damaged, stopped, last_time = -1, 0, 0, "", None
+        gaps: list[tuple[int, int]] = []  # (first, last) index of each run of missing frames
         packets = self._container.demux(self._stream)
         while True:
             try:
@@ -211,6 +212,8 @@ class VideoSource(Source):
                 else:
                     index = last + 1
                     t = index / (self.fps or 25.0)
+                if index > last + 1:
+                    gaps.append((last + 1, index - 1))
                 last, last_time = index, t
                 rotation = int(round(frame.rotation or 0)) % 360 if hasattr(frame, "rotation") else 0
                 image = frame.to_ndarray(format="bgr24")
@@ -220,29 +223,44 @@ class VideoSource(Source):
                 del image  # not held while the next frame is decoded
                 count += 1
         self.decode_errors = damaged + bool(stopped)
-        self._report(count, damaged, stopped, last_time, lost=last + 1 - count)
+        first = float(origin * base) if origin is not None and base is not None else 0.0
+        self._report(count, damaged, stopped, None if last_time is None else first + last_time, first, last, gaps)
 
-    def _report(self, frames: int, damaged: int, stopped: str, last_time: float | None, lost: int = 0) -> None:
-        """One warning line when frames were lost: damaged packets, or a file that ends
-        before its header says (frame count for MP4, duration for MKV and others)."""
-        duration = float(self._stream.duration * self._stream.time_base) if self._stream.duration else (
-            self._container.duration / 1e6 if self._container.duration else None)
+    def _end(self) -> float | None:
+        """Where the header says the stream ends, in seconds of the stream's own clock
+        (a first frame at 0.85 s and 12 s of video end at 12.85 s), if it says."""
+        stream = self._stream
+        if stream.duration and stream.time_base is not None:  # a span from the stream's start
+            return float(((stream.start_time or 0) + stream.duration) * stream.time_base)
+        # the container's: from zero (Matroska's segment duration), or the span from the
+        # start (estimated): the earlier of the two, so a late first frame is never "missing"
+        return self._container.duration / 1e6 if self._container.duration else None
+
+    def _report(self, frames: int, damaged: int, stopped: str, last_time: float | None, first: float,
+                last: int, gaps: list[tuple[int, int]]) -> None:
+        """One warning line when frames were lost: damaged packets, frames missing in the
+        middle (named by index), or a file that ends before its header says (frame count
+        for MP4, duration for MKV and others, counted from the first frame's time)."""
+        end = self._end()
         step = 1.0 / (self.fps or 25.0)
+        total = self.frame_count or (round((end - first) / step) if end and end > first else None)
         short = not self.live and (
-            (self.frame_count is not None and frames + damaged < self.frame_count)
-            or (self.frame_count is None and duration and last_time is not None and last_time + 2 * step < duration)
+            (self.frame_count is not None and last + 1 < self.frame_count)
+            or (self.frame_count is None and end and last_time is not None and last_time + 2 * step < end)
         )
-        if not (damaged or stopped or short or lost):
+        if not (damaged or stopped or short or gaps):
             return
-        total = self.frame_count or (round(duration / step) if duration else None)
         parts = [f"{frames} frames decoded" + (f" of {'about ' if not self.frame_count else ''}{total}" if total else "")]
         if damaged:
             parts.append(f"{damaged} damaged packets skipped")
-        if lost:
-            parts.append(f"{lost} frames missing before frame {frames + lost - 1}")
+        if gaps:
+            named = [f"frame ~{a}" if a == b else f"frames ~{a}-{b}" for a, b in gaps[:3]]
+            more = f" and {len(gaps) - 3} more gaps" if len(gaps) > 3 else ""
+            parts.append(", ".join(named) + more + " missing")
         if stopped or short:
-            end = f"file ends at {last_time:.1f} s of {duration:.1f} s" if duration and last_time is not None else "file ends early"
-            parts.append(f"the rest is unreadable ({stopped or end})")
+            where = f"after frame {last}" if last >= 0 else "from the start"
+            at = f"file ends at {last_time:.1f} s of {end:.1f} s" if end and last_time is not None else "file ends early"
+            parts.append(f"the rest is unreadable {where} ({stopped or at})")
         log.warning("%s: %s", self.name, "; ".join(parts))
 
     def close(self) -> None:

@@ -128,3 +128,76 @@ def test_a_source_can_come_from_the_environment_or_a_file(tmp_path, detector_mod
     proc = realtime("run", "--no-show", "--source-file", tmp_path / "missing.txt")
     _, err = proc.communicate(timeout=60)
     assert proc.returncode == 1 and "--source-file" in err and "Traceback" not in err, err
+
+
+# -- 6. damage reports say what is missing --------------------------------------------
+
+@pytest.fixture(scope="module")
+def clip_frames():
+    with av.open(str(SAMPLES / "people.mp4")) as c:
+        return [f.to_ndarray(format="bgr24") for f in c.decode(video=0)] * 3  # 225 frames, 9 s
+
+
+def _warnings_about(err: str, name: str) -> list[str]:
+    return [line for line in err.splitlines() if name in line and line.startswith("WARNING")]
+
+
+def test_an_intact_mkv_that_starts_late_is_not_called_damaged(tmp_path, clip_frames, detector_models):
+    from tests.realtime.test_reliability import encode
+
+    late = encode(tmp_path / "late.mkv", clip_frames, [0.85 + i / 25 for i in range(len(clip_frames))])
+    proc = realtime("annotate", late, "-o", tmp_path / "o.mp4", "--json", tmp_path / "o.jsonl")
+    _, err = finish(proc, 120)
+    assert proc.returncode == 0, err
+    assert _warnings_about(err, "late.mkv") == [], err
+    assert len((tmp_path / "o.jsonl").read_text().splitlines()) == len(clip_frames)
+
+
+def test_frames_lost_in_the_middle_are_named_and_the_end_is_not_called_unreadable(tmp_path, clip_frames, detector_models):
+    from tests.realtime.test_reliability import encode
+
+    clip = encode(tmp_path / "clip.mp4", clip_frames)
+    with av.open(str(clip)) as c:
+        packets = sorted(((p.pts, p.pos, p.size) for p in c.demux(video=0) if p.size), key=lambda p: p[0])
+    data = bytearray(clip.read_bytes())
+    for _, pos, size in packets[136:151]:  # the data of frames 136-150 lost (zeros), the index intact
+        data[pos: pos + size] = bytes(size)
+    damaged = tmp_path / "damaged.mp4"
+    damaged.write_bytes(bytes(data))
+    proc = realtime("annotate", damaged, "-o", tmp_path / "o.mp4", "--json", tmp_path / "o.jsonl")
+    _, err = finish(proc, 120)
+    assert proc.returncode == 0, err
+    report = _warnings_about(err, "damaged.mp4")
+    assert len(report) == 1 and "unreadable" not in report[0], err
+    frames = [json.loads(line)["frame"] for line in (tmp_path / "o.jsonl").read_text().splitlines()]
+    missing = sorted(set(range(len(clip_frames))) - set(frames))
+    assert frames[-1] == len(clip_frames) - 1 and missing, frames  # the end is there
+    assert f"frames ~{missing[0]}-{missing[-1]} missing" in report[0], (missing, report)
+    assert 136 <= missing[0] and missing[-1] <= 160  # about where the data was lost (B-frames move it a little)
+
+
+# -- 7. a video cut by a write error claims what plays ----------------------------------
+
+@pytest.mark.parametrize("suffix", [".mkv", ".mp4"])
+def test_a_write_error_claims_what_plays_and_the_jsonl_agrees(tmp_path, clip_frames, detector_models, suffix):
+    import resource
+
+    from engines.backends import onnx_for
+    from engines.model import DEFAULT_WEIGHTS
+    from tests.realtime.test_reliability import encode
+
+    onnx_for(DEFAULT_WEIGHTS)  # the model's export in the cache first: under the limit only the outputs are written
+    clip = encode(tmp_path / "clip.mp4", clip_frames)
+    out, results = tmp_path / f"o{suffix}", tmp_path / "o.jsonl"
+
+    def limit_file_size():
+        resource.setrlimit(resource.RLIMIT_FSIZE, (300_000, 300_000))
+
+    proc = realtime("annotate", clip, "-o", out, "--json", results, preexec_fn=limit_file_size)
+    _, err = finish(proc, 180)
+    assert proc.returncode == 1, err
+    line = next(line for line in err.splitlines() if line.startswith("error:"))
+    claimed = int(line.split("holds the first ")[1].split()[0])
+    assert 10 < claimed < len(clip_frames), line
+    assert decoded_frames(out) == claimed, line
+    assert len(results.read_text().splitlines()) == claimed
