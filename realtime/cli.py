@@ -117,6 +117,16 @@ def cli(verbose: int, quiet: bool) -> None:
     _setup_logging(verbose, quiet)
 
 
+def _tiles(ctx, param, value):
+    """--tiles checked while the options are parsed: a usage error (exit 2), before any work."""
+    from realtime.detector import parse_tiles
+
+    try:
+        return parse_tiles(value)
+    except RealtimeError as e:
+        raise click.BadParameter(str(e).removeprefix("--tiles "), ctx, param) from None
+
+
 def analyzer_options(command):
     """Options shared by every command that runs the detector and the classifier."""
     from engines.backends import list_backends
@@ -134,7 +144,7 @@ def analyzer_options(command):
                      help="full: crowds, faces up to ~5 m; short: close faces (webcam)."),
         click.option("--min-score", type=FiniteFloat(0, 1), default=0.5, show_default=True,
                      help="Detector confidence threshold."),
-        click.option("--tiles", default="auto", show_default=True,
+        click.option("--tiles", default="auto", show_default=True, callback=_tiles,
                      help="Also detect on overlapping tiles for small faces: auto (frames of 1280 px and more), off, or N columns."),
         click.option("--crop-scale", type=FiniteFloat(0.5, 4), default=None,
                      help="Face crop side / detector box side (default: the model's own)."),
@@ -224,12 +234,15 @@ def _progress(desc: str):
 
 
 def _finish(stats, json_to_stdout: bool) -> None:
-    """Print the run's summary; an interrupted run exits 130 (its outputs are complete)."""
+    """Print the run's summary; an interrupted run exits 130 (its outputs are complete),
+    one with a source given up (no frames for --reconnect-timeout) 1."""
     click.echo(stats.summary(), err=json_to_stdout)
     if _program:
         _ignore_signals()  # the work is done: a late (or another) signal changes nothing
     if stats.interrupted:
         sys.exit(130)
+    if stats.gave_up:  # a camera or stream that never came back is a failure (the log says which)
+        sys.exit(1)
 
 
 @cli.command()

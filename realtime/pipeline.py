@@ -195,6 +195,7 @@ class RunStats:
     outputs: list[str] = field(default_factory=list)
     dropped: int = 0
     people: str = ""
+    gave_up: list[str] = field(default_factory=list)  # the sources given up ("name: why")
     timer: StageTimer = field(default_factory=StageTimer, repr=False)
 
     @property
@@ -430,6 +431,7 @@ def _run(sources: list[Source], settings: AnalyzerSettings, sinks: list[SinkFact
         running()
         stats = process(sources, analyzer.analyze, annotators, opened, on_frame, [s.live for s in sources], stop=stop, timer=timer)
     stats.source = ", ".join(s.name for s in sources)
+    stats.gave_up = [f"{s.name}: {s.gave_up}" for s in sources if getattr(s, "gave_up", None)]
     stats.outputs = sorted({str(s.path) for group in opened for s in group if getattr(s, "path", None) is not None})
     stats.people = "; ".join((f"source {k}: " if len(sources) > 1 else "") + a.line() for k, a in enumerate(analytics))
     return stats

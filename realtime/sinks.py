@@ -11,6 +11,7 @@ import logging
 import os
 import re
 import sys
+import tempfile
 from array import array
 from fractions import Fraction
 from pathlib import Path
@@ -116,6 +117,7 @@ class VideoSink(Sink):
         self._last_pts = -1
         self._durable_bytes = 0
         self._cuts: dict[int, int] = {0: 0}  # durable frames -> file size at that fragment boundary
+        self._file = self.path  # where it is being written (a temporary name until a frame is durable)
         self._error: str | None = None
 
     def _open(self, width: int, height: int, rotation: int) -> None:
@@ -124,7 +126,13 @@ class VideoSink(Sink):
         options = {"flush_packets": "1"}  # each completed fragment reaches the file at once
         if self.fragmented:
             options["movflags"] = "frag_keyframe+empty_moov+default_base_moof"
-        self._container = av.open(str(self.path), mode="w", options=options)
+        # a new file under a temporary name, renamed to ``path`` once it holds a frame
+        # for good: killed before that, the run leaves no empty video at ``path``
+        fd, name = tempfile.mkstemp(prefix=f".{self.path.name[:200]}.", suffix=".partial" + self.path.suffix,
+                                    dir=self.path.parent)
+        os.close(fd)
+        self._file = Path(name)
+        self._container = av.open(str(self._file), mode="w", options=options)
         stream = self._container.add_stream("libx264", rate=self.rate, options=self.options)
         stream.width, stream.height = width, height
         stream.pix_fmt = "yuv420p" if width % 2 == 0 and height % 2 == 0 else "yuv444p"
@@ -143,7 +151,16 @@ class VideoSink(Sink):
         self._muxed += 1
         if boundary is not None and self.fragmented:
             self.durable = boundary
-            self._durable_bytes = self._cuts[boundary] = os.path.getsize(self.path)
+            self._durable_bytes = self._cuts[boundary] = os.path.getsize(self._file)
+            self._publish()
+        elif not self.fragmented:
+            self._publish()
+
+    def _publish(self) -> None:
+        """The file under its own name (once: it holds a frame for good)."""
+        if self._file != self.path:
+            os.replace(self._file, self.path)
+            self._file = self.path
 
     def write(self, frame: Frame, faces: Faces, annotated: np.ndarray) -> None:
         import av
@@ -174,7 +191,11 @@ class VideoSink(Sink):
         self._error = getattr(error, "strerror", None) or str(error)
         self._abandon()
         if not self.fragmented:  # what the muxer had buffered is lost: count what is there
-            self.durable = min(self.durable, _playable_frames(self.path))
+            self.durable = min(self.durable, _playable_frames(self._file))
+            if self.durable == 0:
+                self._keep_durable()
+        if self.durable == 0:
+            raise RealtimeError(f"cannot write {self.path}: {self._error}; no frame was written, and no file is left")
         raise RealtimeError(f"cannot write {self.path}: {self._error}; it holds the first {self.durable} frames, which play")
 
     def cut(self, frames: int) -> None:
@@ -187,8 +208,7 @@ class VideoSink(Sink):
             if self._container is not None:
                 self._abandon()
             else:
-                with contextlib.suppress(OSError):
-                    os.truncate(self.path, self._durable_bytes)
+                self._keep_durable()
 
     def _abandon(self) -> None:
         import av
@@ -197,7 +217,14 @@ class VideoSink(Sink):
         with contextlib.suppress(OSError, av.FFmpegError):
             container.close()
         if self.fragmented:
-            with contextlib.suppress(OSError):
+            self._keep_durable()
+
+    def _keep_durable(self) -> None:
+        """Cut the file back to its complete fragments; none: no file at all."""
+        with contextlib.suppress(OSError):
+            if self.durable == 0 or self._file != self.path:
+                self._file.unlink()
+            else:
                 os.truncate(self.path, self._durable_bytes)
 
     def close(self) -> None:
@@ -209,6 +236,7 @@ class VideoSink(Sink):
             for packet in self._stream.encode():
                 self._mux(packet)
             self._container.close()
+            self._publish()
         except (OSError, av.FFmpegError) as e:
             self._fail(e)
         self._container = None

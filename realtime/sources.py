@@ -306,8 +306,8 @@ class ReconnectingSource(Source):
         opener: opens the underlying source; called once here (its errors reach the
             caller: a source that never worked is a user error, not a drop).
         first_delay, max_delay: backoff between reopen attempts, in seconds.
-        max_gap: give up (end the run) after this many seconds without frames; None
-            waits for ever.
+        max_gap: give up (end the source, and set ``gave_up``) this many seconds after
+            the last frame; None waits for ever.
     """
 
     def __init__(self, opener: Callable[[], Source], first_delay: float = 0.5, max_delay: float = 8.0, max_gap: float | None = 300.0,
@@ -320,6 +320,7 @@ class ReconnectingSource(Source):
         self.first_delay, self.max_delay, self.max_gap = first_delay, max_delay, max_gap
         self.reconnects = 0
         self.gap_seconds = 0.0
+        self.gave_up: str | None = None  # why it was given up (max_gap passed without frames)
         self._closed = threading.Event()
 
     def __iter__(self) -> Iterator[Frame]:
@@ -352,12 +353,17 @@ class ReconnectingSource(Source):
         returns the source (None: closed, or ``max_gap`` passed since ``lost``) and the
         delay the next attempt would wait."""
         why = "it sent no frames"
-        while not self._closed.wait(delay):
+        while True:
+            waited = time.monotonic() - lost
+            if self.max_gap is not None and waited >= self.max_gap:
+                self.gave_up = f"gave up after {waited:.1f} s without frames ({why})"
+                log.error("%s: %s", self.name, self.gave_up)
+                return None, delay
+            # the last attempt comes at max_gap, not at the next step of the backoff after it
+            if self._closed.wait(delay if self.max_gap is None else min(delay, self.max_gap - waited)):
+                return None, delay
             waited = time.monotonic() - lost
             next_delay = min(delay * 2, self.max_delay)
-            if self.max_gap is not None and waited >= self.max_gap:
-                log.error("%s: gave up after %.0f s without frames (%s)", self.name, waited, why)
-                return None, next_delay
             try:
                 source = self._opener()
             except RealtimeError as e:
@@ -367,7 +373,6 @@ class ReconnectingSource(Source):
                 continue
             log.info("%s: reopened after %.1f s", self.name, waited)
             return source, next_delay
-        return None, delay
 
     def interrupt(self) -> None:
         """Stop waiting to reconnect (safe from another thread; the run is ending)."""

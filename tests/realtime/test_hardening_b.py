@@ -201,3 +201,134 @@ def test_a_write_error_claims_what_plays_and_the_jsonl_agrees(tmp_path, clip_fra
     assert 10 < claimed < len(clip_frames), line
     assert decoded_frames(out) == claimed, line
     assert len(results.read_text().splitlines()) == claimed
+
+
+# -- 9. stalled viewers and unfinished requests are disconnected -----------------------
+
+def _sockets(pid: int) -> int:
+    """Open sockets of a process (its fds that are sockets)."""
+    fds = Path(f"/proc/{pid}/fd")
+    count = 0
+    for fd in fds.iterdir():
+        try:
+            count += os.readlink(fd).startswith("socket:")
+        except OSError:
+            pass
+    return count
+
+
+def test_stalled_viewers_and_unfinished_headers_are_disconnected(detector_models):
+    from tests.realtime.test_serve import Served
+
+    if not Path("/proc/self/fd").exists():
+        pytest.skip("counts the server's sockets in /proc (Linux)")
+    server = Served("--source", SAMPLES / "people.mp4", "--loop", "--stall-timeout", "1")
+    clients: list[socket.socket] = []
+    try:
+        server.wait_for(lambda: server.json("/api/sources")[0]["frames"] > 5, what="5 frames")
+        before = _sockets(server.proc.pid)
+        for _ in range(20):  # MJPEG viewers that never read
+            s = socket.socket()
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+            s.connect(("127.0.0.1", server.port))
+            s.sendall(b"GET /api/sources/0/stream.mjpg HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+            clients.append(s)
+        slow = []
+        for _ in range(5):  # requests whose headers never finish
+            s = socket.socket()
+            s.connect(("127.0.0.1", server.port))
+            s.sendall(b"GET /api/sources HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Slow: ")
+            slow.append(s)
+        clients += slow
+        server.wait_for(lambda: _sockets(server.proc.pid) >= before + 20, 20, "the connections to be accepted")
+        # every one is closed by the server: its socket count goes back to what it was
+        server.wait_for(lambda: _sockets(server.proc.pid) <= before, 90, "the stalled connections to be closed")
+        for s in slow:  # and the client sees the end (a reset or an end of file)
+            s.settimeout(5)
+            try:
+                assert s.recv(1024) == b""
+            except ConnectionResetError:
+                pass
+        assert server.json("/api/sources/0")["viewers"]["video"] == 0
+        assert "dropped a stalled video viewer" in "".join(server.stderr)
+    finally:
+        for s in clients:
+            s.close()
+        server.stop()
+
+
+# -- 13. the smaller edges ---------------------------------------------------------------
+
+def test_serve_answers_at_its_own_loopback_address_and_quotes_an_odd_token(detector_models):
+    from urllib.parse import parse_qs, urlsplit
+
+    from tests.realtime.test_serve import Served, open_stream, read_jpegs
+
+    server = Served("--host", "127.0.0.2", "--source", SAMPLES / "people.mp4", "--loop")
+    try:
+        assert server.url.startswith("http://127.0.0.2:")
+        assert server.request("/api/sources", host="127.0.0.2")[0] == 200
+    finally:
+        server.stop()
+    token = "a+b&c#d;e f%20g,h"
+    server = Served("--token", token, "--source", SAMPLES / "people.mp4", "--loop")
+    try:
+        parts = urlsplit(server.url)
+        assert parse_qs(parts.query)["token"] == [token] and not parts.fragment, server.url
+        status, headers, _ = server.request(f"/?{parts.query}")
+        assert status == 200
+        cookie = headers["set-cookie"].split(";")[0]
+        assert server.request("/api/sources", {"Cookie": cookie})[0] == 200, cookie
+        response = open_stream(server.port, "/api/sources/0/stream.mjpg", {"Cookie": cookie})
+        assert response.status == 200 and read_jpegs(response, 1)
+        response.close()
+        assert server.request("/api/sources", {"Authorization": f"Bearer {token}"})[0] == 200
+    finally:
+        server.stop()
+
+
+def test_a_bad_tiles_value_is_a_usage_error_before_any_work(tmp_path):
+    proc = realtime("annotate", SAMPLES / "people.jpg", "-o", tmp_path / "o.jpg", "--tiles", "foo")
+    _, err = finish(proc, 60)
+    assert proc.returncode == 2, err
+    errors = [line for line in err.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and "--tiles" in errors[0] and "foo" in errors[0], err
+    assert "detector:" not in err and "Traceback" not in err, err  # nothing was loaded
+
+
+def test_a_stream_given_up_ends_the_run_on_time_and_non_zero(tmp_path, detector_models):
+    import re
+
+    server = FlakyServer(remux(SAMPLES / "people.mp4", tmp_path / "people.ts"), outage=10**6)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        proc = realtime("run", "--source", f"http://127.0.0.1:{server.server_address[1]}/live.ts", "--no-show",
+                        "--reconnect-timeout", "2")
+        out, err = finish(proc, 120)
+    finally:
+        server.shutdown()
+    assert proc.returncode == 1, err
+    waited = float(re.search(r"gave up after ([\d.]+) s without frames", err).group(1))
+    assert 2.0 <= waited < 2.6, err  # at the timeout, not at the next step of the backoff
+    assert "frames in" in out and "Traceback" not in err  # the summary is still printed
+
+
+def test_sigkill_before_the_first_fragment_leaves_no_empty_mp4(tmp_path, clip_frames, detector_models):
+    from tests.realtime.test_reliability import encode
+
+    clip = encode(tmp_path / "clip.mp4", clip_frames)
+    out = tmp_path / "o.mp4"
+    proc = realtime("annotate", clip, "-o", out)
+    deadline = time.monotonic() + 120
+    while not (out.exists() or list(tmp_path.glob(".o.mp4.*.partial.mp4"))):  # the video is open: its first frames are being written
+        assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()[1]
+        time.sleep(0.005)
+    proc.kill()
+    proc.communicate()
+    assert not out.exists() or decoded_frames(out) > 0
+
+
+def test_the_overlay_counts_one_face(tmp_path):
+    from realtime.annotators import FpsAnnotator
+
+    assert FpsAnnotator().text(1).endswith(" 1 face") and FpsAnnotator().text(2).endswith(" 2 faces")
