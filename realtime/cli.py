@@ -37,25 +37,36 @@ log = logging.getLogger("realtime")
 
 
 _signalled = False
+#: True once a run has started its outputs: from then on the run's own handlers take
+#: the signals, and after them a signal changes nothing (the summary is printed)
+_running = False
+_STOP_SIGNALS = tuple(getattr(signal, name) for name in ("SIGINT", "SIGTERM", "SIGHUP") if hasattr(signal, name))
 
 
 def _ignore_signals() -> None:
-    """SIGINT and SIGTERM ignored by the OS from here on (the command is ending)."""
-    for sig in (signal.SIGINT, signal.SIGTERM):
+    """SIGINT, SIGTERM and SIGHUP ignored by the OS from here on (the command is ending)."""
+    for sig in _STOP_SIGNALS:
         signal.signal(sig, signal.SIG_IGN)
 
 
 def _interrupt_once(signum, frame) -> None:
-    """The `realtime` program's SIGINT and SIGTERM outside a run's own handlers: the
-    first ends the command as Ctrl-C does (KeyboardInterrupt: "interrupted", exit 130);
-    later ones are ignored (by the OS: Python resets its own handlers while it shuts
-    down), so a storm of signals that outlasts a run (whose handlers finish the outputs
-    first) cannot turn its exit into a kill."""
+    """The `realtime` program's SIGINT, SIGTERM and SIGHUP outside a run's own handlers:
+    the first ends the command as Ctrl-C does (KeyboardInterrupt: "interrupted", exit
+    130); later ones are ignored (by the OS: Python resets its own handlers while it
+    shuts down), so a storm of signals that outlasts a run (whose handlers finish the
+    outputs first) cannot turn its exit into a kill; once a run has started, a signal
+    after its handlers are gone only waits for the summary (it is printed, and the run
+    says whether it was interrupted)."""
     global _signalled
     _ignore_signals()
-    if not _signalled:
+    if not _signalled and not _running:
         _signalled = True
         raise KeyboardInterrupt
+
+
+def _started() -> None:
+    global _running
+    _running = True
 
 
 class _Cli(click.Group):
@@ -216,6 +227,7 @@ def _progress(desc: str):
     faces = 0
 
     def on_start(source):
+        _started()
         bar.total = source.frame_count
         bar.set_description(source.name)
         bar.refresh()
@@ -330,6 +342,7 @@ def serve(sources: tuple[str, ...], output: str | None, json_path: str | None, r
     settings = ServeSettings(host, port, token, loop, pace, stall_timeout, stream_fps, jpeg_quality)
 
     def ready(url: str) -> None:
+        _started()
         click.echo(f"serving on {url}", err=json_path == "-")
         if host in ("0.0.0.0", "::"):
             click.echo("(listening on every address: open it with this machine's name or address)", err=json_path == "-")
@@ -418,7 +431,8 @@ _program = False
 def main() -> None:
     global _program
     _program = True
-    signal.signal(signal.SIGTERM, _interrupt_once)
+    for sig in _STOP_SIGNALS[1:]:  # SIGTERM, and SIGHUP (a closed terminal or SSH session): as Ctrl-C
+        signal.signal(sig, _interrupt_once)
     if hasattr(signal, "SIGXFSZ"):  # over a file size limit: a write error (one line), not a kill
         signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
     cli(prog_name="realtime")

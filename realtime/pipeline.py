@@ -224,15 +224,19 @@ class RunStats:
 
 FrameCallback = Callable[[Frame, Faces], None]
 
+#: The signals that end a run the way Ctrl-C does (SIGHUP: the terminal went away).
+STOP_SIGNALS = tuple(getattr(signal, name) for name in ("SIGINT", "SIGTERM", "SIGHUP") if hasattr(signal, name))
+
 
 @contextlib.contextmanager
 def _signals_to(handler: Callable) -> Iterator[None]:
-    """SIGINT and SIGTERM go to ``handler`` inside the block (the main thread only:
-    elsewhere signals cannot be caught and keep their default behaviour)."""
+    """SIGINT, SIGTERM and SIGHUP (a closed terminal or SSH session) go to ``handler``
+    inside the block (the main thread only: elsewhere signals cannot be caught and keep
+    their default behaviour)."""
     if threading.current_thread() is not threading.main_thread():
         yield
         return
-    previous = {sig: signal.signal(sig, handler) for sig in (signal.SIGINT, signal.SIGTERM)}
+    previous = {sig: signal.signal(sig, handler) for sig in STOP_SIGNALS}
     try:
         yield
     finally:

@@ -120,16 +120,20 @@ class Source(ABC):
 class VideoSource(Source):
     """A video file or network stream decoded by PyAV (FFmpeg)."""
 
-    def __init__(self, spec: str, live: bool | None = False):
+    def __init__(self, spec: str, live: bool | None = False, cancel: threading.Event | None = None):
         """``live``: True for a stream, False for a file; None (a URL): decided by what
-        the server says (:meth:`_ends`)."""
+        the server says (:meth:`_ends`). ``cancel``: set (from another thread) to stop
+        waiting for a network source to answer."""
         import av
 
         super().__init__(mask_credentials(spec))
         network = bool(_URL.match(spec)) and not spec.lower().startswith("file://")
         options = {"rtsp_transport": "tcp"} if spec.lower().startswith("rtsp") else {}
         try:
-            self._container = av.open(spec, options=options, timeout=(10.0, 10.0) if network else None)
+            if network:
+                self._container = _open_network(spec, options, cancel)
+            else:
+                self._container = av.open(spec, options=options)
         except (av.FFmpegError, OSError, ValueError) as e:
             raise RealtimeError(f"cannot open {self.name}: {_av_reason(e)}") from None
         if not self._container.streams.video:
@@ -308,10 +312,13 @@ class ReconnectingSource(Source):
         first_delay, max_delay: backoff between reopen attempts, in seconds.
         max_gap: give up (end the source, and set ``gave_up``) this many seconds after
             the last frame; None waits for ever.
+        first: the source already opened (else ``opener`` is called here).
+        cancel: the event :meth:`interrupt` sets (an ``opener`` waiting for a server
+            may watch it to stop waiting).
     """
 
     def __init__(self, opener: Callable[[], Source], first_delay: float = 0.5, max_delay: float = 8.0, max_gap: float | None = 300.0,
-                 first: Source | None = None):
+                 first: Source | None = None, cancel: threading.Event | None = None):
         self._opener = opener
         self._inner: Source | None = first if first is not None else opener()
         super().__init__(self._inner.name)
@@ -321,7 +328,7 @@ class ReconnectingSource(Source):
         self.reconnects = 0
         self.gap_seconds = 0.0
         self.gave_up: str | None = None  # why it was given up (max_gap passed without frames)
-        self._closed = threading.Event()
+        self._closed = cancel or threading.Event()  # set when the run ends (the opener may watch it too)
 
     def __iter__(self) -> Iterator[Frame]:
         start = time.monotonic()
@@ -438,6 +445,39 @@ def _image_size(image: np.ndarray) -> tuple[int, int]:
     return image.shape[1], image.shape[0]
 
 
+def _open_network(spec: str, options: dict, cancel: threading.Event | None):
+    """``av.open`` of a URL (10 s time-outs to connect and to read) on a thread of its
+    own: FFmpeg waits for the server inside C, where neither Ctrl-C nor ``cancel``
+    reach it; the caller's wait here answers both at once (within 0.1 s). A container
+    that opens after nobody waits for it any more is closed."""
+    import av
+
+    done: dict = {}
+    given_up = threading.Event()
+
+    def target() -> None:
+        try:
+            done["container"] = av.open(spec, options=options, timeout=(10.0, 10.0))
+        except BaseException as e:  # noqa: BLE001 - handed to the waiting thread
+            done["error"] = e
+        if given_up.is_set() and "container" in done:
+            done["container"].close()
+
+    opener = threading.Thread(target=target, name="open-stream", daemon=True)
+    opener.start()
+    try:
+        while opener.is_alive():
+            opener.join(0.1)  # a signal's handler runs between these waits
+            if cancel is not None and cancel.is_set():
+                raise RealtimeError("stopped while waiting for the stream to answer")
+    finally:
+        if opener.is_alive():
+            given_up.set()
+    if "error" in done:
+        raise done["error"]
+    return done["container"]
+
+
 def _av_reason(e: Exception) -> str:
     import av
 
@@ -477,7 +517,9 @@ def open_source(spec: str | int, reconnect: float | None = 300.0) -> Source:
         first = VideoSource(text, live=None)
         if not first.live or reconnect == 0:
             return first
-        return ReconnectingSource(lambda: VideoSource(text, live=True), max_gap=reconnect, first=first)
+        closed = threading.Event()  # the run is ending: an attempt to reopen stops waiting
+        return ReconnectingSource(lambda: VideoSource(text, live=True, cancel=closed), max_gap=reconnect, first=first,
+                                  cancel=closed)
     else:
         opener = None
     if opener is not None:

@@ -5,6 +5,7 @@ viewers, signals, credentials, and the smaller edges (issue 18: items 5, 6, 7, 9
 
 from __future__ import annotations
 
+import contextlib
 import http.server
 import json
 import os
@@ -332,3 +333,75 @@ def test_the_overlay_counts_one_face(tmp_path):
     from realtime.annotators import FpsAnnotator
 
     assert FpsAnnotator().text(1).endswith(" 1 face") and FpsAnnotator().text(2).endswith(" 2 faces")
+
+
+# -- 10. signals --------------------------------------------------------------------------
+
+def test_ctrl_c_while_a_stream_is_being_opened_is_prompt(tmp_path, detector_models):
+    silent = socket.socket()
+    silent.bind(("127.0.0.1", 0))
+    silent.listen(4)  # accepts the connection, never answers
+    try:
+        proc = realtime("run", "--source", f"http://127.0.0.1:{silent.getsockname()[1]}/cam.ts", "--no-show")
+        silent.settimeout(60)
+        conn, _ = silent.accept()  # FFmpeg is connected and waits for an answer
+        time.sleep(0.3)
+        start = time.monotonic()
+        proc.send_signal(signal.SIGINT)
+        _, err = finish(proc, 30)
+        took = time.monotonic() - start
+        conn.close()
+    finally:
+        silent.close()
+    assert proc.returncode == 130, err
+    assert "Traceback" not in err and "interrupted" in err and took < 2.0, (took, err)
+
+
+def _annotating(tmp_path, clip):
+    out, results = tmp_path / "o.mp4", tmp_path / "o.jsonl"
+    from tests.realtime.test_faults import wait_for_lines
+
+    proc = realtime("annotate", clip, "-o", out, "--json", results)
+    wait_for_lines(results, 30, proc)
+    return proc, out, results
+
+
+@pytest.fixture(scope="module")
+def long_clip(clip_frames, tmp_path_factory):
+    from tests.realtime.test_reliability import encode
+
+    return encode(tmp_path_factory.mktemp("long") / "long.mp4", clip_frames * 2)  # 450 frames, 18 s
+
+
+def test_sighup_finishes_the_outputs_like_sigterm(tmp_path, long_clip, detector_models):
+    from tests.realtime.test_reliability import outputs_agree
+
+    proc, out, results = _annotating(tmp_path, long_clip)
+    proc.send_signal(signal.SIGHUP)
+    stdout, err = finish(proc, 60)
+    assert proc.returncode == 130, err
+    assert "frames in" in stdout and "[interrupted]" in stdout and "Traceback" not in err, (stdout, err)
+    assert 30 <= len(outputs_agree(out, results)) < 450
+
+
+def test_a_storm_of_signals_keeps_the_summary_line(tmp_path, long_clip, detector_models):
+    from tests.realtime.test_reliability import outputs_agree
+
+    proc, out, results = _annotating(tmp_path, long_clip)
+    storm = [signal.SIGINT, signal.SIGTERM, signal.SIGHUP]
+
+    def send() -> None:
+        k = 0
+        while proc.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                proc.send_signal(storm[k % 3])
+            k += 1
+            time.sleep(0.001)
+
+    sender = threading.Thread(target=send)
+    sender.start()
+    stdout, err = finish(proc, 60)
+    sender.join()
+    assert proc.returncode == 130, err
+    assert "frames in" in stdout and "Traceback" not in err, (stdout, err)
+    outputs_agree(out, results)
