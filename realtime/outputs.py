@@ -57,12 +57,13 @@ class OutputLock(contextlib.AbstractContextManager):
     removed on release), never through the output itself: a writer that replaces the
     output (a new file renamed over it) keeps it locked, and a run killed before its
     first frame leaves no empty output behind. A folder is locked itself (created if
-    missing, and removed on release if the run left it empty). Locking never
-    truncates: a file locked by another run is untouched.
+    missing). An output the run created and left empty is removed on release. Locking
+    never truncates: a file locked by another run is untouched.
     """
 
     def __init__(self, outputs: list[tuple[str, Path]]):
         self._held: list[tuple[int, Path, bool]] = []
+        self._new = [path for what, path in outputs if what != "output folder" and not path.exists()]
         try:
             for what, path in outputs:
                 self._lock(what, path)
@@ -92,7 +93,12 @@ class OutputLock(contextlib.AbstractContextManager):
         self._held.append((fd, target, created or not folder))
 
     def release(self) -> None:
-        """Unlock; remove the lock files, and a folder this run created and left empty."""
+        """Unlock; remove the lock files, and an output this run created and left empty."""
+        for path in self._new:  # a run that ended before writing to it leaves nothing behind
+            with contextlib.suppress(OSError):
+                if path.is_file() and path.stat().st_size == 0:
+                    path.unlink()
+        self._new = []
         while self._held:
             fd, path, created = self._held.pop()
             with contextlib.suppress(OSError):
