@@ -8,11 +8,8 @@ from __future__ import annotations
 
 import bisect
 import logging
-import re
 import threading
 import time
-from abc import ABC, abstractmethod
-from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Callable, Iterator
 
@@ -21,101 +18,12 @@ import numpy as np
 
 from engines.crops import IMAGE_SUFFIXES
 from realtime.errors import RealtimeError
+from realtime.frames import Frame, Source
 from realtime.native import quiet_native_stderr
+from realtime.reconnect import ReconnectingSource
+from realtime.urls import av_reason, is_url, mask_credentials, open_url
 
 log = logging.getLogger(__name__)
-
-_URL = re.compile(r"^[a-z][a-z0-9+.-]*://", re.IGNORECASE)
-
-
-@dataclass
-class Frame:
-    """One decoded frame.
-
-    Attributes:
-        image: (H, W, 3) uint8, BGR.
-        index: 0-based position in the source.
-        time: seconds from the start of the source (stream time for files, wall
-            clock for live sources, 0 for still images).
-        name: file name for image and folder sources, else "".
-        rotation: degrees the source's display matrix turned ``image`` (counter-
-            clockwise) to make it upright; a video output turns it back and keeps the
-            matrix, so it shows as the source did.
-    """
-
-    image: np.ndarray
-    index: int
-    time: float
-    name: str = ""
-    rotation: int = 0
-
-
-# a URL in a message: up to white space, less the punctuation that ends a sentence
-_URL_TOKEN = re.compile(r"[a-z][a-z0-9+.-]*://\S*?(?=[:,;.)'\"]*(?:\s|$))", re.IGNORECASE)
-# userinfo: everything from "://" to the LAST "@" that a host name follows, so a
-# password holding "@", "/", "?" or "#" is masked whole (an "@" later in the path or
-# query over-masks: the safe side)
-_USERINFO = re.compile(r"(?<=://)\S*@(?=[\w.\-\[\]:%]*(?:[/?#]|$))")
-_SECRET_NAMES = (r"token|key|pass|pw|secret|sig|auth|cred|session|cookie|jwt|bearer|access|private|ticket|"
-                 r"streamid|code|hash|nonce")
-_SECRET_QUERY = re.compile(rf"([?&;][^=&#\s]*(?:{_SECRET_NAMES})[^=&#\s]*=)[^&#\s]*", re.IGNORECASE)
-_FRAGMENT = re.compile(r"#\S*")
-# an RTMP stream key is the path after the application name: rtmp://host/app/KEY
-_RTMP_KEY = re.compile(r"^(rtmp[a-z]*://[^/\s]+/[^/\s?#]+/)[^\s?#]+", re.IGNORECASE)
-
-
-def _mask_url(url: str) -> str:
-    url = _USERINFO.sub("***@", url)
-    url = _FRAGMENT.sub("#***", url)
-    url = _RTMP_KEY.sub(r"\1***", url)
-    return _SECRET_QUERY.sub(r"\1***", url)
-
-
-def mask_credentials(text: str) -> str:
-    """Mask secrets in every URL in ``text`` (safe for logs, errors and results): the
-    whole userinfo (``rtsp://user:pw@host`` -> ``rtsp://***@host``, also a token alone
-    or a password holding ``@``, ``/``, ``?`` or ``#``), the fragment (``#access_token=``
-    ...), an RTMP stream key (``rtmp://host/app/***``) and the values of query
-    parameters whose names look secret (``?token=...``, ``api_key``, ``pw``,
-    ``password``, ``sig``, ``auth``, ``access_...``, ``streamid``...)."""
-    return _URL_TOKEN.sub(lambda m: _mask_url(m.group(0)), text)
-
-
-class Source(ABC):
-    """An open source of frames; iterate it, then close it (or use ``with``).
-
-    Attributes:
-        name: what to show the user (credentials masked).
-        kind: "camera", "video", "stream", "image" or "folder".
-        live: True when frames arrive in real time (camera, stream).
-        fps: frames per second if known (video, camera, stream), else None.
-        size: (width, height) if known before the first frame, else None.
-        frame_count: number of frames if known, else None.
-        paths: the local files (and folder) it reads, which no output may overwrite.
-    """
-
-    kind: str = ""
-    live: bool = False
-
-    def __init__(self, name: str):
-        self.name = name
-        self.fps: float | None = None
-        self.size: tuple[int, int] | None = None
-        self.frame_count: int | None = None
-        self.paths: list[Path] = []
-
-    @abstractmethod
-    def __iter__(self) -> Iterator[Frame]: ...
-
-    def close(self) -> None:  # noqa: B027 - a default: most sources hold nothing to release
-        """Release the device, file or connection (a no-op where there is none)."""
-
-    def __enter__(self) -> "Source":
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.close()
-
 
 class VideoSource(Source):
     """A video file or network stream decoded by PyAV (FFmpeg)."""
@@ -127,15 +35,15 @@ class VideoSource(Source):
         import av
 
         super().__init__(mask_credentials(spec))
-        network = bool(_URL.match(spec)) and not spec.lower().startswith("file://")
+        network = is_url(spec) and not spec.lower().startswith("file://")
         options = {"rtsp_transport": "tcp"} if spec.lower().startswith("rtsp") else {}
         try:
             if network:
-                self._container = _open_network(spec, options, cancel)
+                self._container = open_url(spec, options, cancel)
             else:
                 self._container = av.open(spec, options=options)
         except (av.FFmpegError, OSError, ValueError) as e:
-            raise RealtimeError(f"cannot open {self.name}: {_av_reason(e)}") from None
+            raise RealtimeError(f"cannot open {self.name}: {av_reason(e)}") from None
         if not self._container.streams.video:
             self._container.close()
             raise RealtimeError(f"{self.name}: has no video stream")
@@ -192,7 +100,7 @@ class VideoSource(Source):
             except StopIteration:
                 break
             except av.FFmpegError as e:  # the container itself is cut or broken here
-                stopped = _av_reason(e)
+                stopped = av_reason(e)
                 break
             if packet.pts is not None and not self.live:
                 bisect.insort(seen, packet.pts)
@@ -301,96 +209,6 @@ class CameraSource(Source):
         self._cap.release()
 
 
-class ReconnectingSource(Source):
-    """A live source that comes back: when the camera or stream drops, it is reopened
-    with exponential backoff and the run goes on. Frames are numbered on across gaps
-    and timed by the wall clock; each gap is logged and counted.
-
-    Args:
-        opener: opens the underlying source; called once here (its errors reach the
-            caller: a source that never worked is a user error, not a drop).
-        first_delay, max_delay: backoff between reopen attempts, in seconds.
-        max_gap: give up (end the source, and set ``gave_up``) this many seconds after
-            the last frame; None waits for ever.
-        first: the source already opened (else ``opener`` is called here).
-        cancel: the event :meth:`interrupt` sets (an ``opener`` waiting for a server
-            may watch it to stop waiting).
-    """
-
-    def __init__(self, opener: Callable[[], Source], first_delay: float = 0.5, max_delay: float = 8.0, max_gap: float | None = 300.0,
-                 first: Source | None = None, cancel: threading.Event | None = None):
-        self._opener = opener
-        self._inner: Source | None = first if first is not None else opener()
-        super().__init__(self._inner.name)
-        self.kind, self.live = self._inner.kind, True
-        self.fps, self.size = self._inner.fps, self._inner.size
-        self.first_delay, self.max_delay, self.max_gap = first_delay, max_delay, max_gap
-        self.reconnects = 0
-        self.gap_seconds = 0.0
-        self.gave_up: str | None = None  # why it was given up (max_gap passed without frames)
-        self._closed = cancel or threading.Event()  # set when the run ends (the opener may watch it too)
-
-    def __iter__(self) -> Iterator[Frame]:
-        start = time.monotonic()
-        index = 0
-        lost: float | None = None  # when frames stopped; None while they flow
-        delay = self.first_delay
-        while self._inner is not None:
-            for frame in self._inner:
-                if lost is not None:
-                    gap = time.monotonic() - lost
-                    self.reconnects += 1
-                    self.gap_seconds += gap
-                    log.warning("%s: reconnected after a %.1f s gap (reconnect %d)", self.name, gap, self.reconnects)
-                    lost, delay = None, self.first_delay
-                yield replace(frame, index=index, time=time.monotonic() - start)
-                index += 1
-            self._inner.close()
-            if lost is None:
-                lost = time.monotonic()
-                log.warning("%s: no more frames; reconnecting", self.name)
-            else:
-                # It opened but sent nothing: keep backing off, and keep counting the gap
-                # from the last frame, so max_gap still ends a source that never recovers.
-                log.info("%s: reopened but sent no frames", self.name)
-            self._inner, delay = self._reopen(lost, delay)
-
-    def _reopen(self, lost: float, delay: float) -> tuple[Source | None, float]:
-        """Reopen after waiting ``delay`` (doubling up to ``max_delay`` while opening fails);
-        returns the source (None: closed, or ``max_gap`` passed since ``lost``) and the
-        delay the next attempt would wait."""
-        why = "it sent no frames"
-        while True:
-            waited = time.monotonic() - lost
-            if self.max_gap is not None and waited >= self.max_gap:
-                self.gave_up = f"gave up after {waited:.1f} s without frames ({why})"
-                log.error("%s: %s", self.name, self.gave_up)
-                return None, delay
-            # the last attempt comes at max_gap, not at the next step of the backoff after it
-            if self._closed.wait(delay if self.max_gap is None else min(delay, self.max_gap - waited)):
-                return None, delay
-            waited = time.monotonic() - lost
-            next_delay = min(delay * 2, self.max_delay)
-            try:
-                source = self._opener()
-            except RealtimeError as e:
-                why = str(e)
-                log.info("%s: still unavailable after %.1f s (%s), retrying in %.1f s", self.name, waited, e, next_delay)
-                delay = next_delay
-                continue
-            log.info("%s: reopened after %.1f s", self.name, waited)
-            return source, next_delay
-
-    def interrupt(self) -> None:
-        """Stop waiting to reconnect (safe from another thread; the run is ending)."""
-        self._closed.set()
-
-    def close(self) -> None:
-        self._closed.set()
-        if self._inner is not None:
-            self._inner.close()
-
-
 class ImageSource(Source):
     """One image file or every image in a folder (sorted by name)."""
 
@@ -445,47 +263,6 @@ def _image_size(image: np.ndarray) -> tuple[int, int]:
     return image.shape[1], image.shape[0]
 
 
-def _open_network(spec: str, options: dict, cancel: threading.Event | None):
-    """``av.open`` of a URL (10 s time-outs to connect and to read) on a thread of its
-    own: FFmpeg waits for the server inside C, where neither Ctrl-C nor ``cancel``
-    reach it; the caller's wait here answers both at once (within 0.1 s). A container
-    that opens after nobody waits for it any more is closed."""
-    import av
-
-    done: dict = {}
-    given_up = threading.Event()
-
-    def target() -> None:
-        try:
-            done["container"] = av.open(spec, options=options, timeout=(10.0, 10.0))
-        except BaseException as e:  # noqa: BLE001 - handed to the waiting thread
-            done["error"] = e
-        if given_up.is_set() and "container" in done:
-            done["container"].close()
-
-    opener = threading.Thread(target=target, name="open-stream", daemon=True)
-    opener.start()
-    try:
-        while opener.is_alive():
-            opener.join(0.1)  # a signal's handler runs between these waits
-            if cancel is not None and cancel.is_set():
-                raise RealtimeError("stopped while waiting for the stream to answer")
-    finally:
-        if opener.is_alive():
-            given_up.set()
-    if "error" in done:
-        raise done["error"]
-    return done["container"]
-
-
-def _av_reason(e: Exception) -> str:
-    import av
-
-    if isinstance(e, av.ExitError):  # FFmpeg's "Immediate exit requested": our time-out fired
-        return "no answer within 10 s (is the address right and the device on?)"
-    return mask_credentials(getattr(e, "strerror", None) or str(e).splitlines()[0])
-
-
 def source_specs(given: tuple[str, ...] | list[str], source_file: str | Path | None = None) -> list[str]:
     """The sources of a live command: ``given`` (``--source``, or ``$REALTIME_SOURCE``)
     and one a line from ``source_file`` (blank lines skipped), so a URL holding a
@@ -511,7 +288,7 @@ def open_source(spec: str | int, reconnect: float | None = 300.0) -> Source:
     text = str(spec).strip()
     if text.isdigit():
         opener: Callable[[], Source] = lambda: CameraSource(int(text))  # noqa: E731
-    elif _URL.match(text) and not text.lower().startswith("file://"):
+    elif is_url(text) and not text.lower().startswith("file://"):
         # a URL is a file when its server says where it ends (every frame, then the
         # end), else a live stream (reopened when it drops)
         first = VideoSource(text, live=None)

@@ -19,7 +19,7 @@ from pathlib import Path
 import av
 import pytest
 
-from realtime.sources import mask_credentials
+from realtime.urls import mask_credentials
 from tests.conftest import SAMPLES
 from tests.realtime.test_faults import FlakyServer, decoded_frames, realtime, remux
 

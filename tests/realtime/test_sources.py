@@ -6,7 +6,10 @@ import numpy as np
 import pytest
 
 from realtime.errors import RealtimeError
-from realtime.sources import ReconnectingSource, Source, mask_credentials, open_source
+from realtime.frames import Source
+from realtime.reconnect import ReconnectingSource
+from realtime.sources import open_source
+from realtime.urls import mask_credentials
 from tests.conftest import SAMPLES, shared_path
 
 
