@@ -22,7 +22,8 @@ from typing import TYPE_CHECKING, Callable
 from realtime.errors import RealtimeError
 
 if TYPE_CHECKING:
-    from realtime.pipeline import AnalyzerSettings, OutputSettings
+    from realtime.analyzer import AnalyzerSettings
+    from realtime.wiring import OutputSettings
 
 log = logging.getLogger(__name__)
 
@@ -107,10 +108,12 @@ def serve(
     When every source has ended (a file without ``loop``) the server goes on showing
     the last frame and the final counts until stopped. ``on_ready(url)`` is called
     once the analysis starts (the URL carries the token when there is one).
-    Returns the run's :class:`~realtime.pipeline.RunStats`."""
+    Returns the run's :class:`~realtime.loop.RunStats`."""
     import uvicorn
 
-    from realtime.pipeline import OutputSettings, graceful_stop, run
+    from realtime.pipeline import run
+    from realtime.signals import graceful_stop
+    from realtime.wiring import OutputSettings
     from realtime.serve.app import create_app
     from realtime.serve.guard import ConnectionGuard
     from realtime.serve.hub import Hub, replay

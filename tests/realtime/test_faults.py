@@ -3,58 +3,15 @@ run, a stream that drops and comes back, credentials in URLs."""
 
 from __future__ import annotations
 
-import http.server
 import json
-import os
 import signal
-import subprocess
-import sys
 import threading
-import time
-from pathlib import Path
 
-import av
 import pytest
 
-from tests.conftest import ROOT, SAMPLES, shared_path
+from tests.helpers import SAMPLES, FlakyServer, decoded_frames, realtime, remux, shared_path, wait_for_lines
 
-
-def remux(src: Path, dst: Path, **options) -> Path:
-    """Copy a video's packets into another container (no re-encoding)."""
-    with av.open(str(src)) as inp, av.open(str(dst), "w", options=options) as out:
-        stream = out.add_stream_from_template(inp.streams.video[0])
-        for packet in inp.demux(inp.streams.video[0]):
-            if packet.dts is not None:
-                packet.stream = stream
-                out.mux(packet)
-    return dst
-
-
-def realtime(*args, **kw) -> subprocess.Popen:
-    exe = Path(sys.executable).parent / "realtime"
-    cmd = [str(exe)] if exe.exists() else [sys.executable, "-m", "realtime.cli"]
-    return subprocess.Popen([*cmd, *map(str, args)], cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            env={**os.environ, "PYTHONPATH": str(ROOT), "PYTHONFAULTHANDLER": "1"}, **kw)
-
-
-def decoded_frames(path: Path) -> int:
-    with av.open(str(path)) as c:
-        return sum(1 for _ in c.decode(video=0))
-
-
-def wait_for_lines(path: Path, n: int, proc: subprocess.Popen, timeout: float = 120, last_frame: bool = False) -> None:
-    """Wait until ``path`` has ``n`` lines (or, ``last_frame``, a line for frame >= n)."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        lines = path.read_text().splitlines() if path.exists() else []
-        complete = [line for line in lines if line.endswith("}")]
-        if (json.loads(complete[-1])["frame"] >= n if last_frame and complete else len(lines) >= n):
-            return
-        if proc.poll() is not None:
-            pytest.fail(f"realtime ended early: {proc.communicate()[1]}")
-        time.sleep(0.2)
-    proc.kill()
-    pytest.fail(f"{path} did not reach {n} lines in {timeout} s")
+pytestmark = pytest.mark.slow  # real processes, training or long media: not in the quick run
 
 
 def test_a_truncated_video_is_processed_up_to_the_cut(tmp_path, detector_models):
@@ -96,34 +53,6 @@ def test_a_signal_during_annotate_leaves_complete_outputs(tmp_path, detector_mod
     assert 10 <= len(lines) < 105
     assert [json.loads(line)["frame"] for line in lines] == list(range(len(lines)))
     assert decoded_frames(out) == len(lines)
-
-
-class FlakyServer(http.server.ThreadingHTTPServer):
-    """Serves one file; fails ``outage`` requests after the first, as a camera that
-    drops off the network for a moment. As a live camera it sends no Content-Length
-    (``length``: it does, as a file server)."""
-
-    def __init__(self, path: Path, outage: int, length: bool = False):
-        self.path, self.outage, self.requests = path, outage, 0
-
-        class Handler(http.server.BaseHTTPRequestHandler):
-            def do_GET(handler):  # noqa: N805
-                self.requests += 1
-                if 1 < self.requests <= 1 + self.outage:
-                    handler.send_error(503, "camera offline")
-                    return
-                data = self.path.read_bytes()
-                handler.send_response(200)
-                handler.send_header("Content-Type", "video/mp2t")
-                if length:
-                    handler.send_header("Content-Length", str(len(data)))
-                handler.end_headers()
-                handler.wfile.write(data)
-
-            def log_message(handler, *args):  # noqa: N805
-                pass
-
-        super().__init__(("127.0.0.1", 0), Handler)
 
 
 def test_a_stream_that_drops_reconnects_and_the_run_goes_on(tmp_path, detector_models):

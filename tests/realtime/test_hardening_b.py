@@ -20,8 +20,19 @@ import av
 import pytest
 
 from realtime.urls import mask_credentials
-from tests.conftest import SAMPLES
-from tests.realtime.test_faults import FlakyServer, decoded_frames, realtime, remux
+from tests.helpers import (
+    SAMPLES,
+    FlakyServer,
+    Served,
+    decoded_frames,
+    encode,
+    open_stream,
+    outputs_agree,
+    read_jpegs,
+    realtime,
+    remux,
+    wait_for_lines,
+)
 
 
 def finish(proc, timeout: float = 60) -> tuple[str, str]:
@@ -144,8 +155,6 @@ def _warnings_about(err: str, name: str) -> list[str]:
 
 
 def test_an_intact_mkv_that_starts_late_is_not_called_damaged(tmp_path, clip_frames, detector_models):
-    from tests.realtime.test_reliability import encode
-
     late = encode(tmp_path / "late.mkv", clip_frames, [0.85 + i / 25 for i in range(len(clip_frames))])
     proc = realtime("annotate", late, "-o", tmp_path / "o.mp4", "--json", tmp_path / "o.jsonl")
     _, err = finish(proc, 120)
@@ -155,8 +164,6 @@ def test_an_intact_mkv_that_starts_late_is_not_called_damaged(tmp_path, clip_fra
 
 
 def test_frames_lost_in_the_middle_are_named_and_the_end_is_not_called_unreadable(tmp_path, clip_frames, detector_models):
-    from tests.realtime.test_reliability import encode
-
     clip = encode(tmp_path / "clip.mp4", clip_frames)
     with av.open(str(clip)) as c:
         packets = sorted(((p.pts, p.pos, p.size) for p in c.demux(video=0) if p.size), key=lambda p: p[0])
@@ -185,8 +192,6 @@ def test_a_write_error_claims_what_plays_and_the_jsonl_agrees(tmp_path, clip_fra
 
     from engines.backends import onnx_for
     from engines.model import DEFAULT_WEIGHTS
-    from tests.realtime.test_reliability import encode
-
     onnx_for(DEFAULT_WEIGHTS)  # the model's export in the cache first: under the limit only the outputs are written
     clip = encode(tmp_path / "clip.mp4", clip_frames)
     out, results = tmp_path / f"o{suffix}", tmp_path / "o.jsonl"
@@ -219,8 +224,6 @@ def _sockets(pid: int) -> int:
 
 
 def test_stalled_viewers_and_unfinished_headers_are_disconnected(detector_models):
-    from tests.realtime.test_serve import Served
-
     if not Path("/proc/self/fd").exists():
         pytest.skip("counts the server's sockets in /proc (Linux)")
     server = Served("--source", SAMPLES / "people.mp4", "--loop", "--stall-timeout", "1")
@@ -262,8 +265,6 @@ def test_stalled_viewers_and_unfinished_headers_are_disconnected(detector_models
 
 def test_serve_answers_at_its_own_loopback_address_and_quotes_an_odd_token(detector_models):
     from urllib.parse import parse_qs, urlsplit
-
-    from tests.realtime.test_serve import Served, open_stream, read_jpegs
 
     server = Served("--host", "127.0.0.2", "--source", SAMPLES / "people.mp4", "--loop")
     try:
@@ -315,8 +316,6 @@ def test_a_stream_given_up_ends_the_run_on_time_and_non_zero(tmp_path, detector_
 
 
 def test_sigkill_before_the_first_fragment_leaves_no_empty_mp4(tmp_path, clip_frames, detector_models):
-    from tests.realtime.test_reliability import encode
-
     clip = encode(tmp_path / "clip.mp4", clip_frames)
     out = tmp_path / "o.mp4"
     proc = realtime("annotate", clip, "-o", out)
@@ -359,8 +358,6 @@ def test_ctrl_c_while_a_stream_is_being_opened_is_prompt(tmp_path, detector_mode
 
 def _annotating(tmp_path, clip):
     out, results = tmp_path / "o.mp4", tmp_path / "o.jsonl"
-    from tests.realtime.test_faults import wait_for_lines
-
     proc = realtime("annotate", clip, "-o", out, "--json", results)
     wait_for_lines(results, 30, proc)
     return proc, out, results
@@ -368,14 +365,10 @@ def _annotating(tmp_path, clip):
 
 @pytest.fixture(scope="module")
 def long_clip(clip_frames, tmp_path_factory):
-    from tests.realtime.test_reliability import encode
-
     return encode(tmp_path_factory.mktemp("long") / "long.mp4", clip_frames * 2)  # 450 frames, 18 s
 
 
 def test_sighup_finishes_the_outputs_like_sigterm(tmp_path, long_clip, detector_models):
-    from tests.realtime.test_reliability import outputs_agree
-
     proc, out, results = _annotating(tmp_path, long_clip)
     proc.send_signal(signal.SIGHUP)
     stdout, err = finish(proc, 60)
@@ -385,8 +378,6 @@ def test_sighup_finishes_the_outputs_like_sigterm(tmp_path, long_clip, detector_
 
 
 def test_a_storm_of_signals_keeps_the_summary_line(tmp_path, long_clip, detector_models):
-    from tests.realtime.test_reliability import outputs_agree
-
     proc, out, results = _annotating(tmp_path, long_clip)
     storm = [signal.SIGINT, signal.SIGTERM, signal.SIGHUP]
 

@@ -12,53 +12,24 @@ import signal
 import subprocess
 import threading
 import time
-from fractions import Fraction
 from pathlib import Path
 
 import av
 import numpy as np
 import pytest
 
-from tests.conftest import SAMPLES
-from tests.realtime.test_cli import invoke
-from tests.realtime.test_faults import FlakyServer, decoded_frames, realtime, remux
+from tests.helpers import SAMPLES
+from tests.helpers import invoke
+from tests.helpers import FlakyServer, decoded_frames, encode, outputs_agree, realtime, remux
 
-MS = Fraction(1, 1000)
+pytestmark = pytest.mark.slow  # real processes, training or long media: not in the quick run
+
 
 
 def one_error_line(err: str, message: str) -> None:
     assert "Traceback" not in err, err
     errors = [line for line in err.splitlines() if line.startswith("error:")]
     assert len(errors) == 1 and message in errors[0], err
-
-
-def outputs_agree(video: Path, results: Path) -> list[dict]:
-    """The mp4 decodes, every JSONL line is complete, one per decoded frame."""
-    text = results.read_text()
-    assert text == "" or text.endswith("\n")
-    records = [json.loads(line) for line in text.splitlines()]
-    assert decoded_frames(video) == len(records)
-    return records
-
-
-def encode(path: Path, frames: list[np.ndarray], times: list[float] | None = None, rotation: int = 0) -> Path:
-    """Write BGR frames as H.264 with PyAV, at ``times`` (default 25 fps)."""
-    times = times if times is not None else [i / 25 for i in range(len(frames))]
-    with av.open(str(path), "w") as out:
-        stream = out.add_stream("libx264", rate=25)
-        stream.height, stream.width = frames[0].shape[:2]
-        stream.pix_fmt = "yuv420p"
-        stream.codec_context.time_base = MS
-        if rotation:
-            stream.set_display_rotation(rotation)
-        for image, t in zip(frames, times):
-            frame = av.VideoFrame.from_ndarray(image, format="bgr24")
-            frame.pts, frame.time_base = round(t * 1000), MS
-            for packet in stream.encode(frame):
-                out.mux(packet)
-        for packet in stream.encode():
-            out.mux(packet)
-    return path
 
 
 @pytest.fixture(scope="module")
@@ -78,8 +49,8 @@ def long_clip(people_frames, tmp_path_factory) -> Path:
 def warm_cache():
     """The default model's ONNX export in the tests' cache, so a run under a file size
     limit writes only its outputs."""
-    from engines.backends import onnx_for
-    from engines.model import DEFAULT_WEIGHTS
+    from engines.resolve import onnx_for
+    from engines.files import DEFAULT_WEIGHTS
 
     onnx_for(DEFAULT_WEIGHTS)
 
@@ -316,7 +287,7 @@ def test_hostile_model_metadata_is_one_line(tmp_path, detector_models, changes, 
 
 
 def test_an_onnx_file_of_another_shape_fails_at_load(tmp_path, detector_models):
-    from tests.conftest import onnx_of_another_shape
+    from tests.helpers import onnx_of_another_shape
 
     onnx_of_another_shape(tmp_path / "other.onnx")
     result = invoke("annotate", SAMPLES / "people.jpg", "-o", tmp_path / "o.jpg", "--model", tmp_path / "other.onnx")

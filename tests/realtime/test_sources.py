@@ -10,7 +10,7 @@ from realtime.frames import Source
 from realtime.reconnect import ReconnectingSource
 from realtime.sources import open_source
 from realtime.urls import mask_credentials
-from tests.conftest import SAMPLES, shared_path
+from tests.helpers import SAMPLES, shared_path
 
 
 def test_video_file_frames_in_order_with_stream_time():
