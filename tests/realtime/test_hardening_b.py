@@ -396,3 +396,22 @@ def test_a_storm_of_signals_keeps_the_summary_line(tmp_path, long_clip, detector
     assert proc.returncode == 130, err
     assert "frames in" in stdout and "Traceback" not in err, (stdout, err)
     outputs_agree(out, results)
+
+
+@pytest.mark.parametrize("after", [0.05, 0.1])
+def test_ctrl_c_just_after_python_starts_is_quiet(tmp_path, after):
+    """The handler is installed before anything heavy is imported (``import realtime``
+    is light): a Ctrl-C ``after`` seconds past the interpreter's own start-up (measured
+    here, as the machine's load makes it) is answered with one line. (Before Python
+    runs the program's first line, its own default applies.)"""
+    import sys
+
+    start = time.monotonic()
+    subprocess.run([sys.executable, "-c", "pass"], check=True)
+    bare = time.monotonic() - start
+    proc = realtime("annotate", SAMPLES / "people.mp4", "-o", tmp_path / "o.mp4")
+    time.sleep(bare + after)
+    proc.send_signal(signal.SIGINT)
+    _, err = finish(proc, 60)
+    assert proc.returncode == 130, err
+    assert "Traceback" not in err and "Exception ignored" not in err and "interrupted" in err, err
