@@ -118,6 +118,14 @@ def realtime(*args, **kw) -> subprocess.Popen:
                             env={**os.environ, "PYTHONPATH": str(ROOT), "PYTHONFAULTHANDLER": "1"}, **kw)
 
 
+def python_start_seconds() -> float:
+    """How long this machine takes, as loaded now, to start the interpreter and run
+    nothing: before that a program cannot have installed any signal handler."""
+    start = time.monotonic()
+    subprocess.run([sys.executable, "-c", "pass"], check=True)
+    return time.monotonic() - start
+
+
 def decoded_frames(path: Path) -> int:
     with av.open(str(path)) as c:
         return sum(1 for _ in c.decode(video=0))
