@@ -75,7 +75,9 @@ class OutputLock(contextlib.AbstractContextManager):
         if fcntl is None or _device(path):
             return
         folder = what == "output folder"
-        target = path if folder else path.parent / f".{path.name[:240]}.lock"
+        # hidden; a hidden output's lock keeps its one dot (``.NAME.TOKEN.partial.mp4.lock``
+        # is one of its partial files to whoever cleans those up)
+        target = path if folder else path.parent / f"{'' if path.name.startswith('.') else '.'}{path.name[:240]}.lock"
         created = not target.exists()
         try:
             if folder:

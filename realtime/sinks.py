@@ -9,8 +9,8 @@ import contextlib
 import logging
 import os
 import re
+import secrets
 import sys
-import tempfile
 from fractions import Fraction
 from pathlib import Path
 from typing import Callable
@@ -90,6 +90,14 @@ def check_writable(path: Path, suffixes: frozenset[str] | None = None, what: str
     return path
 
 
+def partial_path(path: str | Path) -> Path:
+    """A hidden temporary name beside ``path`` with its suffix (``.NAME.TOKEN.partial.SUFFIX``):
+    pyarrow, pandas and globs on ``*.parquet`` skip names that start with a dot."""
+    path = Path(path)
+    hidden = "" if path.name.startswith(".") else "."  # a partial's partial keeps its prefix
+    return path.with_name(f"{hidden}{path.stem}.{secrets.token_hex(4)}.partial{path.suffix}")
+
+
 #: libx264 defaults of annotated videos: slice threads and rate-control lookahead (see VideoSink).
 ENCODER_THREADS = 2
 ENCODER_LOOKAHEAD = 5
@@ -159,10 +167,7 @@ class VideoSink(Sink):
             options["movflags"] = "frag_keyframe+empty_moov+default_base_moof"
         # a new file under a temporary name, renamed to ``path`` once it holds a frame
         # for good: killed before that, the run leaves no empty video at ``path``
-        fd, name = tempfile.mkstemp(prefix=f".{self.path.name[:200]}.", suffix=".partial" + self.path.suffix,
-                                    dir=self.path.parent)
-        os.close(fd)
-        self._file = Path(name)
+        self._file = partial_path(self.path)
         self._container = av.open(str(self._file), mode="w", options=options)
         stream = self._container.add_stream("libx264", rate=self.rate, options=self.options)
         stream.width, stream.height = width, height
