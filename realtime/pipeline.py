@@ -65,6 +65,7 @@ def _run(sources: list[Source], settings: AnalyzerSettings, sinks: list[SinkFact
         running()
         stats = process(sources, analyzer.analyze, annotators, opened, on_frame, [s.live for s in sources], stop=stop, timer=timer)
     stats.source = ", ".join(s.name for s in sources)
+    stats.gave_up = [f"{s.name}: {s.gave_up}" for s in sources if getattr(s, "gave_up", None)]
     sinks = [s for group in opened for chain in group for s in getattr(chain, "sinks", [chain])]
     stats.outputs = sorted({str(s.path) for s in sinks if getattr(s, "path", None) is not None})
     stats.people = "; ".join((f"source {k}: " if len(sources) > 1 else "") + a.line() for k, a in enumerate(analytics))

@@ -52,6 +52,17 @@ class Limited(click.ParamType):
         return number
 
 
+def _tiles(ctx, param, value):
+    """--tiles checked while the options are parsed: a usage error (exit 2), before any work."""
+    from realtime.detector import parse_tiles
+    from realtime.errors import RealtimeError
+
+    try:
+        return parse_tiles(value)
+    except RealtimeError as e:
+        raise click.BadParameter(str(e).removeprefix("--tiles "), ctx, param) from None
+
+
 def analyzer_options(command):
     """Options shared by every command that runs the detector and the classifier."""
     from engines.registry import list_backends
@@ -69,7 +80,7 @@ def analyzer_options(command):
                      help="full: crowds, faces up to ~5 m; short: close faces (webcam)."),
         click.option("--min-score", type=Limited("min_score"), default=0.5, show_default=True,
                      help="Detector confidence threshold."),
-        click.option("--tiles", default="auto", show_default=True,
+        click.option("--tiles", default="auto", show_default=True, callback=_tiles,
                      help="Also detect on overlapping tiles for small faces: auto (frames of 1280 px and more), off, or N columns."),
         click.option("--crop-scale", type=Limited("crop_scale"), default=None,
                      help="Face crop side / detector box side (default: the model's own)."),
@@ -142,8 +153,11 @@ def encoder_options(command):
 def live_options(command):
     """Options shared by the live commands (`run`, `serve`): sources and outputs."""
     options = [
-        click.option("--source", "sources", multiple=True, default=["0"], show_default=True,
-                     help="Camera index, video file, image, folder, or rtsp:// / http:// URL; repeat for several sources."),
+        click.option("--source", "sources", multiple=True, envvar="REALTIME_SOURCE",
+                     help="Camera index, video file, image, folder, or rtsp:// / http:// URL; repeat for several sources "
+                          "(default: $REALTIME_SOURCE, else camera 0)."),
+        click.option("--source-file", type=click.Path(dir_okay=False), default=None,
+                     help="Read the sources from this file, one a line (a URL with a password need not appear in `ps`)."),
         click.option("-o", "--output", type=click.Path(dir_okay=False), default=None, help="Record the annotated video (.mp4)."),
         click.option("--json", "json_path", type=click.Path(dir_okay=False), default=None,
                      help="Per-frame results as JSON Lines ('-' for stdout)."),
@@ -190,6 +204,7 @@ def progress(desc: str):
     faces = 0
 
     def on_start(source):
+        signals.run_started()
         bar.total = source.frame_count
         bar.set_description(source.name)
         bar.refresh()
@@ -208,10 +223,13 @@ def progress(desc: str):
 
 
 def finish(stats, json_to_stdout: bool) -> None:
-    """Print the run's summary; an interrupted run exits 130 (its outputs are complete)."""
+    """Print the run's summary; an interrupted run exits 130 (its outputs are complete),
+    one with a source given up (no frames for --reconnect-timeout) 1."""
     click.echo(stats.summary(), err=json_to_stdout)
     signals.command_done()
     if stats.interrupted:
         sys.exit(130)
+    if stats.gave_up:  # a camera or stream that never came back is a failure (the log says which)
+        sys.exit(1)
 
 
