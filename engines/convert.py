@@ -29,8 +29,10 @@ import numpy as np
 from engines.crops import IMAGE_SUFFIXES, Cropper
 from engines.errors import RealtimeError, require
 from engines.files import cached_path, checkpoint_file, file_sha256
+from engines.images import is_regular, read_image
 from engines.resolve import onnx_for
 from engines.registry import create_engine
+from engines.writes import check_distinct, check_name, is_device
 
 log = logging.getLogger(__name__)
 
@@ -85,6 +87,8 @@ class ConvertSettings:
                 f"{self.model}: convert reads a .safetensors checkpoint (from `realtime train`), "
                 f"not {self.model.suffix or 'this file'}"
             )
+        if self.output is not None and is_device(self.output):
+            raise RealtimeError(f"-o {self.output}: not a regular file; convert writes a model file (and files beside it), give a file name")
         implied = SUFFIXES.get(self.output.suffix) if self.output is not None else None
         if self.output is not None and implied is None:
             raise RealtimeError(f"{self.output}: unknown output type; end it in .engine/.plan (TensorRT), .onnx or .xml (OpenVINO)")
@@ -112,6 +116,11 @@ class ConvertSettings:
             folder = getattr(self, name)
             if folder is not None and not Path(folder).is_dir():
                 raise RealtimeError(f"--{name.replace('_', '-')} {folder}: not a folder; pass a folder of face crop images")
+        if self.output is not None:
+            beside = {"tensorrt": [".onnx", ".json"], "openvino": [".bin"]}.get(self.format, [])
+            outputs = [("-o", self.output)] + [("-o", self.output.with_suffix(s)) for s in beside]
+            check_name(self.output, "-o")
+            check_distinct([p for p in (self.model, self.calib, self.check_images) if p is not None], outputs)
         if self.check and self.check_images is None and self.calib is None:
             raise RealtimeError("--check needs real face crops: pass --check-images DIR (a folder of face crop images)")
         if self.format == "tensorrt" and importlib.util.find_spec("tensorrt") is None:
@@ -239,10 +248,8 @@ def load_face_crops(folder: str | Path, meta, limit: int | None = None) -> np.nd
     """Images in ``folder`` that each are one face crop -> (N, 3, S, S) float32 model input
     (via ``Cropper(meta).crop_whole``). With ``limit``, N images spread evenly over the
     sorted folder."""
-    import cv2
-
     folder = Path(folder)
-    files = sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES) if folder.is_dir() else []
+    files = sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES and is_regular(p)) if folder.is_dir() else []
     if not files:
         raise RealtimeError(f"{folder}: no face crop images ({', '.join(sorted(IMAGE_SUFFIXES))}); pass a folder of face crops")
     if limit is not None and len(files) > limit:
@@ -250,9 +257,10 @@ def load_face_crops(folder: str | Path, meta, limit: int | None = None) -> np.nd
     cropper = Cropper(meta)
     crops = []
     for path in files:
-        image = cv2.imread(str(path), cv2.IMREAD_COLOR)
-        if image is None:
-            log.warning("skipping %s: not a readable image", path)
+        try:
+            image = read_image(path)
+        except RealtimeError as e:
+            log.warning("skipping %s", e)
             continue
         crops.append(cropper.crop_whole(image))
     if not crops:

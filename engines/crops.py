@@ -12,7 +12,7 @@ import numpy as np
 from engines.meta import ModelMeta
 
 #: Suffixes of the image files the project reads (lower case).
-IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff"})
+IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff", ".avif", ".heic", ".heif"})
 
 
 def warp_square(image: np.ndarray, cx: float, cy: float, side: float, size: int) -> np.ndarray:

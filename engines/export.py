@@ -8,8 +8,10 @@ from pathlib import Path
 
 import torch
 
+from engines.errors import RealtimeError
 from engines.files import INPUT_NAME, META_KEY, OUTPUT_NAMES, SOURCE_KEY
 from engines.model import AgeGenderNet, ProbabilityModel
+from engines.writes import atomic_path
 
 log = logging.getLogger(__name__)
 
@@ -25,12 +27,16 @@ def export_onnx(net: AgeGenderNet, path: str | Path, opset: int = 17, source_sha
     import onnx
 
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise RealtimeError(f"ONNX output {path}: cannot be written ({e.strerror})") from None
     model = ProbabilityModel(net).eval()
     size = net.meta.input_size
     dummy = torch.zeros(2, 3, size, size)
-    tmp = path.with_suffix(".tmp.onnx")
-    with torch.inference_mode(), warnings.catch_warnings():
+    # a temporary file beside the output, renamed over it when whole: a full disk or a
+    # kill leaves no half file and no leftover (an OSError there is one line)
+    with atomic_path(path, "ONNX output") as tmp, torch.inference_mode(), warnings.catch_warnings():
         warnings.simplefilter("ignore", DeprecationWarning)  # the TorchScript exporter is what we want
         torch.onnx.export(
             model,
@@ -42,12 +48,11 @@ def export_onnx(net: AgeGenderNet, path: str | Path, opset: int = 17, source_sha
             opset_version=opset,
             dynamo=False,
         )
-    proto = onnx.load(str(tmp))
-    props = {META_KEY: net.meta.to_json(), **({SOURCE_KEY: source_sha256} if source_sha256 else {})}
-    for key, value in props.items():
-        entry = proto.metadata_props.add()
-        entry.key, entry.value = key, value
-    onnx.save(proto, str(path))
-    tmp.unlink()
+        proto = onnx.load(str(tmp))
+        props = {META_KEY: net.meta.to_json(), **({SOURCE_KEY: source_sha256} if source_sha256 else {})}
+        for key, value in props.items():
+            entry = proto.metadata_props.add()
+            entry.key, entry.value = key, value
+        onnx.save(proto, str(tmp))
     log.info("exported ONNX to %s", path)
     return path

@@ -10,10 +10,10 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import math
 from dataclasses import dataclass, field
 
 from engines.errors import RealtimeError
+from engines.limits import LIMITS, Limit
 
 #: The 8 Adience age groups, youngest first.
 AGE_LABELS: tuple[str, ...] = ("0-2", "4-6", "8-12", "15-20", "25-32", "38-43", "48-53", "60-100")
@@ -66,6 +66,14 @@ class ModelMeta:
     format_version: int = FORMAT_VERSION
     extra: dict = field(default_factory=dict, compare=False, hash=False)
 
+    def __post_init__(self) -> None:
+        """Checked on construction (the one table of limits, :mod:`engines.limits`), so
+        a meta that no reader would accept is never built, trained or written."""
+        for f in dataclasses.fields(self):
+            problem = _FIELD_CHECKS[f.name](getattr(self, f.name))
+            if problem:
+                raise RealtimeError(f"model metadata {f.name} = {_short(getattr(self, f.name))}: {problem}")
+
     def to_json(self) -> str:
         """JSON of every field; the calibration fields only when set, so an uncalibrated
         model's files stay readable by versions that predate them."""
@@ -114,18 +122,13 @@ class ModelMeta:
 
 def _number(value, low: float, high: float, integer: bool = False) -> str:
     """Why ``value`` is not a finite number in [low, high], or ""."""
-    kind = int if integer else (int, float)
-    if isinstance(value, bool) or not isinstance(value, kind):
-        return "expected an integer" if integer else "expected a number"
-    if not math.isfinite(value) or value < low or value > high:
-        return f"expected [{low:g}, {high:g}]"
-    return ""
+    return Limit(low, high, integer).problem(value)
 
 
-def _numbers(value, n: int, low: float, high: float) -> str:
+def _numbers(value, n: int, limit: Limit) -> str:
     if not isinstance(value, (list, tuple)) or len(value) != n:
         return f"expected {n} numbers"
-    return next((p for v in value if (p := _number(v, low, high))), "")
+    return next((p for v in value if (p := limit.problem(v))), "")
 
 
 def _labels(value, at_least: int) -> str:
@@ -151,14 +154,14 @@ def _text(value) -> str:
     return "" if isinstance(value, str) else "expected a string"
 
 
-#: field -> why its value is wrong ("" when it is fine). Ranges are what a crop
-#: classifier can sensibly use: 16..1024 px inputs, a std that does not divide by ~0.
+#: field -> why its value is wrong ("" when it is fine). The numbers' ranges are the
+#: one table's (engines.limits: 16..1024 px inputs, a std that does not divide by ~0).
 _FIELD_CHECKS = {
     "arch": lambda v: _text(v) or ("" if v else "expected a timm architecture name"),
-    "input_size": lambda v: _number(v, 16, 1024, integer=True),
-    "mean": lambda v: _numbers(v, 3, 0, 1),
-    "std": lambda v: _numbers(v, 3, 1e-3, 10),
-    "crop_scale": lambda v: _number(v, 0.5, 4),
+    "input_size": LIMITS["input_size"].problem,
+    "mean": lambda v: _numbers(v, 3, LIMITS["mean"]),
+    "std": lambda v: _numbers(v, 3, LIMITS["std"]),
+    "crop_scale": LIMITS["crop_scale"].problem,
     "age_labels": lambda v: _labels(v, 2),
     "gender_labels": lambda v: _labels(v, 2),
     "years_bins": lambda v: "" if v == 0 and not isinstance(v, bool) else _number(v, 2, 1000, integer=True),
@@ -167,7 +170,7 @@ _FIELD_CHECKS = {
     "min_gender_confidence": lambda v: _number(v, 0, 1),
     "trained": lambda v: "" if isinstance(v, bool) else "expected true or false",
     "trained_on": _text,
-    "format_version": lambda v: _number(v, 1, 10**6, integer=True),
+    "format_version": LIMITS["format_version"].problem,
     "extra": lambda v: "" if isinstance(v, dict) else "expected an object",
 }
 

@@ -9,8 +9,6 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-import os
-import tempfile
 from pathlib import Path
 
 import torch
@@ -19,6 +17,7 @@ from torch import nn
 from engines.errors import RealtimeError
 from engines.files import DEFAULT_WEIGHTS, META_KEY, read_checkpoint_meta
 from engines.meta import ModelMeta
+from engines.writes import atomic_path, same_file
 
 log = logging.getLogger(__name__)
 
@@ -135,8 +134,12 @@ def save_checkpoint(net: AgeGenderNet | Ensemble, path: str | Path, meta: ModelM
     if half:
         state = {k: v.half() if v.is_floating_point() else v for k, v in state.items()}
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    save_file(state, str(path), metadata={META_KEY: meta.to_json()})
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise RealtimeError(f"{path}: cannot be written ({e.strerror})") from None
+    with atomic_path(path, "model output") as tmp:  # whole or not at all, never through a link
+        save_file(state, str(tmp), metadata={META_KEY: meta.to_json()})
     return path
 
 
@@ -170,8 +173,12 @@ def save_ensemble(paths: list[Path], output: str | Path, trained_on: str = "") -
     output = Path(output)
     if output.suffix != ".safetensors":
         raise RealtimeError(f"{output}: write the ensemble to a .safetensors file")
-    if any(output.resolve() == Path(p).resolve() for p in paths):
+    if any(same_file(output, p) for p in paths):
         raise RealtimeError(f"{output}: is one of the members; write the ensemble to a new file")
+    for k, path in enumerate(paths):
+        twice = next((p for p in paths[:k] if same_file(p, path)), None)
+        if twice is not None:
+            raise RealtimeError(f"{path}: the same file as {twice}; an ensemble of one network twice is that network (give distinct models)")
     nets = [load_checkpoint(p) for p in paths]
     first = nets[0].meta
     for path, net in zip(paths, nets):
@@ -187,19 +194,7 @@ def save_ensemble(paths: list[Path], output: str | Path, trained_on: str = "") -
     ensemble = create_model(meta=meta)
     for mine, theirs in zip(ensemble.members, nets):
         mine.load_state_dict(theirs.state_dict())
-    partial = None
-    try:  # a file of its own beside the output (two runs may write one output at once), then renamed
-        output.parent.mkdir(parents=True, exist_ok=True)
-        fd, name = tempfile.mkstemp(prefix=output.name + ".", suffix=".partial", dir=output.parent)
-        os.close(fd)
-        partial = Path(name)
-        save_checkpoint(ensemble, partial, half=True)
-        partial.replace(output)
-    except Exception as e:  # OSError, or safetensors' own error for the same causes
-        raise RealtimeError(f"{output}: cannot be written ({str(e).splitlines()[0] if str(e) else type(e).__name__})") from None
-    finally:
-        if partial is not None:
-            partial.unlink(missing_ok=True)
+    save_checkpoint(ensemble, output, half=True)  # a file of its own beside the output, then renamed
     return output
 
 

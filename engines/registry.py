@@ -130,6 +130,7 @@ def create_engine(model: str | Path | None = None, backend: str | Sequence[str] 
             raise RealtimeError(f"unknown backend {backend!r}; choose one of: auto, {', '.join(list_backends())}")
         require(_REQUIRES[backend], f"backend {backend!r}")
         engine = _BACKENDS[backend](path)
+        check_finite(engine, path)
         log.info("engine: %s (asked for by name)", backend)
         return engine
     names = list_backends() if backend == "auto" else list(backend)
@@ -151,6 +152,7 @@ def create_engine(model: str | Path | None = None, backend: str | Sequence[str] 
             log.warning("backend %s cannot load this model: %s", name, first)
             skipped.append(f"{name} failed")
             continue
+        check_finite(engine, path)  # broken numbers are the model's, not the backend's: no next one
         how = "auto: fastest that loads" if backend == "auto" else "first that loads of " + ", ".join(names)
         log.info("engine: %s (%s%s)", name, how, f"; {', '.join(skipped)}" if skipped else "")
         return engine
@@ -168,3 +170,17 @@ def check_model_file(path: Path) -> None:
         read_checkpoint_meta(path)
 
 
+def check_finite(engine: Engine, path: Path | None) -> None:
+    """Run ``engine`` once on a fixed probe (1 crop of seeded noise) and refuse,
+    in one line, a model whose outputs are NaN or infinite (weights trained into NaN,
+    an ONNX file edited by hand): it would label every face "0-2 female" and write
+    numbers JSON does not have."""
+    s = engine.meta.input_size
+    probe = np.random.default_rng(0).standard_normal((1, 3, s, s)).astype(np.float32)
+    out = engine.infer(probe)
+    for name, values in zip(("age probabilities", "gender probabilities", "ages"), (out.age_probs, out.gender_probs, out.age_years)):
+        if not np.isfinite(values).all():
+            raise RealtimeError(
+                f"{path or 'the default model'}: its {name} are not finite numbers (NaN or infinite) on a test input; "
+                "its weights are broken: retrain it (e.g. with a lower --lr) or use another model"
+            )

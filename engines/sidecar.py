@@ -14,6 +14,7 @@ from pathlib import Path
 
 from engines.errors import RealtimeError
 from engines.meta import ModelMeta
+from engines.writes import write_atomic
 
 SIDECAR_VERSION = 1
 PRECISIONS = ("fp32", "fp16", "int8")
@@ -119,9 +120,7 @@ def read_sidecar(engine_path: str | Path) -> Sidecar:
 
 
 def write_sidecar(engine_path: str | Path, sidecar: Sidecar) -> Path:
-    path = sidecar_path(engine_path)
-    path.write_text(sidecar.to_json() + "\n")
-    return path
+    return write_atomic(sidecar_path(engine_path), sidecar.to_json() + "\n", "sidecar")
 
 
 def check_target(sidecar: Sidecar, current: Target, source: str | Path) -> None:

@@ -31,6 +31,7 @@ from engines.files import ENGINE_SUFFIXES, INPUT_NAME, OUTPUT_NAMES, cached_path
 from engines.meta import ModelMeta
 from engines.registry import Engine, register_backend
 from engines.sidecar import PRECISIONS, Target, check_target, read_sidecar
+from engines.writes import write_atomic
 
 log = logging.getLogger(__name__)
 
@@ -180,7 +181,7 @@ def build_engine(onnx_path: str | Path, engine_path: str | Path, meta: ModelMeta
     serialized = builder.build_serialized_network(network, config)
     if serialized is None:
         raise RealtimeError(f"{onnx_path}: TensorRT failed to build an engine (see the TensorRT messages above)")
-    Path(engine_path).write_bytes(bytes(serialized))
+    write_atomic(engine_path, bytes(serialized), "engine output")
     return target
 
 
@@ -264,7 +265,7 @@ def build_engine_torch2trt(net, engine_path: str | Path, settings: BuildSettings
         output_names=list(OUTPUT_NAMES),
         max_workspace_size=int(settings.workspace_gib * (1 << 30)),
     )
-    Path(engine_path).write_bytes(bytes(trt_model.engine.serialize()))
+    write_atomic(engine_path, bytes(trt_model.engine.serialize()), "engine output")
     return target
 
 

@@ -28,8 +28,8 @@ _EXPORTS = {
     "annotate": "realtime.pipeline",
     "run": "realtime.pipeline",
     "Faces": "realtime.faces",
-    "Frame": "realtime.sources",
-    "Source": "realtime.sources",
+    "Frame": "realtime.frames",
+    "Source": "realtime.frames",
     "open_source": "realtime.sources",
     "TrackerSettings": "realtime.tracker",
 }

@@ -9,7 +9,6 @@ does without it."""
 
 from __future__ import annotations
 
-import json
 import threading
 from collections import Counter
 from dataclasses import asdict, dataclass, field
@@ -18,7 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from engines.meta import ModelMeta
-from realtime.errors import RealtimeError
+from engines.writes import finite, json_text, write_atomic
 from realtime.faces import Faces
 from realtime.sinks import Sink
 from realtime.sources import Frame
@@ -147,7 +146,7 @@ class Analytics(Sink):
         dwell = np.array([p.dwell_seconds + self.frame_seconds * len(p.tracks) for p in people]) if people else np.zeros(0)
         track_seconds = float(sum(t.frames for t in self.tracks.values()) * self.frame_seconds)
         changes = sum(t.label_changes for t in self.tracks.values())
-        return {
+        return finite({
             "frames": self.frames,
             "seconds": round(minutes * 60, 3),
             "people": len(people),
@@ -173,7 +172,7 @@ class Analytics(Sink):
                  "person_id": t.person_id if t.person_id >= 0 else None}
                 for t in sorted(self.tracks.values(), key=lambda t: t.track_id)
             ],
-        }
+        })
 
     def line(self) -> str:
         """The counts for the end-of-run line."""
@@ -183,9 +182,5 @@ class Analytics(Sink):
 
     def close(self) -> None:
         if self.path is not None:
-            path = Path(self.path)
-            try:
-                path.write_text(json.dumps(self.summary(), indent=2))
-            except OSError as e:
-                path.unlink(missing_ok=True)  # no summary rather than half of one
-                raise RealtimeError(f"cannot write {path}: {e.strerror}") from None
+            # whole or not at all: a new file renamed into place (a kill leaves no 0-byte summary)
+            write_atomic(Path(self.path), json_text(self.summary(), indent=2), "--summary")

@@ -12,6 +12,7 @@ from typing import Iterator
 import numpy as np
 
 from engines.backends import FlipAveraged
+from engines.images import DEFAULT_MAX_PIXELS
 from engines.registry import Engine, Predictions, create_engine
 from realtime.crops import Cropper
 from realtime.detector import FaceDetector
@@ -45,6 +46,8 @@ class AnalyzerSettings:
         min_gender_confidence: the overlay shows ``?`` for a gender whose calibrated
             probability is under this; None = the model's own
             (``meta.min_gender_confidence``, chosen by ``realtime calibrate``).
+        max_pixels: largest image (photo or folder entry) decoded, in pixels, checked
+            from its header first: a small PNG can hold a huge picture.
         reid: re-identification of people across tracks (see :mod:`realtime.reid`),
             when tracking.
     """
@@ -60,6 +63,7 @@ class AnalyzerSettings:
     track: bool | None = None
     tracker: TrackerSettings = field(default_factory=TrackerSettings)
     min_gender_confidence: float | None = None
+    max_pixels: int = DEFAULT_MAX_PIXELS
     reid: ReidSettings = field(default_factory=ReidSettings)
 
 

@@ -123,8 +123,11 @@ class FpsAnnotator(Annotator):
             self.fps = current if self.fps == 0 else self.smoothing * self.fps + (1 - self.smoothing) * current
         self._last = now
         t = _thickness(frame)
-        _text_box(frame, f"{self.fps:5.1f} fps  {len(faces)} faces", 0, frame.shape[0], (40, 40, 40), 0.5 * t, max(1, t - 1))
+        _text_box(frame, self.text(len(faces)), 0, frame.shape[0], (40, 40, 40), 0.5 * t, max(1, t - 1))
         return frame
+
+    def text(self, faces: int) -> str:
+        return f"{self.fps:5.1f} fps  {faces} {'face' if faces == 1 else 'faces'}"
 
 
 def default_annotators(meta: ModelMeta, fps: bool = False) -> list[Annotator]:

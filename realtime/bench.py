@@ -95,7 +95,7 @@ def _frames(source, limit: int | None):
 
 
 def _video_pass(settings: BenchSettings, analyzer: Analyzer | None, workdir: Path, on_frame: FrameCallback | None) -> RunStats:
-    with open_source(settings.input) as source:
+    with open_source(settings.input, max_pixels=settings.analyzer.max_pixels) as source:
         if source.kind != "video":
             raise RealtimeError(f"{source.name}: bench needs a video file")
         annotators = default_annotators(analyzer.meta) if analyzer else []
@@ -108,7 +108,7 @@ def _video_pass(settings: BenchSettings, analyzer: Analyzer | None, workdir: Pat
 def _real_crops(settings: BenchSettings, analyzer: Analyzer, want: int = 64) -> np.ndarray | None:
     """Face crops from the video itself, for the classifier measurement."""
     crops = []
-    with open_source(settings.input) as source:
+    with open_source(settings.input, max_pixels=settings.analyzer.max_pixels) as source:
         for frame in _frames(source, 50):
             faces = analyzer.detector.detect(frame.image, frame.index)
             crops.append(analyzer.cropper.crop(frame.image, faces))

@@ -22,6 +22,15 @@ from realtime.native import quiet_native_stderr
 log = logging.getLogger(__name__)
 
 
+def parse_tiles(tiles: str | int) -> str | int:
+    """``"off"``, ``"auto"`` or a number of tile columns 1-8 (from text or a number)."""
+    if tiles in ("off", "auto"):
+        return tiles
+    if not (str(tiles).isdigit() and 1 <= int(tiles) <= 8):
+        raise RealtimeError(f"--tiles must be auto, off or a number of columns 1-8, got {tiles!r}")
+    return int(tiles)
+
+
 class FaceDetector:
     """MediaPipe face detection on BGR frames.
 
@@ -41,9 +50,7 @@ class FaceDetector:
                  min_size: float = 8.0, tiles: str | int = "off"):
         if not 0.0 <= min_score <= 1.0:
             raise RealtimeError(f"detector min score must be in [0, 1], got {min_score}")
-        if tiles not in ("off", "auto") and not (str(tiles).isdigit() and 1 <= int(tiles) <= 8):
-            raise RealtimeError(f"--tiles must be auto, off or a number of columns 1-8, got {tiles!r}")
-        self.tiles = tiles if tiles in ("off", "auto") else int(tiles)
+        self.tiles = parse_tiles(tiles)
         self.model_path = resolve_detector_model(range, model_path)
         self.min_size = min_size
         vision = _mediapipe_vision()

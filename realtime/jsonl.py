@@ -6,15 +6,17 @@ import contextlib
 import json
 import os
 import sys
+from array import array
 from pathlib import Path
 from typing import Callable
 
 import numpy as np
 
 from engines.meta import ModelMeta
+from engines.writes import check_writable, finite
 from realtime.errors import RealtimeError
 from realtime.faces import Faces
-from realtime.sinks import Sink, check_writable
+from realtime.sinks import Sink
 from realtime.sources import Frame
 
 
@@ -58,7 +60,7 @@ def frame_record(frame: Frame, faces: Faces, meta: ModelMeta, source: int | None
     if frame.name:
         record["file"] = frame.name
     record["faces"] = face_records(faces, meta)
-    return record
+    return finite(record)  # a NaN from a model becomes null: every line stays JSON
 
 
 class JsonlSink(Sink):
@@ -88,14 +90,21 @@ class JsonlSink(Sink):
             self.path, self._fd = Path("-"), None
         self._pending: list[str] = []
         self._complete = 0  # bytes of complete lines in the file
+        self._ends: array | None = None  # where each written line ends (see keep_line_ends)
         self._failed = False
         self.frames = 0
         self.written = 0
 
     def write(self, frame: Frame, faces: Faces, annotated: np.ndarray) -> None:
-        self._pending.append(json.dumps(frame_record(frame, faces, self.meta, self.source)) + "\n")
+        self._pending.append(json.dumps(frame_record(frame, faces, self.meta, self.source), allow_nan=False) + "\n")
         self.frames += 1
         self._drain()
+
+    def keep_line_ends(self) -> None:
+        """Remember where each line ends (8 bytes a frame), so that when the video beside
+        it turns out to hold fewer frames than it had said (an .mkv's muxer holds a
+        cluster until it is complete, lost on a write error) the lines are cut back too."""
+        self._ends = array("q")
 
     def durable(self, frames: int) -> None:
         """The video beside it holds its first ``frames`` frames for good: their lines
@@ -105,6 +114,12 @@ class JsonlSink(Sink):
     def _drain(self) -> None:
         """Write the lines of the frames the video holds (all, without a video)."""
         n = (min(self._durable, self.frames) if self.paced else self.frames) - self.written
+        if n < 0 and self._fd is not None and self._ends is not None:  # the video lost claimed frames: cut back to it
+            self._complete = self._ends[self.written + n - 1] if self.written + n > 0 else 0
+            with contextlib.suppress(OSError):
+                os.ftruncate(self._fd, self._complete)
+            del self._ends[self.written + n:]
+            self.written += n
         if n <= 0 or self._failed:
             return
         text = "".join(self._pending[:n])
@@ -124,6 +139,9 @@ class JsonlSink(Sink):
                 if self.on_failure is not None:
                     held = f"it and {self.on_failure(self.written)}"
                 raise RealtimeError(f"cannot write {self.path}: {e.strerror}; {held} hold the first {self.written} frames") from None
+            if self._ends is not None:
+                for line in self._pending[:n]:
+                    self._ends.append((self._ends[-1] if self._ends else 0) + len(line.encode("utf-8")))
             self._complete += len(text.encode("utf-8"))
         del self._pending[:n]
         self.written += n

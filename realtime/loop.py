@@ -35,6 +35,7 @@ class RunStats:
     outputs: list[str] = field(default_factory=list)
     dropped: int = 0
     people: str = ""
+    gave_up: list[str] = field(default_factory=list)  # the sources given up ("name: why")
     timer: StageTimer = field(default_factory=StageTimer, repr=False)
 
     @property

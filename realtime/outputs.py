@@ -1,8 +1,8 @@
 """Outputs never clobber inputs or each other.
 
 Before any work, :func:`claim_outputs` compares every output path with every input and
-every other output (resolved, so a symlink, ``./x`` or a hard link is the same file),
-and locks each output so that a second run writing the same file stops with one line
+every other output (:func:`engines.writes.check_distinct`: by device and inode and by
+the resolved path, so a symlink, ``./x`` or a hard link is the same file), and locks each output so that a second run writing the same file stops with one line
 instead of interleaving its bytes with the first's.
 """
 
@@ -12,6 +12,7 @@ import contextlib
 import os
 from pathlib import Path
 
+from engines.writes import check_distinct, is_device
 from realtime.errors import RealtimeError
 
 try:  # POSIX; elsewhere outputs are checked but not locked
@@ -21,45 +22,25 @@ except ImportError:  # pragma: no cover - Windows
 
 
 
-def same_file(a: Path, b: Path) -> bool:
-    """True when ``a`` and ``b`` name one file or folder (existing or not)."""
-    try:
-        if a.exists() and b.exists():
-            return os.path.samefile(a, b)
-    except OSError:
-        pass
-    return a.resolve() == b.resolve()
-
-
-def check_distinct(inputs: list[Path], outputs: list[tuple[str, Path]]) -> None:
-    """Fail with one line when an output (``(what, path)``, e.g. ``("--json", p)``) is
-    one of the ``inputs`` (every file a run reads, and a folder it reads from) or
-    another output."""
-    outputs = [(what, path) for what, path in outputs if not _device(path)]
-    for k, (what, path) in enumerate(outputs):
-        for source in inputs:
-            if same_file(path, source):
-                raise RealtimeError(f"{what} {path}: that is the input {source}; it would be overwritten (choose another name)")
-        for other_what, other in outputs[:k]:
-            if same_file(path, other):
-                raise RealtimeError(f"{what} {path}: the same file as {other_what} {other}; give each output its own name")
-
-
 def _device(path: Path) -> bool:
     """/dev/null, /dev/stdout, a FIFO: nothing there to clobber or to lock."""
-    return path.exists() and not path.is_file() and not path.is_dir()
+    return is_device(path)
 
 
 class OutputLock(contextlib.AbstractContextManager):
     """Advisory locks (``flock``) on output files and folders, held for a run.
 
-    A missing output is created empty to hold its lock, and removed again on release
-    if the run left it empty, so a run that fails before its first frame leaves
-    nothing behind. Locking never truncates: a file locked by another run is untouched.
+    A file output is locked through a hidden lock file beside it (``.NAME.lock``,
+    removed on release), never through the output itself: a writer that replaces the
+    output (a new file renamed over it) keeps it locked, and a run killed before its
+    first frame leaves no empty output behind. A folder is locked itself (created if
+    missing). An output the run created and left empty is removed on release. Locking
+    never truncates: a file locked by another run is untouched.
     """
 
     def __init__(self, outputs: list[tuple[str, Path]]):
         self._held: list[tuple[int, Path, bool]] = []
+        self._new = [path for what, path in outputs if what != "output folder" and not path.exists()]
         try:
             for what, path in outputs:
                 self._lock(what, path)
@@ -71,13 +52,16 @@ class OutputLock(contextlib.AbstractContextManager):
         if fcntl is None or _device(path):
             return
         folder = what == "output folder"
-        created = not path.exists()
+        # hidden; a hidden output's lock keeps its one dot (``.NAME.TOKEN.partial.mp4.lock``
+        # is one of its partial files to whoever cleans those up)
+        target = path if folder else path.parent / f"{'' if path.name.startswith('.') else '.'}{path.name[:240]}.lock"
+        created = not target.exists()
         try:
             if folder:
                 path.mkdir(parents=True, exist_ok=True)
                 fd = os.open(path, os.O_RDONLY)
             else:
-                fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
+                fd = os.open(target, os.O_RDWR | os.O_CREAT, 0o666)
         except OSError as e:
             raise RealtimeError(f"{what} {path}: cannot be written ({e.strerror})") from None
         try:
@@ -85,16 +69,21 @@ class OutputLock(contextlib.AbstractContextManager):
         except OSError:
             os.close(fd)
             raise RealtimeError(f"{what} {path}: another realtime run is writing it; wait for it to end or choose another name") from None
-        self._held.append((fd, path, created))
+        self._held.append((fd, target, created or not folder))
 
     def release(self) -> None:
-        """Unlock; remove what this run created and left empty."""
+        """Unlock; remove the lock files, and an output this run created and left empty."""
+        for path in self._new:  # a run that ended before writing to it leaves nothing behind
+            with contextlib.suppress(OSError):
+                if path.is_file() and path.stat().st_size == 0:
+                    path.unlink()
+        self._new = []
         while self._held:
             fd, path, created = self._held.pop()
             with contextlib.suppress(OSError):
                 if created and path.is_dir() and not any(path.iterdir()):
                     path.rmdir()
-                elif created and path.is_file() and path.stat().st_size == 0:
+                elif created and path.is_file():
                     path.unlink()
             os.close(fd)
 

@@ -46,6 +46,10 @@ def _run(sources: list[Source], settings: AnalyzerSettings, sinks: list[SinkFact
             stack.callback(analyzer.close)
         else:
             analyzer.trackers.clear()  # a new run: track ids start again
+        if summary_path is not None and not analyzer.tracking:
+            why = "--no-track" if settings.track is False and not any(s.kind in ("image", "folder") for s in sources) else \
+                "images and folders of photos are not tracked (--track: an image sequence)"
+            log.warning("--summary %s: not written: people counts need tracking, and %s", summary_path, why)
         # one Analytics per source (when tracking), the sinks' and the summary's
         analytics = [Analytics(analyzer.meta, frame_seconds=1.0 / source.fps if source.fps else 0.0,
                                path=numbered(summary_path, k, len(sources)))
@@ -61,6 +65,7 @@ def _run(sources: list[Source], settings: AnalyzerSettings, sinks: list[SinkFact
         running()
         stats = process(sources, analyzer.analyze, annotators, opened, on_frame, [s.live for s in sources], stop=stop, timer=timer)
     stats.source = ", ".join(s.name for s in sources)
+    stats.gave_up = [f"{s.name}: {s.gave_up}" for s in sources if getattr(s, "gave_up", None)]
     sinks = [s for group in opened for chain in group for s in getattr(chain, "sinks", [chain])]
     stats.outputs = sorted({str(s.path) for s in sinks if getattr(s, "path", None) is not None})
     stats.people = "; ".join((f"source {k}: " if len(sources) > 1 else "") + a.line() for k, a in enumerate(analytics))
@@ -94,10 +99,11 @@ def annotate(
 
             check_table(out.table)
 
-    source = opened(input, 0, check)
+    settings = settings or AnalyzerSettings()
+    source = opened(input, 0, check, settings.max_pixels)
     source = wrap(source) if wrap is not None else source
     with claim([source], out.media, out.json, out.summary, out.table):
-        return _run([source], settings or AnalyzerSettings(), data_sinks(out) + list(sinks), out.summary, False,
+        return _run([source], settings, data_sinks(out) + list(sinks), out.summary, False,
                     on_start, on_frame, analyzer=analyzer)
 
 
@@ -139,6 +145,7 @@ def run(
     elif show and not has_display():
         raise RealtimeError("--show: there is no display to open a window on (DISPLAY is not set)")
 
+    settings = settings or AnalyzerSettings()
     sources: list[Source] = []
     try:
         for k, spec in enumerate(specs):
@@ -148,7 +155,7 @@ def run(
                     raise RealtimeError(f"{source.name}: --output records video; use `realtime annotate` for images and folders")
                 check_outputs(source, numbered(output, k, n), numbered(json_path, k, n), numbered(summary_path, k, n))
 
-            source = opened(spec, reconnect, check)
+            source = opened(spec, reconnect, check, settings.max_pixels)
             sources.append(wrap(str(spec), source) if wrap is not None else source)
     except RealtimeError:
         for source in sources:
@@ -156,5 +163,5 @@ def run(
         raise
     window = [lambda src, an, k, analytics: WindowSink(f"realtime {k} - {src.name}")] if show else []
     with claim(sources, output, json_path, summary_path):
-        return _run(sources, settings or AnalyzerSettings(), window + data_sinks(out, n) + list(sinks), summary_path,
+        return _run(sources, settings, window + data_sinks(out, n) + list(sinks), summary_path,
                     True, on_start, on_frame, timer)

@@ -1,5 +1,6 @@
-"""The one signal policy: what SIGINT and SIGTERM do while the program starts, while a
-run works, while its outputs are finished, and after.
+"""The one signal policy: what SIGINT, SIGTERM and SIGHUP (a closed terminal or SSH
+session: as SIGTERM) do while the program starts, while a run works, while its
+outputs are finished, and after.
 
 - Starting (the libraries load): leave at once, "interrupted", exit 130
   (:func:`interrupted_while_starting`).
@@ -8,7 +9,8 @@ run works, while its outputs are finished, and after.
   more signals are only noted.
 - The `realtime` program outside a run (:func:`interrupt_once`): the first signal is
   Ctrl-C (KeyboardInterrupt), later ones are ignored, so a storm of signals cannot turn
-  the end of a command into a kill.
+  the end of a command into a kill; once a run has started (:func:`run_started`), none
+  is Ctrl-C any more, so the summary line is always printed.
 
 Handlers are installed on the main thread only (elsewhere signals cannot be caught).
 """
@@ -27,6 +29,14 @@ log = logging.getLogger(__name__)
 #: True when running as the `realtime` program (not called from Python or a test).
 _program = False
 _signalled = False
+#: True once a run has started its outputs (:func:`run_started`): from then on the
+#: run's own handlers take the signals, and after them a signal only waits for the
+#: summary line
+_running = False
+
+#: The signals that end a run the way Ctrl-C does (SIGHUP: the terminal or SSH
+#: session went away).
+STOP_SIGNALS = tuple(getattr(signal, name) for name in ("SIGINT", "SIGTERM", "SIGHUP") if hasattr(signal, name))
 
 
 def interrupted_while_starting(signum, frame) -> None:
@@ -38,22 +48,31 @@ def interrupted_while_starting(signum, frame) -> None:
 
 
 def ignore_signals() -> None:
-    """SIGINT and SIGTERM ignored by the OS from here on (the command is ending)."""
-    for sig in (signal.SIGINT, signal.SIGTERM):
+    """SIGINT, SIGTERM and SIGHUP ignored by the OS from here on (the command is ending)."""
+    for sig in STOP_SIGNALS:
         signal.signal(sig, signal.SIG_IGN)
 
 
 def interrupt_once(signum, frame) -> None:
-    """The `realtime` program's SIGINT and SIGTERM outside a run's own handlers: the
+    """The `realtime` program's SIGINT, SIGTERM and SIGHUP outside a run's own handlers: the
     first ends the command as Ctrl-C does (KeyboardInterrupt: "interrupted", exit 130);
     later ones are ignored (by the OS: Python resets its own handlers while it shuts
     down), so a storm of signals that outlasts a run (whose handlers finish the outputs
     first) cannot turn its exit into a kill."""
     global _signalled
     ignore_signals()
-    if not _signalled:
+    if not _signalled and not _running:
         _signalled = True
         raise KeyboardInterrupt
+
+
+def run_started() -> None:
+    """The program's run has started its outputs: a signal that comes after the run's
+    own handlers are gone (it can finish within a storm of them) no longer raises
+    KeyboardInterrupt, so the summary line is printed (the run says whether it was
+    interrupted)."""
+    global _running
+    _running = True
 
 
 def start_program() -> None:
@@ -61,7 +80,8 @@ def start_program() -> None:
     size limit a write error (one line), not a kill."""
     global _program
     _program = True
-    signal.signal(signal.SIGTERM, interrupt_once)
+    for sig in STOP_SIGNALS[1:]:  # SIGTERM, and SIGHUP (a closed terminal or SSH session): as Ctrl-C
+        signal.signal(sig, interrupt_once)
     if hasattr(signal, "SIGXFSZ"):
         signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
 
@@ -80,12 +100,12 @@ def command_done() -> None:
 
 @contextlib.contextmanager
 def signals_to(handler: Callable) -> Iterator[None]:
-    """SIGINT and SIGTERM go to ``handler`` inside the block (the main thread only:
+    """SIGINT, SIGTERM and SIGHUP go to ``handler`` inside the block (the main thread only:
     elsewhere signals cannot be caught and keep their default behaviour)."""
     if threading.current_thread() is not threading.main_thread():
         yield
         return
-    previous = {sig: signal.signal(sig, handler) for sig in (signal.SIGINT, signal.SIGTERM)}
+    previous = {sig: signal.signal(sig, handler) for sig in STOP_SIGNALS}
     try:
         yield
     finally:

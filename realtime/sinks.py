@@ -9,6 +9,7 @@ import contextlib
 import logging
 import os
 import re
+import secrets
 import sys
 from fractions import Fraction
 from pathlib import Path
@@ -17,6 +18,7 @@ from typing import Callable
 import cv2
 import numpy as np
 
+from engines.writes import check_writable, write_atomic  # noqa: F401  (check_writable: used by the wiring)
 from realtime.errors import RealtimeError
 from realtime.faces import Faces
 from realtime.sources import Frame
@@ -69,22 +71,19 @@ def follow(video: "VideoSink", lines) -> SinkChain:
     (:meth:`realtime.jsonl.JsonlSink.durable`); when the JSONL cannot be written, the video is cut back
     to the frames it holds (``on_failure``). Returns both as one sink."""
     lines.paced = True
+    if not video.fragmented:  # it may lose frames it had claimed (a write error): the lines follow it back
+        lines.keep_line_ends()
     video.on_durable = lines.durable
     lines.on_failure = lambda frames: (video.cut(frames), video.path.name)[1]
     return SinkChain([video, lines])
 
 
-def check_writable(path: Path, suffixes: frozenset[str] | None = None, what: str = "output") -> Path:
-    """Fail early, before any work, if ``path`` cannot be written (or has a wrong suffix)."""
+def partial_path(path: str | Path) -> Path:
+    """A hidden temporary name beside ``path`` with its suffix (``.NAME.TOKEN.partial.SUFFIX``):
+    pyarrow, pandas and globs on ``*.parquet`` skip names that start with a dot."""
     path = Path(path)
-    if suffixes is not None and path.suffix.lower() not in suffixes:
-        raise RealtimeError(f"{what} {path}: use one of {', '.join(sorted(suffixes))}")
-    parent = path.parent if path.parent != Path("") else Path(".")
-    if not parent.is_dir():
-        raise RealtimeError(f"{what} {path}: folder {parent} does not exist")
-    if path.is_dir() or not os.access(parent, os.W_OK) or (path.exists() and not os.access(path, os.W_OK)):
-        raise RealtimeError(f"{what} {path}: cannot be written")
-    return path
+    hidden = "" if path.name.startswith(".") else "."  # a partial's partial keeps its prefix
+    return path.with_name(f"{hidden}{path.stem}.{secrets.token_hex(4)}.partial{path.suffix}")
 
 
 #: libx264 defaults of annotated videos: slice threads and rate-control lookahead (see VideoSink).
@@ -145,6 +144,7 @@ class VideoSink(Sink):
         self._last_pts = -1
         self._durable_bytes = 0
         self._cuts: dict[int, int] = {0: 0}  # durable frames -> file size at that fragment boundary
+        self._file = self.path  # where it is being written (a temporary name until a frame is durable)
         self._error: str | None = None
 
     def _open(self, width: int, height: int, rotation: int) -> None:
@@ -153,7 +153,10 @@ class VideoSink(Sink):
         options = {"flush_packets": "1"}  # each completed fragment reaches the file at once
         if self.fragmented:
             options["movflags"] = "frag_keyframe+empty_moov+default_base_moof"
-        self._container = av.open(str(self.path), mode="w", options=options)
+        # a new file under a temporary name, renamed to ``path`` once it holds a frame
+        # for good: killed before that, the run leaves no empty video at ``path``
+        self._file = partial_path(self.path)
+        self._container = av.open(str(self._file), mode="w", options=options)
         stream = self._container.add_stream("libx264", rate=self.rate, options=self.options)
         stream.width, stream.height = width, height
         stream.pix_fmt = "yuv420p" if width % 2 == 0 and height % 2 == 0 else "yuv444p"
@@ -171,8 +174,17 @@ class VideoSink(Sink):
         self._container.mux(packet)
         self._muxed += 1
         if boundary is not None and self.fragmented:
-            self._durable_bytes = self._cuts[boundary] = os.path.getsize(self.path)
+            self._durable_bytes = self._cuts[boundary] = os.path.getsize(self._file)
+            self._publish()
             self._set_durable(boundary)
+        elif not self.fragmented:
+            self._publish()
+
+    def _publish(self) -> None:
+        """The file under its own name (once: it holds a frame for good)."""
+        if self._file != self.path:
+            os.replace(self._file, self.path)
+            self._file = self.path
 
     def _set_durable(self, frames: int) -> None:
         self.durable = frames
@@ -207,6 +219,12 @@ class VideoSink(Sink):
         """Stop writing, keep the complete fragments, raise one line."""
         self._error = getattr(error, "strerror", None) or str(error)
         self._abandon()
+        if not self.fragmented:  # what the muxer had buffered is lost: count what is there
+            self._set_durable(min(self.durable, _playable_frames(self._file)))
+            if self.durable == 0:
+                self._keep_durable()
+        if self.durable == 0:
+            raise RealtimeError(f"cannot write {self.path}: {self._error}; no frame was written, and no file is left")
         raise RealtimeError(f"cannot write {self.path}: {self._error}; it holds the first {self.durable} frames, which play")
 
     def cut(self, frames: int) -> None:
@@ -219,8 +237,7 @@ class VideoSink(Sink):
             if self._container is not None:
                 self._abandon()
             else:
-                with contextlib.suppress(OSError):
-                    os.truncate(self.path, self._durable_bytes)
+                self._keep_durable()
 
     def _abandon(self) -> None:
         import av
@@ -229,7 +246,14 @@ class VideoSink(Sink):
         with contextlib.suppress(OSError, av.FFmpegError):
             container.close()
         if self.fragmented:
-            with contextlib.suppress(OSError):
+            self._keep_durable()
+
+    def _keep_durable(self) -> None:
+        """Cut the file back to its complete fragments; none: no file at all."""
+        with contextlib.suppress(OSError):
+            if self.durable == 0 or self._file != self.path:
+                self._file.unlink()
+            else:
                 os.truncate(self.path, self._durable_bytes)
 
     def close(self) -> None:
@@ -241,11 +265,25 @@ class VideoSink(Sink):
             for packet in self._stream.encode():
                 self._mux(packet)
             self._container.close()
+            self._publish()
         except (OSError, av.FFmpegError) as e:
             self._fail(e)
         self._container = None
         self._set_durable(self.frames)
         log.info("wrote %d frames to %s", self.frames, self.path)
+
+
+def _playable_frames(path: Path) -> int:
+    """The frames a video file cut short holds (its complete packets, as a player
+    reads them)."""
+    import av
+
+    count = 0
+    with contextlib.suppress(OSError, av.FFmpegError), av.open(str(path)) as container:
+        with contextlib.suppress(OSError, av.FFmpegError):
+            for packet in container.demux(video=0):
+                count += packet.size > 0 and not packet.is_corrupt
+    return count
 
 
 class ImageSink(Sink):
@@ -263,12 +301,9 @@ class ImageSink(Sink):
         ok, data = cv2.imencode(target.suffix or ".jpg", annotated)
         if not ok:
             raise RealtimeError(f"cannot encode image {target}")
-        try:
-            target.write_bytes(data.tobytes())
-        except OSError as e:
-            with contextlib.suppress(OSError):
-                target.unlink()  # never leave an image cut short
-            raise RealtimeError(f"cannot write image {target}: {e.strerror}") from None
+        # a new file renamed into place: never written through a link in the output
+        # folder (a hard link or symlink to an input), never left cut short
+        write_atomic(target, data.tobytes(), "image output")
         self.frames += 1
 
 

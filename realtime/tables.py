@@ -14,14 +14,13 @@ import contextlib
 import csv
 import json
 import os
-import secrets
 from pathlib import Path
 
 from engines.meta import ModelMeta
 from realtime.errors import RealtimeError
 from realtime.faces import Faces
 from realtime.jsonl import face_records
-from realtime.sinks import Sink, check_writable
+from realtime.sinks import Sink, check_writable, partial_path
 from realtime.sources import Frame
 
 TABLE_SUFFIXES = frozenset({".parquet", ".csv"})
@@ -48,14 +47,6 @@ def require_pyarrow(what: str):
     except ImportError:
         raise RealtimeError(f"{what} needs pyarrow: {INSTALL_HINT}") from None
     return pyarrow
-
-
-def partial_path(path: str | Path) -> Path:
-    """A hidden temporary name beside ``path`` with its suffix (``.NAME.TOKEN.partial.SUFFIX``):
-    pyarrow, pandas and globs on ``*.parquet`` skip names that start with a dot."""
-    path = Path(path)
-    hidden = "" if path.name.startswith(".") else "."  # a partial's partial keeps its prefix
-    return path.with_name(f"{hidden}{path.stem}.{secrets.token_hex(4)}.partial{path.suffix}")
 
 
 def write_atomic(path: str | Path, data: bytes) -> None:

@@ -7,6 +7,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
+import cv2
+
+from engines.images import DEFAULT_MAX_PIXELS
+from engines.writes import check_distinct
 from realtime.analytics import Analytics
 from realtime.analyzer import Analyzer
 from realtime.errors import RealtimeError
@@ -66,6 +70,8 @@ def check_outputs(source: Source, output: str | Path | None, *data_paths: str | 
             check_writable(out / "x.jpg" if out.is_dir() else out, None, "output folder")
         elif source.kind == "image":
             check_writable(Path(output), IMAGE_SUFFIXES, "image output")
+            if not cv2.haveImageWriter(str(Path(output).with_name("x" + Path(output).suffix))):
+                raise RealtimeError(f"image output {output}: this OpenCV cannot write {Path(output).suffix} images; use .jpg or .png")
         else:
             check_writable(Path(output), VIDEO_SUFFIXES, "video output")
     for path in data_paths:
@@ -111,23 +117,30 @@ def claim(sources: list[Source], output, json_path, summary_path, table_path=Non
     """Check that no output is an input or another output, and lock them all (closing
     the sources if not)."""
     n = len(sources)
-    outputs = []
+    outputs, files = [], []
     for k, source in enumerate(sources):
         for what, path in (("output folder" if source.kind == "folder" else "output", output),
                            ("--json", json_path), ("--summary", summary_path), ("--table", table_path)):
             path = numbered(path, k, n)
             if path is not None and str(path) != "-":
                 outputs.append((what, Path(path)))
+        if source.kind == "folder" and output is not None:  # each image it will write, too
+            files += [("output", Path(numbered(output, k, n)) / p.name) for p in source.paths[1:]]
+    inputs = [p for source in sources for p in source.paths]
+    # the summary is written whole at the end (renamed into place), so it needs no lock,
+    # and no empty file made to hold one (which SIGKILL would leave behind)
+    locked = [(what, path) for what, path in outputs if what != "--summary"]
     try:
-        return claim_outputs([p for source in sources for p in source.paths], outputs)
+        check_distinct(inputs, outputs + files)
+        return claim_outputs(inputs, locked)
     except RealtimeError:
         for source in sources:
             source.close()
         raise
 
 
-def opened(spec: str | Path, reconnect: float | None, check: Callable[[Source], None]) -> Source:
-    source = open_source(spec, reconnect)
+def opened(spec: str | Path, reconnect: float | None, check: Callable[[Source], None], max_pixels: int = DEFAULT_MAX_PIXELS) -> Source:
+    source = open_source(spec, reconnect, max_pixels)
     try:
         check(source)
     except RealtimeError:

@@ -4,22 +4,32 @@ checking its records); fixtures stay in the conftest files."""
 from __future__ import annotations
 
 import csv
+import http.client
 import http.server
+import json
 import os
+import re
+import signal
 import subprocess
 import sys
+import threading
+import time
+from fractions import Fraction
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import av
 import cv2
 import numpy as np
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = (ROOT / ".." / "shared").resolve()
 SAMPLES = ROOT / "samples"
 FACE_KEYS = {"box", "score", "age_group", "age_probs", "gender", "gender_prob"}
+MS = Fraction(1, 1000)
 AGE_GROUPS = {"0-2", "4-6", "8-12", "15-20", "25-32", "38-43", "48-53", "60-100"}
 
 
@@ -108,6 +118,14 @@ def realtime(*args, **kw) -> subprocess.Popen:
                             env={**os.environ, "PYTHONPATH": str(ROOT), "PYTHONFAULTHANDLER": "1"}, **kw)
 
 
+def python_start_seconds() -> float:
+    """How long this machine takes, as loaded now, to start the interpreter and run
+    nothing: before that a program cannot have installed any signal handler."""
+    start = time.monotonic()
+    subprocess.run([sys.executable, "-c", "pass"], check=True)
+    return time.monotonic() - start
+
+
 def decoded_frames(path: Path) -> int:
     with av.open(str(path)) as c:
         return sum(1 for _ in c.decode(video=0))
@@ -115,9 +133,10 @@ def decoded_frames(path: Path) -> int:
 
 class FlakyServer(http.server.ThreadingHTTPServer):
     """Serves one file; fails ``outage`` requests after the first, as a camera that
-    drops off the network for a moment."""
+    drops off the network for a moment. As a live camera it sends no Content-Length
+    (``length``: it does, as a file server)."""
 
-    def __init__(self, path: Path, outage: int):
+    def __init__(self, path: Path, outage: int, length: bool = False):
         self.path, self.outage, self.requests = path, outage, 0
 
         class Handler(http.server.BaseHTTPRequestHandler):
@@ -129,7 +148,8 @@ class FlakyServer(http.server.ThreadingHTTPServer):
                 data = self.path.read_bytes()
                 handler.send_response(200)
                 handler.send_header("Content-Type", "video/mp2t")
-                handler.send_header("Content-Length", str(len(data)))
+                if length:
+                    handler.send_header("Content-Length", str(len(data)))
                 handler.end_headers()
                 handler.wfile.write(data)
 
@@ -158,3 +178,144 @@ def face_image(seed: int, size: int = 40) -> np.ndarray:
     img = rng.integers(0, 255, (size, size, 3), dtype=np.uint8)
     cv2.circle(img, (size // 2, size // 2), size // 3, tuple(int(v) for v in rng.integers(0, 255, 3)), -1)
     return img
+
+
+def outputs_agree(video: Path, results: Path) -> list[dict]:
+    """The mp4 decodes, every JSONL line is complete, one per decoded frame."""
+    text = results.read_text()
+    assert text == "" or text.endswith("\n")
+    records = [json.loads(line) for line in text.splitlines()]
+    assert decoded_frames(video) == len(records)
+    return records
+
+
+def encode(path: Path, frames: list[np.ndarray], times: list[float] | None = None, rotation: int = 0) -> Path:
+    """Write BGR frames as H.264 with PyAV, at ``times`` (default 25 fps)."""
+    times = times if times is not None else [i / 25 for i in range(len(frames))]
+    with av.open(str(path), "w") as out:
+        stream = out.add_stream("libx264", rate=25)
+        stream.height, stream.width = frames[0].shape[:2]
+        stream.pix_fmt = "yuv420p"
+        stream.codec_context.time_base = MS
+        if rotation:
+            stream.set_display_rotation(rotation)
+        for image, t in zip(frames, times):
+            frame = av.VideoFrame.from_ndarray(image, format="bgr24")
+            frame.pts, frame.time_base = round(t * 1000), MS
+            for packet in stream.encode(frame):
+                out.mux(packet)
+        for packet in stream.encode():
+            out.mux(packet)
+    return path
+
+
+def wait_for_lines(path: Path, n: int, proc: subprocess.Popen, timeout: float = 120, last_frame: bool = False) -> None:
+    """Wait until ``path`` has ``n`` lines (or, ``last_frame``, a line for frame >= n)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        lines = path.read_text().splitlines() if path.exists() else []
+        complete = [line for line in lines if line.endswith("}")]
+        if (json.loads(complete[-1])["frame"] >= n if last_frame and complete else len(lines) >= n):
+            return
+        if proc.poll() is not None:
+            pytest.fail(f"realtime ended early: {proc.communicate()[1]}")
+        time.sleep(0.2)
+    proc.kill()
+    pytest.fail(f"{path} did not reach {n} lines in {timeout} s")
+
+
+# -- `realtime serve` over HTTP on 127.0.0.1 ------------------------------------------
+
+class Served:
+    """A `realtime serve` process; its address is read from what it prints."""
+
+    def __init__(self, *args: str, timeout: float = 180):
+        self.proc = realtime("serve", "--port", "0", *args)
+        self.stdout: list[str] = []
+        self.stderr: list[str] = []
+        threading.Thread(target=self._drain, args=(self.proc.stderr, self.stderr), daemon=True).start()
+        deadline = time.monotonic() + timeout
+        self.url = ""
+        for line in self.proc.stdout:
+            self.stdout.append(line)
+            if line.startswith("serving on "):
+                self.url = line.split()[2]
+                break
+            if time.monotonic() > deadline:
+                break
+        threading.Thread(target=self._drain, args=(self.proc.stdout, self.stdout), daemon=True).start()
+        if not self.url:
+            self.stop()
+            raise AssertionError(f"serve did not start: {''.join(self.stdout)}{''.join(self.stderr)}")
+        parts = urlsplit(self.url)
+        self.port = parts.port
+        self.token = dict(p.split("=", 1) for p in parts.query.split("&") if p).get("token")
+
+    @staticmethod
+    def _drain(stream, lines: list[str]) -> None:
+        for line in stream:
+            lines.append(line)
+
+    def request(self, path: str, headers: dict | None = None, host: str = "127.0.0.1", timeout: float = 30):
+        """(status, headers, body) of a GET on 127.0.0.1."""
+        conn = http.client.HTTPConnection(host, self.port, timeout=timeout)
+        try:
+            conn.request("GET", path, headers=headers or {})
+            response = conn.getresponse()
+            return response.status, dict(response.getheaders()), response.read()
+        finally:
+            conn.close()
+
+    def json(self, path: str, headers: dict | None = None):
+        status, _, body = self.request(path, headers)
+        assert status == 200, (path, status, body[:200])
+        return json.loads(body)
+
+    def metrics(self, headers: dict | None = None) -> dict[tuple[str, tuple], float]:
+        status, _, body = self.request("/metrics", headers)
+        assert status == 200
+        return {(s.name, tuple(sorted(s.labels.items()))): s.value
+                for family in text_string_to_metric_families(body.decode()) for s in family.samples}
+
+    def wait_for(self, condition, timeout: float = 60, what: str = "a condition"):
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            value = condition()
+            if value:
+                return value
+            time.sleep(0.2)
+        raise AssertionError(f"timed out waiting for {what}; stderr: {''.join(self.stderr)[-2000:]}")
+
+    def stop(self, sig=signal.SIGINT) -> int:
+        if self.proc.poll() is None:
+            self.proc.send_signal(sig)
+            try:
+                self.proc.wait(30)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        return self.proc.returncode
+
+
+def open_stream(port: int, path: str, headers: dict | None = None, timeout: float = 30) -> http.client.HTTPResponse:
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
+    conn.request("GET", path, headers=headers or {})
+    return conn.getresponse()
+
+
+def read_jpegs(response: http.client.HTTPResponse, n: int) -> list[bytes]:
+    """The first ``n`` JPEG parts of a multipart/x-mixed-replace MJPEG stream."""
+    boundary = re.search(r"boundary=(\S+)", response.getheader("Content-Type")).group(1).encode()
+    parts = []
+    while len(parts) < n:
+        line = response.readline()
+        assert line, "the stream ended"
+        if line.strip() != b"--" + boundary:
+            continue
+        headers = {}
+        while (line := response.readline().strip()):
+            key, _, value = line.decode().partition(":")
+            headers[key.lower()] = value.strip()
+        assert headers["content-type"] == "image/jpeg"
+        parts.append(response.read(int(headers["content-length"])))
+    return parts

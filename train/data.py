@@ -19,16 +19,18 @@ import csv
 import hashlib
 import logging
 import math
+import os
 import re
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Callable
 
-import cv2
 import numpy as np
 
 from engines.crops import IMAGE_SUFFIXES, warp_square
 from engines.errors import RealtimeError
+from engines.images import read_image
+from engines.limits import LIMITS
 from engines.meta import AGE_LABELS, GENDER_LABELS
 
 log = logging.getLogger(__name__)
@@ -74,6 +76,9 @@ def parse_age(value: str, source: str = "label") -> tuple[int, float]:
     if numbers is None:
         raise RealtimeError(f"{source}: age {value!r} is neither years, a range like (25, 32) nor empty")
     low, high = numbers.groups()
+    for end in (low, high):
+        if end is not None and (problem := LIMITS["age_years"].problem(float(end))):
+            raise RealtimeError(f"{source}: age {value!r}: {problem} years")
     if high is None:
         years = float(low)
         return age_group_of(years), years
@@ -232,6 +237,15 @@ def load_dataset(root: str | Path, fmt: str) -> LabelledSet:
     return data
 
 
+def label_files(root: str | Path) -> list[Path]:
+    """The files holding the labels of a set at ``root`` (the CSV itself, a labels.csv,
+    Adience's fold files), which no output may overwrite; the folder itself too."""
+    root = Path(root)
+    if root.is_file():
+        return [root]
+    return [root, *(p for p in (root / "labels.csv", *root.glob("fold_*_data.txt")) if p.exists())]
+
+
 @register_format("adience")
 def load_adience(root: Path) -> LabelledSet:
     """Adience's published layout: ``fold_<k>_data.txt`` (tab-separated, with header) and
@@ -246,33 +260,32 @@ def load_adience(root: Path) -> LabelledSet:
     rows, skipped = [], 0
     for fold_file in fold_files:
         fold = int(fold_file.name.split("_")[1])
-        with open(fold_file, newline="", encoding="utf-8") as fh:
-            reader = csv.DictReader(fh, delimiter="\t")
-            missing = {"user_id", "original_image", "face_id", "age", "gender"} - {
-                (c or "").strip() for c in reader.fieldnames or []
-            }
-            if missing:
-                raise RealtimeError(f"{fold_file}: missing columns {sorted(missing)}; is this an Adience fold file?")
-            for line, rec in enumerate(reader, start=2):
-                rec = {(k or "").strip(): (v or "").strip() for k, v in rec.items()}
-                source = f"{fold_file.name}:{line}"
-                path = next(
-                    (
-                        p
-                        for folder, prefix in layouts
-                        if (p := root / folder / rec["user_id"] / f"{prefix}.{rec['face_id']}.{rec['original_image']}").is_file()
-                    ),
-                    None,
-                )
-                if path is None:
-                    skipped += 1
-                    continue
-                group, years = parse_age(rec["age"], source)
-                gender = gender_index(rec["gender"], source)
-                if group < 0 and gender < 0:
-                    skipped += 1
-                    continue
-                rows.append((path, group, years, gender, -1, fold, f"subject:{rec['user_id']}"))
+        reader = csv.DictReader(text_lines(fold_file), delimiter="\t")
+        missing = {"user_id", "original_image", "face_id", "age", "gender"} - {
+            (c or "").strip() for c in reader.fieldnames or []
+        }
+        if missing:
+            raise RealtimeError(f"{fold_file}: missing columns {sorted(missing)}; is this an Adience fold file?")
+        for line, rec in enumerate(reader, start=2):
+            source = f"{fold_file.name}:{line}"
+            rec = _fields(rec, source, len(reader.fieldnames))
+            path = next(
+                (
+                    p
+                    for folder, prefix in layouts
+                    if (p := root / folder / rec["user_id"] / f"{prefix}.{rec['face_id']}.{rec['original_image']}").is_file()
+                ),
+                None,
+            )
+            if path is None:
+                skipped += 1
+                continue
+            group, years = parse_age(rec["age"], source)
+            gender = gender_index(rec["gender"], source)
+            if group < 0 and gender < 0:
+                skipped += 1
+                continue
+            rows.append((path, group, years, gender, -1, fold, f"subject:{rec['user_id']}"))
     return LabelledSet.from_rows(rows, root, skipped)
 
 
@@ -322,29 +335,51 @@ def load_csv(root: Path) -> LabelledSet:
     return _read_csv(path, path.parent)
 
 
+def text_lines(path: Path) -> list[str]:
+    """A label file's lines: UTF-8 (with or without a BOM), or UTF-16 with its BOM (as
+    spreadsheet programs save "Unicode text"); anything else is one line saying so."""
+    data = path.read_bytes()
+    encoding = "utf-16" if data[:2] in (b"\xff\xfe", b"\xfe\xff") else "utf-8-sig"
+    try:
+        return data.decode(encoding).splitlines(keepends=True)
+    except UnicodeDecodeError as e:
+        raise RealtimeError(f"{path}: not UTF-8 or UTF-16 text (byte {e.start}); save it as UTF-8 CSV") from None
+
+
+def _fields(rec: dict, source: str, expected: int) -> dict:
+    """A DictReader row, stripped; a row with more fields than the header is one line."""
+    if None in rec:
+        raise RealtimeError(f"{source}: {expected + len(rec[None])} fields where the header has {expected}; quote fields holding commas")
+    return {(k or "").strip(): (v or "").strip() for k, v in rec.items()}
+
+
 def _read_csv(path: Path, root: Path) -> LabelledSet:
-    with open(path, newline="", encoding="utf-8") as fh:
-        reader = csv.DictReader(fh)
-        columns = {c.strip() for c in reader.fieldnames or []}
-        if "file" not in columns or not ({"age", "age_group", "gender"} & columns):
-            raise RealtimeError(f"{path}: needs a 'file' column and 'age', 'age_group' or 'gender' columns")
-        rows, skipped = [], 0
-        for line, rec in enumerate(reader, start=2):
-            rec = {(k or "").strip(): (v or "").strip() for k, v in rec.items()}
-            source = f"{path.name}:{line}"
-            file = root / rec["file"]
-            if not file.is_file():
-                skipped += 1
-                continue
-            group, years = parse_age(rec.get("age", ""), source)
-            if group < 0 and rec.get("age_group", ""):
-                group = _group_field(rec["age_group"], source)
-            gender = gender_index(rec.get("gender", ""), source)
-            race = int(rec["race"]) if rec.get("race", "").isdigit() else -1
-            if group < 0 and gender < 0:
-                skipped += 1
-                continue
-            rows.append((file, group, years, gender, race, -1, rec.get("group", "")))
+    reader = csv.DictReader(text_lines(path))
+    columns = {c.strip() for c in reader.fieldnames or []}
+    if "file" not in columns or not ({"age", "age_group", "gender"} & columns):
+        raise RealtimeError(f"{path}: needs a 'file' column and 'age', 'age_group' or 'gender' columns")
+    rows, skipped, outside = [], 0, []
+    inside = os.path.realpath(root)
+    for line, rec in enumerate(reader, start=2):
+        source = f"{path.name}:{line}"
+        rec = _fields(rec, source, len(reader.fieldnames))
+        file = root / rec["file"]
+        if not file.is_file():
+            skipped += 1
+            continue
+        if os.path.commonpath([inside, os.path.realpath(file)]) != inside:
+            outside.append(rec["file"])
+        group, years = parse_age(rec.get("age", ""), source)
+        if group < 0 and rec.get("age_group", ""):
+            group = _group_field(rec["age_group"], source)
+        gender = gender_index(rec.get("gender", ""), source)
+        race = int(rec["race"]) if rec.get("race", "").isdigit() else -1
+        if group < 0 and gender < 0:
+            skipped += 1
+            continue
+        rows.append((file, group, years, gender, race, -1, rec.get("group", "")))
+    if outside:
+        log.warning("%s: %d files listed are outside its folder %s (e.g. %s)", path, len(outside), root, outside[0])
     return LabelledSet.from_rows(rows, root, skipped)
 
 
@@ -437,11 +472,14 @@ def read_images(data: LabelledSet, side: int | None = None, progress: Callable[[
     returned set's ``skipped``."""
     keep, images = [], []
     for i, path in enumerate(data.files):
-        image = cv2.imread(str(path), cv2.IMREAD_COLOR)
+        try:
+            image = read_image(path)
+        except RealtimeError as e:
+            log.warning("skipping %s", e)
+            image = None
         if progress is not None:
             progress(1)
-        if image is None or image.size == 0:
-            log.warning("skipping unreadable image %s", path)
+        if image is None:
             continue
         side = side or max(image.shape[:2])
         images.append(square(image, side))

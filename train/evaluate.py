@@ -11,7 +11,7 @@ from __future__ import annotations
 import csv
 import dataclasses
 import importlib.util
-import json
+import io
 import logging
 import math
 from dataclasses import dataclass
@@ -22,15 +22,18 @@ import cv2
 import numpy as np
 
 from engines.calibration import calibrated
+from engines.images import read_image
+from engines.limits import check_fields
 from engines.meta import AGE_LABELS, ModelMeta
 from engines.registry import Engine
+from engines.writes import check_distinct, check_outputs, json_text, write_atomic
 from realtime.analyzer import AnalyzerSettings, make_engine
 from realtime.crops import Cropper
 from realtime.errors import RealtimeError
 from train import metrics
 from train.ages import NAMED, AgeScheme, relabel, scheme_name
 from train.calibration import calibration_report
-from train.data import RACE_LABELS, LabelledSet, holdout_mask, load_dataset
+from train.data import RACE_LABELS, LabelledSet, holdout_mask, label_files, load_dataset
 
 log = logging.getLogger(__name__)
 
@@ -76,6 +79,7 @@ class EvalSettings:
     limit: int | None = None
     holdout: float | None = None
     bootstrap: int = 1000
+    markdown: Path | None = None
 
     def __post_init__(self) -> None:
         self.data = Path(self.data)
@@ -85,10 +89,18 @@ class EvalSettings:
             self.model = Path(self.model)
         if self.json is not None:
             self.json = Path(self.json)
-        if self.batch_size < 1:
-            raise RealtimeError(f"--batch-size must be at least 1, got {self.batch_size}")
-        if not 1.0 <= self.context <= 8.0:
-            raise RealtimeError(f"--context must be between 1 and 8 (times the image side), got {self.context}")
+        if self.markdown is not None:
+            self.markdown = Path(self.markdown)
+        check_outputs(self.inputs(), self.outputs())
+        check_fields(self)  # the one table of limits
+
+
+    def inputs(self) -> list[Path]:
+        """The files read besides the images: the labels and the model."""
+        return [*label_files(self.data), *([self.model] if self.model is not None else [])]
+
+    def outputs(self) -> list[tuple[str, Path | None]]:
+        return [("--predictions", self.predictions), ("--json", self.json), ("--markdown", self.markdown)]
 
 
 @dataclass
@@ -128,8 +140,11 @@ def evaluate(settings: EvalSettings, progress: Callable[[int, str], ContextManag
     )
     result = metrics.clean(result)
     if settings.json is not None:
-        settings.json.parent.mkdir(parents=True, exist_ok=True)
-        settings.json.write_text(json.dumps(result, indent=2))
+        write_atomic(settings.json, json_text(result, indent=2), "--json")
+    if settings.markdown is not None:
+        from train.report import eval_markdown
+
+        write_atomic(settings.markdown, eval_markdown(result), "--markdown")
     return result
 
 
@@ -145,6 +160,7 @@ def run_model(settings: EvalSettings, progress: Callable[[int, str], ContextMana
         data = data[holdout_mask(data, settings.holdout)]
     if settings.limit:
         data = data[np.arange(min(settings.limit, len(data)))]
+    check_distinct([*settings.inputs(), *data.files], [(w, p) for w, p in settings.outputs() if p is not None])
     app = AnalyzerSettings(model=settings.model, backend=settings.backend, detector_range=settings.detector_range,
                            flip=settings.flip, track=False)
     analyzer = None if settings.cropped else _analyzer(app)
@@ -162,10 +178,13 @@ def run_model(settings: EvalSettings, progress: Callable[[int, str], ContextMana
     try:
         with progress(len(data), "evaluating") as bar:
             for i, path in enumerate(data.files):
-                image = cv2.imread(str(path), cv2.IMREAD_COLOR)
+                try:
+                    image = read_image(path)
+                except RealtimeError as e:
+                    image = None
+                    log.warning("skipping %s", e)
                 bar.update(1)
-                if image is None or image.size == 0:
-                    log.warning("skipping unreadable image %s", path)
+                if image is None:
                     counts["unreadable"] += 1
                     continue
                 batch.append(_face_input(in_context(image, settings.context), cropper, detector, counts))
@@ -222,13 +241,14 @@ def _face_input(image: np.ndarray, cropper: Cropper, detector, counts: dict) -> 
 
 
 def write_predictions(out: Outputs, meta: ModelMeta, path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
+    """The predictions CSV, written whole to a new file renamed over ``path``."""
     gender = out.gender_probs.argmax(1)
-    with open(path, "w", newline="") as fh:
-        writer = csv.writer(fh)
-        writer.writerow(PREDICTION_COLUMNS)
-        for name, a, years, g, gp in zip(out.labels.names(), out.age_probs.argmax(1), out.age_years, gender, out.gender_probs.max(1)):
-            writer.writerow([name, meta.age_labels[a], f"{years:.1f}", meta.gender_labels[g], f"{gp:.4f}"])
+    text = io.StringIO()
+    writer = csv.writer(text)
+    writer.writerow(PREDICTION_COLUMNS)
+    for name, a, years, g, gp in zip(out.labels.names(), out.age_probs.argmax(1), out.age_years, gender, out.gender_probs.max(1)):
+        writer.writerow([name, meta.age_labels[a], f"{years:.1f}", meta.gender_labels[g], f"{gp:.4f}"])
+    write_atomic(path, text.getvalue(), "--predictions")
 
 
 def score(out: Outputs, meta: ModelMeta, bootstrap: int = 1000) -> dict:

@@ -27,6 +27,7 @@ import torch.distributed as dist
 from torch import nn
 
 from engines.model import save_checkpoint
+from engines.writes import check_distinct, json_text, write_atomic
 from realtime.crops import Cropper
 from realtime.errors import RealtimeError
 from train import metrics
@@ -128,6 +129,7 @@ def fit(
         if sampler is not None:
             sampler.set_epoch(epoch)
         row = run.train_epoch(loader, epoch, progress)
+        _check_weights(net, fold, epoch)
         if ddp.main:
             row.update(evaluate_logits(predict(net, val_inputs, device), val_labels, val_loss_fn))
             row["seconds"] = time.perf_counter() - t0
@@ -189,6 +191,10 @@ class _Run:
                     outputs = self.model(x, years_logits=True)
                     soft = self.teachers(x) if self.teachers is not None else None
                     loss, _ = self.loss_fn(outputs, age_group, age_years, gender, soft, s.distill)
+                value = float(loss.detach())
+                if not math.isfinite(value):
+                    raise RealtimeError(f"fold {self.fold} epoch {epoch + 1} step {step + 1}: the training loss is {value}; "
+                                        "the run diverged (try a lower --lr, or check --init and the labels)")
                 self.optimizer.zero_grad(set_to_none=True)
                 self.scaler.scale(loss).backward()
                 self.scaler.step(self.optimizer)
@@ -196,7 +202,7 @@ class _Run:
                 with torch.no_grad():
                     n = len(x)
                     sums += torch.tensor([
-                        float(loss) * n,
+                        value * n,
                         float(((outputs[0].argmax(1) == age_group) & (age_group >= 0)).sum()),
                         float(((outputs[1].argmax(1) == gender) & (gender >= 0)).sum()),
                         n,
@@ -250,14 +256,27 @@ def _loader(dataset: FaceTrainSet, settings: TrainSettings, ddp, device: torch.d
 
 def _resume(state_path: Path, run: _Run, generator: torch.Generator) -> tuple[int, list, float]:
     """Load the state after the last finished epoch: (epochs done, history, best val loss)."""
-    state = torch.load(state_path, map_location="cpu", weights_only=True)
-    run.net.load_state_dict(state["model"])
-    run.optimizer.load_state_dict(state["optimizer"])
-    run.scaler.load_state_dict(state["scaler"])
-    torch.set_rng_state(state["torch_rng"])
-    generator.set_state(state["loader_rng"])
+    try:  # weights_only: tensors and plain data, never a user's code
+        state = torch.load(state_path, map_location="cpu", weights_only=True)
+        run.net.load_state_dict(state["model"])
+        run.optimizer.load_state_dict(state["optimizer"])
+        run.scaler.load_state_dict(state["scaler"])
+        torch.set_rng_state(state["torch_rng"])
+        generator.set_state(state["loader_rng"])
+        done = int(state["epoch"]), list(state["history"]), float(state["best"])
+    except Exception:  # noqa: BLE001 - unpickling, a missing key, shapes of another run: one answer
+        raise RealtimeError(f"--resume: {state_path} is not the resume state of this run (another run's settings, "
+                            "or not written by realtime train); delete it, or train without --resume") from None
     log.info("fold %d: resumed from %s after epoch %d", run.fold, state_path, int(state["epoch"]))
-    return int(state["epoch"]), list(state["history"]), float(state["best"])
+    return done
+
+
+def _check_weights(net: nn.Module, fold: int, epoch: int) -> None:
+    """Stop in one line when weights became NaN or infinite (nothing of the epoch saved)."""
+    broken = [name for name, t in net.state_dict().items() if t.is_floating_point() and not bool(torch.isfinite(t).all())]
+    if broken:
+        raise RealtimeError(f"fold {fold} epoch {epoch + 1}: {len(broken)} weight tensors became NaN or infinite "
+                            f"(e.g. {broken[0]}); nothing of this epoch is saved (try a lower --lr or --weight-decay)")
 
 
 def _save_state(state_path: Path, run: _Run, epoch: int, history: list, best: float, generator: torch.Generator) -> None:
@@ -290,7 +309,7 @@ def _fold_result(fold: int, history: list, outputs, val_labels: LabelledSet, fol
         metrics.confusion(gender_logits.argmax(1), val_labels.gender, len(meta.gender_labels)).tolist(),
         folder,
     )
-    (folder / "result.json").write_text(json.dumps(result.to_json(), indent=2))
+    write_atomic(folder / "result.json", json_text(result.to_json(), indent=2), "--out")
     return result
 
 
@@ -319,13 +338,15 @@ def cross_validate(
         data = data[_first_of_each(data, settings.limit)]
     if settings.age_labels != AGE_LABELS:
         data.age_group = relabel(data.age_group, data.age_years, AgeScheme.from_labels(settings.age_labels))
+    check_distinct([*settings.inputs(), *data.files], settings.outputs())
     with progress(len(data), "reading images") as bar:
         data, images = read_images(data, settings.image_side, bar.update)
     splits = _splits(data, settings)
+    _check_splits(splits, settings)
     settings.out.mkdir(parents=True, exist_ok=True)
     ddp_main = int(os.environ.get("RANK", "0")) == 0
     if ddp_main:
-        (settings.out / "settings.json").write_text(json.dumps(metrics.clean(_jsonable(asdict(settings))), indent=2))
+        write_atomic(settings.out / "settings.json", json_text(metrics.clean(_jsonable(asdict(settings))), indent=2), "--out")
     results = []
     for fold, val_mask in splits:
         folder = settings.out / f"fold_{fold}"
@@ -371,6 +392,17 @@ def _splits(data: LabelledSet, settings: TrainSettings) -> list[tuple[int, np.nd
     if len(folds) < settings.folds:
         raise RealtimeError(f"{', '.join(str(d) for d, _ in settings.sets)}: only {len(folds)} folds have images; use fewer --folds or more data")
     return [(int(k), fold_of == k) for k in folds]
+
+
+def _check_splits(splits: list[tuple[int, np.ndarray]], settings: TrainSettings) -> None:
+    """Every split trains on something and validates on something (before any work:
+    an empty validation side would give NaN metrics and a model nobody scored)."""
+    for fold, val_mask in splits:
+        n_val = int(val_mask.sum())
+        if n_val == 0 or n_val == len(val_mask):
+            fix = "a larger or smaller --holdout" if settings.folds == 1 else "fewer --folds"
+            raise RealtimeError(f"{settings.data}: fold {fold} has {len(val_mask) - n_val} training and {n_val} validation images; "
+                                f"use more images (--limit?) or {fix}")
 
 
 def _jsonable(d):

@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 
 from engines.meta import ModelMeta
+from engines.writes import json_text, write_atomic
 from train import metrics
 
 log = logging.getLogger(__name__)
@@ -54,8 +55,8 @@ def write_summary(results: list[dict], out: Path, meta: ModelMeta, data_descript
             "epochs": max((len(r["history"]) for r in results), default=0),
         }
     )
-    (out / "summary.json").write_text(json.dumps(summary, indent=2))
-    (out / "summary.md").write_text(markdown(summary, meta))
+    write_atomic(out / "summary.json", json_text(summary, indent=2), "--out")
+    write_atomic(out / "summary.md", markdown(summary, meta), "--out")
     plot_curves(results, out / "curves.png")
     plot_confusion(age_cm, meta.age_labels, out / "confusion_age.png", "age group (summed over folds)")
     plot_confusion(gender_cm, meta.gender_labels, out / "confusion_gender.png", "gender (summed over folds)")

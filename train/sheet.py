@@ -79,7 +79,7 @@ def contact_sheet(settings: SheetSettings) -> SheetResult:
     tiles, labels, frames = [], Counter(), 0
     settings.output.parent.mkdir(parents=True, exist_ok=True)
     try:
-        with open_source(settings.source, reconnect=0) as source, claim_outputs(source.paths, [("output", settings.output)]):
+        with open_source(settings.source, reconnect=0, max_pixels=analyzer_settings.max_pixels) as source, claim_outputs(source.paths, [("output", settings.output)]):
             for frame in source:
                 if frame.index % settings.every:
                     continue

@@ -22,13 +22,15 @@ from pathlib import Path
 import cv2
 
 from engines.errors import RealtimeError
+from engines.images import read_image
 from train.data import load_dataset
 
 
 def _shrink_one(job: tuple[Path, Path, int, int]) -> bool:
     src, dst, side, quality = job
-    image = cv2.imread(str(src), cv2.IMREAD_COLOR)
-    if image is None:
+    try:
+        image = read_image(src)
+    except RealtimeError:
         return False
     if max(image.shape[:2]) > side:
         scale = side / max(image.shape[:2])

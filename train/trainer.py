@@ -23,15 +23,16 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
-from engines.errors import require_at_least
+from engines.files import read_checkpoint_meta as read_meta
+from engines.limits import check_fields
 from engines.meta import ModelMeta
 from engines.model import AgeGenderNet, Ensemble, create_model, load_checkpoint
-from engines.files import read_checkpoint_meta as read_meta
+from engines.writes import check_distinct, check_outputs
 from realtime.crops import Cropper
 from realtime.errors import RealtimeError
 from train import metrics
 from train.augment import Augmenter, AugmentSettings
-from train.data import LabelledSet
+from train.data import LabelledSet, label_files
 from train.losses import MaskedLoss
 
 log = logging.getLogger(__name__)
@@ -130,6 +131,7 @@ class TrainSettings:
     balance: bool | None = None
 
     def __post_init__(self) -> None:
+        check_fields(self)  # the one table of limits: before anything is read
         from train.ages import parse_scheme
         from train.data import pair_sets
 
@@ -141,8 +143,7 @@ class TrainSettings:
         self.teachers = tuple(Path(t) for t in self.teachers)
         if self.years_bins < 0 or self.years_bins == 1:
             raise RealtimeError(f"--years-bins must be 0 (a linear head) or at least 2, got {self.years_bins}")
-        if not 0.0 <= self.distill <= 1.0:
-            raise RealtimeError(f"--distill must be between 0 and 1, got {self.distill}")
+        self.meta()  # a meta no reader would take fails now, not at the end of training
         for option, path in [("--init", self.init)] + [("--teacher", t) for t in self.teachers]:
             if path is not None:
                 try:
@@ -152,9 +153,23 @@ class TrainSettings:
         self.only_folds = tuple(sorted(set(self.only_folds)))
         if self.only_folds and not (self.folds >= 2 and all(0 <= k < self.folds for k in self.only_folds)):
             raise RealtimeError(f"--fold takes fold numbers 0 to {self.folds - 1} of a k-fold run (--folds 2 or more), got {list(self.only_folds)}")
-        require_at_least(self, ("epochs", "batch_size", "folds", "input_size"))
-        if self.lr <= 0:
-            raise RealtimeError(f"--lr must be positive, got {self.lr}")
+        if self.save is not None:
+            self.save = Path(self.save)
+            if self.save.suffix != ".safetensors":
+                raise RealtimeError(f"--save {self.save}: a model is written as a .safetensors file")
+        check_outputs(self.inputs(), [("--save", self.save)])
+        check_distinct(self.inputs(), self.outputs())
+
+    def inputs(self) -> list[Path]:
+        """The files a run reads (besides the images): labels, --init, --teacher."""
+        return [*(f for data, _ in self.sets for f in label_files(data)), *([self.init] if self.init else []), *self.teachers]
+
+    def outputs(self) -> list[tuple[str, Path]]:
+        """Every file a run writes: --save and those under ``out`` (none may be an input)."""
+        names = ("last.pt", "best.safetensors", "final.safetensors", "epochs.csv", "result.json")
+        files = [("--save", self.save)] if self.save is not None else []
+        files += [("--out", self.out / n) for n in ("settings.json", "summary.json", "summary.md")]
+        return files + [("--out", self.out / f"fold_{k}" / n) for k in range(self.folds) for n in names]
 
     @property
     def balanced(self) -> bool:

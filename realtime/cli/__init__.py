@@ -9,6 +9,7 @@ non-zero; anything else is a bug and keeps its traceback.
 
 from __future__ import annotations
 
+import errno
 import logging
 import signal
 import sys
@@ -18,7 +19,8 @@ from realtime import signals
 # Ctrl-C while the libraries load (seconds) ends quietly instead of with a traceback
 # through importlib; _Cli.main hands SIGINT back to Python once the command runs.
 # (``python -m realtime.cli`` imports this package while sys.argv[0] is still "-m".)
-if sys.argv and (sys.argv[0] == "-m" or sys.argv[0].endswith("realtime")):
+_program_start = bool(sys.argv) and (sys.argv[0] == "-m" or sys.argv[0].endswith("realtime"))
+if _program_start:
     signal.signal(signal.SIGINT, signals.interrupted_while_starting)
 
 import click  # noqa: E402
@@ -48,7 +50,31 @@ class _Cli(click.Group):
         except RealtimeError as e:
             click.echo(f"error: {e}", err=True)
             sys.exit(1)
+        except (MemoryError, OSError, RuntimeError, ImportError) as e:
+            message = _resource_error(e)
+            if message is None:
+                raise  # a bug: keep its traceback
+            click.echo(f"error: {message}", err=True)
+            sys.exit(1)
         sys.exit(result if isinstance(result, int) else 0)
+
+
+#: errno of the machine's limits (not of a user's file): reported in one line
+_LIMIT_ERRNOS = {errno.ENOMEM, errno.ENOSPC, errno.EDQUOT, errno.EMFILE, errno.ENFILE, errno.EAGAIN, errno.ENAMETOOLONG}
+
+
+def _resource_error(e: BaseException) -> str | None:
+    """One line for running out of the machine's resources (``ulimit -v``, a full disk,
+    no more threads or files) or a name too long, or None for anything else (a bug)."""
+    text = str(e).splitlines()[0] if str(e) else type(e).__name__
+    low = text.lower()
+    if isinstance(e, MemoryError) or any(m in low for m in ("out of memory", "cannot allocate memory", "failed to map segment")):
+        return f"out of memory ({text[:160]}); free memory, raise `ulimit -v`, or use smaller inputs"
+    if isinstance(e, RuntimeError) and "can't start new thread" in text:
+        return "cannot start a thread (the limit on threads, or memory, is reached)"
+    if isinstance(e, OSError) and e.errno in _LIMIT_ERRNOS:
+        return f"{e.filename + ': ' if isinstance(e.filename, str) else ''}{e.strerror or text}"
+    return None
 
 
 def _setup_logging(verbose: int, quiet: bool) -> None:
@@ -85,7 +111,13 @@ def _add_commands() -> None:
     cli.add_command(archive_command)
 
 
-_add_commands()
+try:
+    _add_commands()  # the libraries load here: a machine out of memory is one line too
+except (MemoryError, OSError, RuntimeError, ImportError) as e:
+    if _program_start and (message := _resource_error(e)) is not None:
+        sys.stderr.write(f"error: {message}\n")
+        sys.exit(1)
+    raise
 
 
 def main() -> None:

@@ -44,9 +44,12 @@ def annotate(input: str, output: str, json_path: str | None, summary_path: str |
 @click.option("--show/--no-show", default=None, help="Open a window (default: when a display exists).")
 @analyzer_options
 def run(sources: tuple[str, ...], output: str | None, json_path: str | None, show: bool | None, reconnect_timeout: float,
-        summary_path: str | None, **kw) -> None:
+        summary_path: str | None, source_file: str | None, **kw) -> None:
     """Live: detect and label faces on a camera, stream or file, with an FPS counter."""
     from realtime.pipeline import run as run_
+    from realtime.sources import source_specs
+
+    sources = source_specs(sources, source_file)
 
     settings = analyzer_settings(kw)
     outputs = output_settings(kw, media=output, json=json_path, summary=summary_path, show=show)
@@ -72,14 +75,19 @@ def run(sources: tuple[str, ...], output: str | None, json_path: str | None, sho
 @click.option("--jpeg-quality", type=click.IntRange(10, 100), default=80, show_default=True, help="Quality of the video stream.")
 @analyzer_options
 def serve(sources: tuple[str, ...], output: str | None, json_path: str | None, reconnect_timeout: float, summary_path: str | None,
-          host: str, port: int, token: str | None, loop: bool, pace: bool, stall_timeout: float, stream_fps: float,
-          jpeg_quality: int, **kw) -> None:
+          source_file: str | None, host: str, port: int, token: str | None, loop: bool, pace: bool, stall_timeout: float,
+          stream_fps: float, jpeg_quality: int, **kw) -> None:
     """Live analysis with a web page and an HTTP API (for machines with no display)."""
+    from realtime import signals
     from realtime.serve import ServeSettings, serve as serve_
+    from realtime.sources import source_specs
+
+    sources = source_specs(sources, source_file)
 
     settings = ServeSettings(host, port, token, loop, pace, stall_timeout, stream_fps, jpeg_quality)
 
     def ready(url: str) -> None:
+        signals.run_started()
         click.echo(f"serving on {url}", err=json_path == "-")
         if host in ("0.0.0.0", "::"):
             click.echo("(listening on every address: open it with this machine's name or address)", err=json_path == "-")
@@ -100,23 +108,22 @@ def serve(sources: tuple[str, ...], output: str | None, json_path: str | None, r
 @analyzer_options
 def bench(input, json_path, max_frames, batches, classifier_seconds, backends, **kw) -> None:
     """Per-stage timings, end-to-end fps vs the passthrough floor, classifier crops/s."""
-    import json
-    from pathlib import Path
-
+    from engines.limits import LIMITS
+    from engines.writes import check_outputs, json_text, write_atomic
     from realtime.bench import BenchSettings, bench as bench_
-    from realtime.sinks import check_writable
 
     try:
         sizes = tuple(int(b) for b in batches.split(","))
     except ValueError:
         raise click.BadParameter(f"{batches!r}: expected integers like 1,8,32", param_hint="--batches") from None
-    if json_path:
-        check_writable(Path(json_path), None, "JSON output")
+    if problem := next((f"{b}: {p}" for b in sizes if (p := LIMITS["batch"].problem(b))), None):
+        raise click.BadParameter(problem, param_hint="--batches")
+    check_outputs([input], [("--json", json_path)])
     settings = BenchSettings(input, analyzer_settings(kw), max_frames, sizes, list(backends) or None, classifier_seconds)
     with progress("bench") as (_, on_frame):
         report = bench_(settings, on_frame)
     click.echo(report.table())
     if json_path:
-        Path(json_path).write_text(json.dumps(report.to_dict(), indent=2))
+        write_atomic(json_path, json_text(report.to_dict(), indent=2), "--json")
 
 

@@ -29,6 +29,40 @@ class FiniteFloat(click.FloatRange):
 
 
 
+class Limited(click.ParamType):
+    """A number checked against the one table of limits (``engines.limits.LIMITS[key]``),
+    as a usage error before any work: ``--crop-scale 10: expected 0.5 to 4``."""
+
+    def __init__(self, key: str, integer: bool = False):
+        self.key, self.integer = key, integer
+        self.name = "integer" if integer else "number"
+
+    def convert(self, value, param, ctx):
+        from engines.limits import LIMITS
+
+        number = value
+        if isinstance(value, str):
+            try:
+                number = int(value) if self.integer else float(value)
+            except ValueError:
+                self.fail(f"{value!r} is not {'an integer' if self.integer else 'a number'}", param, ctx)
+        problem = LIMITS[self.key].problem(number)
+        if problem:
+            self.fail(f"{value!r}: {problem}", param, ctx)
+        return number
+
+
+def _tiles(ctx, param, value):
+    """--tiles checked while the options are parsed: a usage error (exit 2), before any work."""
+    from realtime.detector import parse_tiles
+    from realtime.errors import RealtimeError
+
+    try:
+        return parse_tiles(value)
+    except RealtimeError as e:
+        raise click.BadParameter(str(e).removeprefix("--tiles "), ctx, param) from None
+
+
 def analyzer_options(command):
     """Options shared by every command that runs the detector and the classifier."""
     from engines.registry import list_backends
@@ -44,26 +78,28 @@ def analyzer_options(command):
                      help="MediaPipe face detector .tflite (default: found via $REALTIME_MODELS or the cache)."),
         click.option("--detector-range", type=click.Choice(list(DETECTOR_MODELS)), default="full", show_default=True,
                      help="full: crowds, faces up to ~5 m; short: close faces (webcam)."),
-        click.option("--min-score", type=FiniteFloat(0, 1), default=0.5, show_default=True,
+        click.option("--min-score", type=Limited("min_score"), default=0.5, show_default=True,
                      help="Detector confidence threshold."),
-        click.option("--tiles", default="auto", show_default=True,
+        click.option("--tiles", default="auto", show_default=True, callback=_tiles,
                      help="Also detect on overlapping tiles for small faces: auto (frames of 1280 px and more), off, or N columns."),
-        click.option("--crop-scale", type=FiniteFloat(0.5, 4), default=None,
+        click.option("--crop-scale", type=Limited("crop_scale"), default=None,
                      help="Face crop side / detector box side (default: the model's own)."),
         click.option("--flip/--no-flip", default=True, show_default=True,
                      help="Test-time flip: average each face with its mirror image (2x classifier work, more accurate)."),
         click.option("--track/--no-track", default=None,
                      help="Track faces across frames: ids, smoothed labels, people counts "
                           "(default: on for video, off for images and folders of photos; --track for an image sequence)."),
-        click.option("--smoothing", type=FiniteFloat(0, 0.99), default=TrackerSettings.smoothing, show_default=True,
+        click.option("--smoothing", type=Limited("smoothing"), default=TrackerSettings.smoothing, show_default=True,
                      help="Label smoothing per track (forgetting factor; 0 = latest prediction only)."),
-        click.option("--hysteresis", type=FiniteFloat(0, 1), default=TrackerSettings.hysteresis, show_default=True,
+        click.option("--hysteresis", type=Limited("hysteresis"), default=TrackerSettings.hysteresis, show_default=True,
                      help="A track's shown label changes only when another leads by this probability margin."),
         click.option("--min-gender-confidence", type=FiniteFloat(0, 1), default=None,
                      help="Show ? instead of a gender whose calibrated probability is under this "
                           "(default: the model's own, chosen by `realtime calibrate`; 0: always show)."),
         click.option("--reclassify-every", type=click.IntRange(1), default=TrackerSettings.reclassify_every, show_default=True,
                      help="Classify a confident track only every K frames (1 = every frame)."),
+        click.option("--max-pixels", type=Limited("max_pixels", integer=True), default=50_000_000, show_default=True,
+                     help="Refuse (in a folder: skip) images of more pixels than this, checked from the file's header before decoding."),
         reid_options,
     ]
     return functools.reduce(lambda c, option: option(c), reversed(options), command)
@@ -120,8 +156,11 @@ def encoder_options(command):
 def live_options(command):
     """Options shared by the live commands (`run`, `serve`): sources and outputs."""
     options = [
-        click.option("--source", "sources", multiple=True, default=["0"], show_default=True,
-                     help="Camera index, video file, image, folder, or rtsp:// / http:// URL; repeat for several sources."),
+        click.option("--source", "sources", multiple=True, envvar="REALTIME_SOURCE",
+                     help="Camera index, video file, image, folder, or rtsp:// / http:// URL; repeat for several sources "
+                          "(default: $REALTIME_SOURCE, else camera 0)."),
+        click.option("--source-file", type=click.Path(dir_okay=False), default=None,
+                     help="Read the sources from this file, one a line (a URL with a password need not appear in `ps`)."),
         click.option("-o", "--output", type=click.Path(dir_okay=False), default=None, help="Record the annotated video (.mp4)."),
         click.option("--json", "json_path", type=click.Path(dir_okay=False), default=None,
                      help="Per-frame results as JSON Lines ('-' for stdout)."),
@@ -153,6 +192,7 @@ def analyzer_settings(kw: dict):
         track=kw.pop("track"), min_gender_confidence=kw.pop("min_gender_confidence"),
         tracker=TrackerSettings(smoothing=kw.pop("smoothing"), hysteresis=kw.pop("hysteresis"),
                                 reclassify_every=kw.pop("reclassify_every")),
+        max_pixels=kw.pop("max_pixels"),
         reid=reid_settings(kw),
     )
 
@@ -167,6 +207,7 @@ def progress(desc: str):
     faces = 0
 
     def on_start(source):
+        signals.run_started()
         bar.total = source.frame_count
         bar.set_description(source.name)
         bar.refresh()
@@ -185,10 +226,13 @@ def progress(desc: str):
 
 
 def finish(stats, json_to_stdout: bool) -> None:
-    """Print the run's summary; an interrupted run exits 130 (its outputs are complete)."""
+    """Print the run's summary; an interrupted run exits 130 (its outputs are complete),
+    one with a source given up (no frames for --reconnect-timeout) 1."""
     click.echo(stats.summary(), err=json_to_stdout)
     signals.command_done()
     if stats.interrupted:
         sys.exit(130)
+    if stats.gave_up:  # a camera or stream that never came back is a failure (the log says which)
+        sys.exit(1)
 
 

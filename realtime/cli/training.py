@@ -9,6 +9,7 @@ from pathlib import Path
 
 import click
 
+from realtime.cli.options import Limited
 from train.data import FORMATS
 
 _FORMAT = click.Choice(FORMATS)
@@ -37,46 +38,46 @@ def data_options(command, multiple: bool = False):
     help="Folder for folds, logs, summary, plots.",
 )
 @click.option(
-    "--folds", type=int, default=5, show_default=True,
+    "--folds", type=Limited("folds", integer=True), default=5, show_default=True,
     help="k-fold cross-validation (Adience: official folds); 1: one run with --holdout.",
 )
 @click.option(
-    "--holdout", type=float, default=0.15, show_default=True,
+    "--holdout", type=Limited("holdout"), default=0.15, show_default=True,
     help="With --folds 1: share of the images held out (identical images together).",
 )
 @click.option("--arch", default="mobilenetv3_small_100", show_default=True, help="Any timm model name, e.g. resnet50.")
-@click.option("--input-size", type=int, default=112, show_default=True)
+@click.option("--input-size", type=Limited("input_size", integer=True), default=112, show_default=True)
 @click.option(
-    "--crop-scale", type=float, default=1.15, show_default=True,
+    "--crop-scale", type=Limited("crop_scale"), default=1.15, show_default=True,
     help="Crop side / detector box side the app will use (goes into the meta); 1.15 frames a MediaPipe box like a UTKFace chip (measured).",
 )
-@click.option("--epochs", type=int, default=40, show_default=True)
-@click.option("--batch-size", type=int, default=128, show_default=True, help="Per process (per GPU under torchrun).")
+@click.option("--epochs", type=Limited("epochs", integer=True), default=40, show_default=True)
+@click.option("--batch-size", type=Limited("batch_size", integer=True), default=128, show_default=True, help="Per process (per GPU under torchrun).")
 @click.option(
-    "--lr", type=float, default=3e-3, show_default=True,
+    "--lr", type=Limited("lr"), default=3e-3, show_default=True,
     help="Peak learning rate of the one-cycle schedule (AdamW).",
 )
-@click.option("--weight-decay", type=float, default=0.05, show_default=True)
-@click.option("--label-smoothing", type=float, default=0.1, show_default=True)
+@click.option("--weight-decay", type=Limited("weight_decay"), default=0.05, show_default=True)
+@click.option("--label-smoothing", type=Limited("label_smoothing"), default=0.1, show_default=True)
 @click.option(
     "--class-weights/--no-class-weights", default=False, show_default=True,
     help="Inverse-frequency class weights.",
 )
-@click.option("--years-weight", type=float, default=0.1, show_default=True, help="Weight of the L1 age-in-years loss.")
+@click.option("--years-weight", type=Limited("years_weight"), default=0.1, show_default=True, help="Weight of the L1 age-in-years loss.")
 @click.option(
     "--years-bins", type=int, default=0, show_default=True,
     help="0: a linear age-in-years head; N (e.g. 101): a distribution over the ages 0..N-1 (DLDL).",
 )
-@click.option("--drop-rate", type=float, default=0.2, show_default=True, help="Dropout before the heads.")
+@click.option("--drop-rate", type=Limited("drop_rate"), default=0.2, show_default=True, help="Dropout before the heads.")
 @click.option("--no-augment", is_flag=True, help="Train on the plain app crops.")
 @click.option("--pretrained", is_flag=True, help="Start from timm's ImageNet weights (needs the internet).")
 @click.option("--seed", type=int, default=0, show_default=True)
-@click.option("--workers", type=int, default=0, show_default=True, help="DataLoader worker processes.")
+@click.option("--workers", type=Limited("workers", integer=True), default=0, show_default=True, help="DataLoader worker processes.")
 @click.option("--resume", is_flag=True, help="Continue from each fold's last.pt; finished folds are kept.")
 @click.option("--device", default=None, help="cpu, cuda, cuda:1 ... (default: CUDA when present).")
 @click.option("--no-amp", is_flag=True, help="No mixed precision on CUDA.")
-@click.option("--threads", type=int, default=None, help="torch CPU threads.")
-@click.option("--limit", type=int, default=None, help="Use only the first N images of each set (quick checks).")
+@click.option("--threads", type=Limited("threads", integer=True), default=None, help="torch CPU threads.")
+@click.option("--limit", type=Limited("limit", integer=True), default=None, help="Use only the first N images of each set (quick checks).")
 @click.option("--trained-on", default="", help="Text for the model's meta: the data and its terms.")
 @click.option(
     "--save", type=click.Path(path_type=Path), default=None,
@@ -96,7 +97,7 @@ def data_options(command, multiple: bool = False):
     help="Distil from this trained model (repeatable: their predictions are averaged) on every augmented batch.",
 )
 @click.option(
-    "--distill", type=float, default=0.5, show_default=True,
+    "--distill", type=Limited("distill"), default=0.5, show_default=True,
     help="With --teacher: weight of the teachers' soft targets against the labels (0-1).",
 )
 @click.option(
@@ -166,31 +167,28 @@ def train_command(fmt, no_augment, no_amp, **options):
 @click.option("--range", "old_range", type=click.Choice(["full", "short"]), default=None, hidden=True,
               help="Deprecated: --detector-range.")
 @click.option(
-    "--context", type=float, default=1.0, show_default=True,
+    "--context", type=Limited("context"), default=1.0, show_default=True,
     help="With the detector: set each image in a frame this many times its side first (tight chips: 2).",
 )
-@click.option("--batch-size", type=int, default=64, show_default=True)
-@click.option("--limit", type=int, default=None, help="Only the first N images.")
+@click.option("--batch-size", type=Limited("batch_size", integer=True), default=64, show_default=True)
+@click.option("--limit", type=Limited("limit", integer=True), default=None, help="Only the first N images.")
 @click.option(
-    "--holdout", type=float, default=None,
+    "--holdout", type=Limited("holdout"), default=None,
     help="Only the share held out by `train --folds 1 --holdout` with this fraction.",
 )
 @click.option(
     "--markdown", "markdown_path", type=click.Path(path_type=Path), default=None,
     help="Also write the metric tables as Markdown.",
 )
-@click.option("--bootstrap", type=int, default=1000, show_default=True, help="Resamples for 95% intervals (0: none).")
+@click.option("--bootstrap", type=Limited("bootstrap", integer=True), default=1000, show_default=True, help="Resamples for 95% intervals (0: none).")
 def eval_command(fmt, json_path, markdown_path, old_range, **options):
     """Score a model on a labelled set through the app's own preprocessing."""
     if old_range is not None:
         click.echo("warning: --range is deprecated; use --detector-range", err=True)
         options["detector_range"] = old_range
     from train.evaluate import EvalSettings, evaluate, format_metrics
-    from train.report import eval_markdown
 
-    result = evaluate(EvalSettings(format=fmt, json=json_path, **options), progress=_tqdm_progress)
-    if markdown_path is not None:
-        markdown_path.write_text(eval_markdown(result))
+    result = evaluate(EvalSettings(format=fmt, json=json_path, markdown=markdown_path, **options), progress=_tqdm_progress)
     click.echo(format_metrics(result))
 
 

@@ -15,6 +15,7 @@ import socket
 import threading
 import time
 from dataclasses import dataclass
+from urllib.parse import quote
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable
 
@@ -114,13 +115,19 @@ def serve(
     from realtime.signals import graceful_stop
     from realtime.wiring import OutputSettings
     from realtime.serve.app import create_app
+    from realtime.serve.guard import ConnectionGuard
     from realtime.serve.hub import Hub, replay
 
     settings = settings or ServeSettings()
     token = resolve_token(settings)
     sock = _listen(settings.host, settings.port)
     hub = Hub(settings.jpeg_quality, stall_timeout=settings.stall_timeout, stream_fps=settings.stream_fps)
-    config = uvicorn.Config(create_app(hub, token), log_config=None, access_log=False, lifespan="on",
+    host, port = sock.getsockname()[:2]
+    shown = f"[{host}]" if ":" in host else host
+    # a request whose headers do not arrive within the stall timeout is closed too
+    guard = ConnectionGuard(settings.stall_timeout)
+    app = create_app(hub, token, hosts=(settings.host, host, shown), abort=guard.abort)
+    config = uvicorn.Config(guard.middleware(app), http=guard.protocol(), log_config=None, access_log=False, lifespan="on",
                             timeout_graceful_shutdown=2, log_level="warning")
     logging.getLogger("uvicorn.error").addFilter(_Quiet())
     server = uvicorn.Server(config)
@@ -130,9 +137,7 @@ def serve(
         time.sleep(0.02)
     if not server.started:
         raise RealtimeError(f"the web server on {settings.host}:{settings.port} did not start (see the log above)")
-    host, port = sock.getsockname()[:2]
-    shown = f"[{host}]" if ":" in host else host
-    url = f"http://{shown}:{port}/" + (f"?token={token}" if token else "")
+    url = f"http://{shown}:{port}/" + (f"?token={quote(token, safe='')}" if token else "")
     started = []
 
     def on_start(source) -> None:

@@ -14,7 +14,8 @@ import contextlib
 import hmac
 import logging
 from pathlib import Path
-from urllib.parse import parse_qs
+from typing import Callable
+from urllib.parse import parse_qs, quote, unquote
 
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
@@ -55,7 +56,7 @@ class TokenMiddleware:
         for part in headers.get(b"cookie", b"").split(b";"):
             name, _, value = part.strip().partition(b"=")
             if name == COOKIE.encode():
-                return value, False
+                return unquote(value.decode("latin-1")).encode(), False
         return None, False
 
     async def __call__(self, scope, receive, send):
@@ -71,7 +72,8 @@ class TokenMiddleware:
 
         async def send_with_cookie(message):
             if message["type"] == "http.response.start":
-                cookie = f"{COOKIE}={self.token.decode()}; Path=/; HttpOnly; SameSite=Strict".encode()
+                # quoted: a token holding ";", "," or a space would end the cookie early
+                cookie = f"{COOKIE}={quote(self.token.decode(), safe='')}; Path=/; HttpOnly; SameSite=Strict".encode()
                 message = {**message, "headers": [*message.get("headers", []), (b"set-cookie", cookie)]}
             await send(message)
 
@@ -81,12 +83,13 @@ class TokenMiddleware:
 class PushResponse(Response):
     """An endless response fed from one viewer's bounded queue. A send that does not
     finish within ``stall_timeout`` seconds (the client stopped reading) drops the
-    viewer; a client that goes away is noticed at once."""
+    viewer and closes its connection (``abort(scope)``: at once, without sending what
+    the client did not take); a client that goes away is noticed at once."""
 
-    def __init__(self, hub: Hub, feed: Feed, kind: str, media_type: str):
+    def __init__(self, hub: Hub, feed: Feed, kind: str, media_type: str, abort: Callable[[dict], None] | None = None):
         self.status_code = 200
         self.raw_headers = [(b"content-type", media_type.encode()), (b"cache-control", b"no-store"), (b"x-accel-buffering", b"no")]
-        self.hub, self.feed, self.kind = hub, feed, kind
+        self.hub, self.feed, self.kind, self.abort = hub, feed, kind, abort
 
     async def __call__(self, scope, receive, send):
         viewer = self.hub.subscribe(self.feed, self.kind)
@@ -113,6 +116,8 @@ class PushResponse(Response):
                     stalled = True
                     log.warning("dropped a stalled %s viewer of source %d (no data taken for %.0f s)",
                                 self.kind, self.feed.index, self.hub.stall_timeout)
+                    if self.abort is not None:
+                        self.abort(scope)
                 elif task.exception() is not None:
                     raise task.exception()
         finally:
@@ -164,9 +169,12 @@ class _Metrics:
         yield fps
 
 
-def create_app(hub: Hub, token: str | None = None) -> Starlette:
+def create_app(hub: Hub, token: str | None = None, hosts: tuple[str, ...] = (),
+               abort: Callable[[dict], None] | None = None) -> Starlette:
     """The app. Without a token only loopback Host names are answered (a web page
-    elsewhere cannot reach a loopback server through DNS rebinding)."""
+    elsewhere cannot reach a loopback server through DNS rebinding): ``localhost``, ::1,
+    127.0.0.1 and ``hosts`` (the address it listens on). ``abort(scope)`` resets a
+    request's connection (a stalled viewer's)."""
     registry = CollectorRegistry(auto_describe=False)
     registry.register(_Metrics(hub))
 
@@ -203,10 +211,10 @@ def create_app(hub: Hub, token: str | None = None) -> Starlette:
         return Response(data, media_type="image/jpeg", headers={"Cache-Control": "no-store"})
 
     async def mjpeg(request: Request) -> Response:
-        return PushResponse(hub, feed_of(request), VIDEO, f"multipart/x-mixed-replace; boundary={BOUNDARY}")
+        return PushResponse(hub, feed_of(request), VIDEO, f"multipart/x-mixed-replace; boundary={BOUNDARY}", abort)
 
     async def events(request: Request) -> Response:
-        return PushResponse(hub, feed_of(request), EVENTS, "text/event-stream")
+        return PushResponse(hub, feed_of(request), EVENTS, "text/event-stream", abort)
 
     async def metrics(request: Request) -> Response:
         return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
@@ -231,7 +239,7 @@ def create_app(hub: Hub, token: str | None = None) -> Starlette:
         Route("/api/sources/{k:int}/events", events),
         Route("/metrics", metrics),
     ]
-    middleware = [Middleware(TokenMiddleware, token=token)] if token else [Middleware(TrustedHostMiddleware, allowed_hosts=LOOPBACK_HOSTS)]
+    middleware = [Middleware(TokenMiddleware, token=token)] if token else [Middleware(TrustedHostMiddleware, allowed_hosts=[*LOOPBACK_HOSTS, *hosts])]
     return Starlette(routes=routes, middleware=middleware, lifespan=lifespan, exception_handlers={_NotFound: not_found})
 
 

@@ -39,10 +39,10 @@ def test_face_at_the_edge_is_padded_not_dropped():
 
 
 def test_normalize_uses_meta_mean_std():
-    meta = ModelMeta(input_size=4, mean=(0.5, 0.5, 0.5), std=(0.25, 0.5, 1.0))
+    meta = ModelMeta(input_size=16, mean=(0.5, 0.5, 0.5), std=(0.25, 0.5, 1.0))  # 16: the smallest a meta takes
     c = Cropper(meta)
-    x = c.normalize(np.full((3, 4, 4, 3), 255, np.uint8))
-    assert x.shape == (3, 3, 4, 4) and x.dtype == np.float32 and x.flags.c_contiguous
+    x = c.normalize(np.full((3, 16, 16, 3), 255, np.uint8))
+    assert x.shape == (3, 3, 16, 16) and x.dtype == np.float32 and x.flags.c_contiguous
     np.testing.assert_allclose(x[0, :, 0, 0], [2.0, 1.0, 0.5], rtol=1e-6)
 
 

@@ -5,31 +5,13 @@ from __future__ import annotations
 
 import json
 import signal
-import subprocess
 import threading
-import time
-from pathlib import Path
 
 import pytest
 
-from tests.helpers import SAMPLES, FlakyServer, decoded_frames, realtime, remux, shared_path
+from tests.helpers import SAMPLES, FlakyServer, decoded_frames, realtime, remux, shared_path, wait_for_lines
 
 pytestmark = pytest.mark.slow  # real processes, training or long media: not in the quick run
-
-
-def wait_for_lines(path: Path, n: int, proc: subprocess.Popen, timeout: float = 120, last_frame: bool = False) -> None:
-    """Wait until ``path`` has ``n`` lines (or, ``last_frame``, a line for frame >= n)."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        lines = path.read_text().splitlines() if path.exists() else []
-        complete = [line for line in lines if line.endswith("}")]
-        if (json.loads(complete[-1])["frame"] >= n if last_frame and complete else len(lines) >= n):
-            return
-        if proc.poll() is not None:
-            pytest.fail(f"realtime ended early: {proc.communicate()[1]}")
-        time.sleep(0.2)
-    proc.kill()
-    pytest.fail(f"{path} did not reach {n} lines in {timeout} s")
 
 
 def test_a_truncated_video_is_processed_up_to_the_cut(tmp_path, detector_models):

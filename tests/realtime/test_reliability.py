@@ -12,7 +12,6 @@ import signal
 import subprocess
 import threading
 import time
-from fractions import Fraction
 from pathlib import Path
 
 import av
@@ -21,46 +20,16 @@ import pytest
 
 from tests.helpers import SAMPLES
 from tests.helpers import invoke
-from tests.helpers import FlakyServer, decoded_frames, realtime, remux
+from tests.helpers import FlakyServer, decoded_frames, encode, outputs_agree, python_start_seconds, realtime, remux
 
 pytestmark = pytest.mark.slow  # real processes, training or long media: not in the quick run
 
-MS = Fraction(1, 1000)
 
 
 def one_error_line(err: str, message: str) -> None:
     assert "Traceback" not in err, err
     errors = [line for line in err.splitlines() if line.startswith("error:")]
     assert len(errors) == 1 and message in errors[0], err
-
-
-def outputs_agree(video: Path, results: Path) -> list[dict]:
-    """The mp4 decodes, every JSONL line is complete, one per decoded frame."""
-    text = results.read_text()
-    assert text == "" or text.endswith("\n")
-    records = [json.loads(line) for line in text.splitlines()]
-    assert decoded_frames(video) == len(records)
-    return records
-
-
-def encode(path: Path, frames: list[np.ndarray], times: list[float] | None = None, rotation: int = 0) -> Path:
-    """Write BGR frames as H.264 with PyAV, at ``times`` (default 25 fps)."""
-    times = times if times is not None else [i / 25 for i in range(len(frames))]
-    with av.open(str(path), "w") as out:
-        stream = out.add_stream("libx264", rate=25)
-        stream.height, stream.width = frames[0].shape[:2]
-        stream.pix_fmt = "yuv420p"
-        stream.codec_context.time_base = MS
-        if rotation:
-            stream.set_display_rotation(rotation)
-        for image, t in zip(frames, times):
-            frame = av.VideoFrame.from_ndarray(image, format="bgr24")
-            frame.pts, frame.time_base = round(t * 1000), MS
-            for packet in stream.encode(frame):
-                out.mux(packet)
-        for packet in stream.encode():
-            out.mux(packet)
-    return path
 
 
 @pytest.fixture(scope="module")
@@ -338,9 +307,12 @@ def test_options_refuse_nan_and_inf(tmp_path, option, value):
 
 @pytest.mark.parametrize("delay", [0.2, 0.6, 1.2])
 def test_ctrl_c_during_start_up_is_quiet(tmp_path, delay, long_clip):
-    # a clip long enough that the signal lands before the run ends, however fast it starts
+    # a clip long enough that the signal lands before the run ends, however fast it
+    # starts; the delay counts from when the interpreter itself is up (before its
+    # first line no program has a handler), so a loaded machine does not make it flaky
+    bare = python_start_seconds()
     proc = realtime("annotate", long_clip, "-o", tmp_path / "o.mp4")
-    time.sleep(delay)
+    time.sleep(bare + delay)
     proc.send_signal(signal.SIGINT)
     _, err = proc.communicate(timeout=60)
     assert proc.returncode == 130, err

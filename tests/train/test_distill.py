@@ -116,8 +116,9 @@ def test_train_command_distils_and_reports_bad_options(utk_dir, tmp_path):
         assert settings["teachers"] == [str(teacher)] * 2 and settings["init"] == str(teacher)
     assert losses["0"] != pytest.approx(losses["1"], rel=1e-3)  # the teachers' targets are what it learned from
     (tmp_path / "model.onnx").write_bytes(DEFAULT_ONNX.read_bytes())  # a real model, but an export
+    result = CliRunner().invoke(train_command, common + ["--out", str(tmp_path / "bad"), "--distill", "1.5"])
+    assert result.exit_code == 2 and "--distill" in result.output and "expected 0 to 1" in result.output, result.output
     for extra, message in (
-        (["--distill", "1.5"], "--distill must be between 0 and 1"),
         (["--teacher", str(tmp_path / "nope.safetensors")], "--teacher: model file not found"),
         (["--init", str(utk_dir / "2_0_0_20170100000.jpg.chip.jpg")], "--init: .*not a realtime checkpoint"),
         (["--init", str(tmp_path / "model.onnx")], "--init: .*model.onnx: an ONNX export has no trainable weights"),
