@@ -49,6 +49,8 @@ LIMITS: dict[str, Limit] = {
     # the model: ModelMeta's fields, train's --input-size/--crop-scale, the app's --crop-scale
     "input_size": Limit(16, 1024, integer=True),
     "crop_scale": Limit(0.5, 4),
+    "temperature": Limit(0.01, 100),  # each head's, ModelMeta.temperature (realtime calibrate)
+    "min_gender_confidence": Limit(0, 1),
     "mean": Limit(0, 1),
     "std": Limit(1e-3, 10),
     "format_version": Limit(1, 10**6, integer=True),
