@@ -173,12 +173,41 @@ def encoder_options(command):
     return functools.reduce(lambda c, option: option(c), reversed(options), command)
 
 
+def integration_options(command):
+    """--mqtt, --webhook (realtime.integrations) and --blur, for annotate, run and serve."""
+    options = [
+        click.option("--mqtt", envvar="REALTIME_MQTT", default=None, metavar="URL",
+                     help="Publish track events and counts: mqtt://[user:pass@]HOST[:PORT][/PREFIX] "
+                          "(mqtts:// for TLS; env REALTIME_MQTT keeps a password out of ps)."),
+        click.option("--mqtt-interval", type=FiniteFloat(0), default=10.0, show_default=True,
+                     help="Seconds between PREFIX/SOURCE/counts messages (0: none)."),
+        click.option("--mqtt-ca", type=click.Path(dir_okay=False), default=None,
+                     help="CA certificates for mqtts:// (default: the system's)."),
+        click.option("--webhook", default=None, metavar="URL", help="POST track events as signed JSON batches to this URL."),
+        click.option("--webhook-secret", envvar="REALTIME_WEBHOOK_SECRET", default=None,
+                     help="HMAC-SHA256 key of the X-Realtime-Signature header (env REALTIME_WEBHOOK_SECRET)."),
+        click.option("--blur", is_flag=True, default=False,
+                     help="Blur every face in the video, window, stream and snapshots (JSONL and counts unchanged)."),
+    ]
+    return functools.reduce(lambda c, option: option(c), reversed(options), command)
+
+
+def _integrations(kw: dict):
+    """The connected Integrations of the options (popped from ``kw``)."""
+    from realtime.integrations import IntegrationSettings, Integrations
+
+    return Integrations(IntegrationSettings(
+        mqtt=kw.pop("mqtt"), mqtt_interval=kw.pop("mqtt_interval"), mqtt_ca=kw.pop("mqtt_ca"),
+        webhook=kw.pop("webhook"), webhook_secret=kw.pop("webhook_secret")))
+
+
 def _outputs(kw: dict, **where):
-    """OutputSettings of ``where`` (media, json, summary, show) and the encoder options
-    (popped from ``kw``)."""
+    """OutputSettings of ``where`` (media, json, summary, show), the encoder options and
+    --blur (popped from ``kw``)."""
     from realtime.pipeline import OutputSettings
 
-    return OutputSettings(**where, encoder_threads=kw.pop("encoder_threads"), encoder_lookahead=kw.pop("encoder_lookahead"))
+    return OutputSettings(**where, encoder_threads=kw.pop("encoder_threads"), encoder_lookahead=kw.pop("encoder_lookahead"),
+                          blur=kw.pop("blur"))
 
 
 def _settings(kw: dict):
@@ -240,6 +269,7 @@ def _finish(stats, json_to_stdout: bool) -> None:
               help="Per-frame results as JSON Lines ('-' for stdout).")
 @summary_option
 @encoder_options
+@integration_options
 @analyzer_options
 def annotate(input: str, output: str, json_path: str | None, summary_path: str | None, **kw) -> None:
     """Annotate a video file, an image or a folder of images."""
@@ -247,8 +277,8 @@ def annotate(input: str, output: str, json_path: str | None, summary_path: str |
 
     settings = _settings(kw)
     outputs = _outputs(kw, media=output, json=json_path, summary=summary_path)
-    with _progress("annotate") as (on_start, on_frame):
-        stats = annotate_(input, outputs, settings, on_start, on_frame)
+    with _integrations(kw) as integrations, _progress("annotate") as (on_start, on_frame):
+        stats = annotate_(input, outputs, settings, on_start, on_frame, sinks=integrations.sinks)
     _finish(stats, json_path == "-")
 
 
@@ -264,6 +294,7 @@ def live_options(command):
                      help="Seconds to keep reconnecting a camera or stream that dropped (0: never)."),
         summary_option,
         encoder_options,
+        integration_options,
     ]
     return functools.reduce(lambda c, option: option(c), reversed(options), command)
 
@@ -279,8 +310,8 @@ def run(sources: tuple[str, ...], output: str | None, json_path: str | None, sho
 
     settings = _settings(kw)
     outputs = _outputs(kw, media=output, json=json_path, summary=summary_path, show=show)
-    with _progress("run") as (on_start, on_frame):
-        stats = run_(list(sources), outputs, settings, on_start, on_frame, reconnect_timeout)
+    with _integrations(kw) as integrations, _progress("run") as (on_start, on_frame):
+        stats = run_(list(sources), outputs, settings, on_start, on_frame, reconnect_timeout, sinks=integrations.sinks)
     _finish(stats, json_path == "-")
 
 
@@ -299,14 +330,16 @@ def run(sources: tuple[str, ...], output: str | None, json_path: str | None, sho
 @click.option("--stream-fps", type=FiniteFloat(0.5, 240), default=30.0, show_default=True,
               help="Most frames a second sent to each video viewer.")
 @click.option("--jpeg-quality", type=click.IntRange(10, 100), default=80, show_default=True, help="Quality of the video stream.")
+@click.option("--video/--no-video", default=True, show_default=True,
+              help="Serve the annotated video (stream, snapshots); --no-video: counts and the API only.")
 @analyzer_options
 def serve(sources: tuple[str, ...], output: str | None, json_path: str | None, reconnect_timeout: float, summary_path: str | None,
           host: str, port: int, token: str | None, loop: bool, pace: bool, stall_timeout: float, stream_fps: float,
-          jpeg_quality: int, **kw) -> None:
+          jpeg_quality: int, video: bool, **kw) -> None:
     """Live analysis with a web page and an HTTP API (for machines with no display)."""
     from realtime.serve import ServeSettings, serve as serve_
 
-    settings = ServeSettings(host, port, token, loop, pace, stall_timeout, stream_fps, jpeg_quality)
+    settings = ServeSettings(host, port, token, loop, pace, stall_timeout, stream_fps, jpeg_quality, video)
 
     def ready(url: str) -> None:
         click.echo(f"serving on {url}", err=json_path == "-")
@@ -314,7 +347,9 @@ def serve(sources: tuple[str, ...], output: str | None, json_path: str | None, r
             click.echo("(listening on every address: open it with this machine's name or address)", err=json_path == "-")
 
     outputs = _outputs(kw, media=output, json=json_path, summary=summary_path)
-    stats = serve_(list(sources), settings, _settings(kw), outputs, reconnect_timeout, ready)
+    analyzer = _settings(kw)
+    with _integrations(kw) as integrations:
+        stats = serve_(list(sources), settings, analyzer, outputs, reconnect_timeout, ready, integrations)
     _finish(stats, json_path == "-")
 
 

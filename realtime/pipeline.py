@@ -93,6 +93,8 @@ class OutputSettings:
             every frame; 0 = x264's own frame threads (1.5 per core: ~65 MB more at 1080p).
         encoder_lookahead: frames libx264 looks ahead for rate control; None = the
             preset's (10: ~35 MB more at 1080p, files ~8% larger at slightly higher quality).
+        blur: blur every face in everything drawn (the media, the window, what a sink
+            shows); the JSONL and the counts are unchanged.
     """
 
     media: str | Path | None = None
@@ -101,6 +103,7 @@ class OutputSettings:
     show: bool | None = None
     encoder_threads: int = ENCODER_THREADS
     encoder_lookahead: int | None = ENCODER_LOOKAHEAD
+    blur: bool = False
 
 
 class Analyzer:
@@ -404,7 +407,7 @@ def finishing_signals(stop: threading.Event) -> Iterator[Callable[[], None]]:
 def _run(sources: list[Source], settings: AnalyzerSettings, sinks: list[SinkFactory],
          summary_path: str | Path | None, fps_overlay: bool,
          on_start: Callable[[Source], None] | None, on_frame: FrameCallback | None,
-         timer: StageTimer | None = None) -> RunStats:
+         timer: StageTimer | None = None, blur: bool = False) -> RunStats:
     stop = threading.Event()
     with finishing_signals(stop) as running, contextlib.ExitStack() as stack:
         for source in sources:
@@ -426,7 +429,7 @@ def _run(sources: list[Source], settings: AnalyzerSettings, sinks: list[SinkFact
         if on_start is not None:
             for source in sources:
                 on_start(source)
-        annotators = [default_annotators(analyzer.meta, fps=fps_overlay) for _ in sources]
+        annotators = [default_annotators(analyzer.meta, fps=fps_overlay, blur=blur) for _ in sources]
         running()
         stats = process(sources, analyzer.analyze, annotators, opened, on_frame, [s.live for s in sources], stop=stop, timer=timer)
     stats.source = ", ".join(s.name for s in sources)
@@ -515,10 +518,12 @@ def annotate(
     settings: AnalyzerSettings | None = None,
     on_start: Callable[[Source], None] | None = None,
     on_frame: FrameCallback | None = None,
+    sinks: list[SinkFactory] = (),
 ) -> RunStats:
     """Annotate a video (-> mp4), an image (-> image) or a folder (-> folder of images),
     optionally writing per-frame JSON Lines and a people summary (JSON). ``output`` is
-    an :class:`OutputSettings`, or just the annotated output's path."""
+    an :class:`OutputSettings`, or just the annotated output's path; ``sinks``: more
+    sink factories per source (e.g. :func:`realtime.integrations.event_sinks`)."""
     out = output if isinstance(output, OutputSettings) else OutputSettings(media=output)
 
     def check(source: Source) -> None:
@@ -528,7 +533,8 @@ def annotate(
 
     source = _opened(input, 0, check)
     with _claim([source], out.media, out.json, out.summary):
-        return _run([source], settings or AnalyzerSettings(), _data_sinks(out), out.summary, False, on_start, on_frame)
+        return _run([source], settings or AnalyzerSettings(), _data_sinks(out) + list(sinks), out.summary, False, on_start,
+                    on_frame, blur=out.blur)
 
 
 def run(
@@ -587,4 +593,4 @@ def run(
     window = [lambda src, an, k: WindowSink(f"realtime {k} - {src.name}")] if show else []
     with _claim(sources, output, json_path, summary_path):
         return _run(sources, settings or AnalyzerSettings(), window + _data_sinks(out, n) + list(sinks), summary_path,
-                    True, on_start, on_frame, timer)
+                    True, on_start, on_frame, timer, blur=out.blur)
