@@ -45,7 +45,8 @@ class Outbox:
         name: what to call the receiver in logs (credentials masked).
         capacity: items that may wait; one more drops the oldest (``dropped``).
         flush_timeout: seconds :meth:`close` waits for the queue to drain while the
-            receiver is reachable (an unreachable one gets no wait: the run ends at once).
+            receiver is reachable (an unreachable one gets no wait: the run ends at once);
+            the whole close takes at most this long.
     """
 
     kind = "outbox"
@@ -135,8 +136,8 @@ class Outbox:
         with self.cond:
             self.closing = True
             self.cond.notify_all()
-        if self._thread is not None:
-            self._thread.join(timeout=5)
+        if self._thread is not None:  # a sender stuck in a request is a daemon: left behind
+            self._thread.join(timeout=max(0.1, deadline - time.monotonic()))
         self._shutdown()
         left = self.pending()
         if left or self.dropped:

@@ -51,12 +51,20 @@ class BrokerUrl:
         if parts.scheme not in ("mqtt", "mqtts") or not parts.hostname:
             raise RealtimeError(f"--mqtt {shown}: expected mqtt://[user:pass@]HOST[:PORT][/PREFIX] (or mqtts:// for TLS)")
         prefix = parts.path.strip("/") or "realtime"
-        if any(c in prefix for c in "+#") or "//" in prefix:
-            raise RealtimeError(f"--mqtt {shown}: the topic prefix {prefix!r} may not hold '+', '#' or empty levels")
+        after_host = url[url.rfind("@") + 1:]
+        if any(c in prefix for c in "+#") or "//" in prefix or "#" in after_host or "?" in after_host:
+            raise RealtimeError(f"--mqtt {shown}: the topic prefix {prefix!r} may not hold '+', '#', '?' or empty levels")
         tls = parts.scheme == "mqtts"
         return cls(parts.hostname, port or (8883 if tls else 1883), prefix, tls,
                    unquote(parts.username) if parts.username is not None else None,
                    unquote(parts.password) if parts.password is not None else None, shown)
+
+
+def _acked(info) -> bool:
+    """``MQTTMessageInfo.is_published()`` without its raise for a message handed over
+    while the connection was down (paho keeps it and sends it after reconnecting)."""
+    with info._condition:
+        return info._published
 
 
 class MqttOutbox(Outbox):
@@ -99,6 +107,7 @@ class MqttOutbox(Outbox):
         client.max_inflight_messages_set(window)
         client.on_connect = self._on_connect
         client.on_disconnect = self._on_disconnect
+        client.on_connect_fail = self._on_connect_fail
         client.enable_logger(logging.getLogger(__name__ + ".paho"))
         logging.getLogger(__name__ + ".paho").setLevel(logging.CRITICAL)  # its errors are ours to say, once
         self.client = client
@@ -112,8 +121,8 @@ class MqttOutbox(Outbox):
             self._stop_client()
             raise RealtimeError(f"--mqtt {self.name}: the broker refused the connection ({self._refused})")
         if not self.reachable:
-            log.warning("mqtt %s: no answer from the broker yet; events are queued (up to %d) while it keeps trying",
-                        self.name, capacity)
+            log.warning("mqtt %s: cannot reach the broker; events are queued (up to %d, then the oldest dropped) "
+                        "and it is tried again with backoff (1 s doubling to 30 s)", self.name, capacity)
 
     def _on_connect(self, client, userdata, flags, reason, properties=None) -> None:
         if reason.is_failure:
@@ -135,6 +144,11 @@ class MqttOutbox(Outbox):
         with self.cond:
             self.cond.notify_all()
 
+    def _on_connect_fail(self, client, userdata) -> None:
+        """No connection at all (refused port, unreachable host): paho retries."""
+        self.failures += 1
+        self._answered.set()  # the start need not wait: it is down
+
     def _on_disconnect(self, client, userdata, flags, reason, properties=None) -> None:
         if self.reachable and not self.closing:
             self.failures += 1
@@ -149,11 +163,11 @@ class MqttOutbox(Outbox):
         self.put((f"{self.broker.prefix}/{source}/counts", json.dumps(counts), True))
 
     def pending(self) -> int:
-        return len(self.queue) + sum(1 for m in self._inflight if not m.is_published())
+        return len(self.queue) + sum(1 for m in self._inflight if not _acked(m))
 
     def _send_loop(self) -> None:
         while True:
-            waiting = [m for m in self._inflight if not m.is_published()]
+            waiting = [m for m in self._inflight if not _acked(m)]
             self.sent += len(self._inflight) - len(waiting)
             self._inflight = waiting
             if not self.reachable or len(self._inflight) >= self.window:
