@@ -4,8 +4,9 @@
 are served largest first; each takes the first of its candidate places that lies
 inside the frame and meets no label placed before it: above its box, below it,
 inside its top edge, inside its bottom edge, then those shifted sideways and stacked
-further up or down, then (rarely, in a dense crowd) the free place of a coarse grid
-nearest to its box. A label that finds no room at all is left out rather than drawn
+further up or down (each moved sideways into the frame where it sticks out), then
+the same moved up or down into the frame, then (rarely, in a dense crowd) the free
+place of a coarse grid nearest to its box. A label that finds no room at all is left out rather than drawn
 over another.
 """
 
@@ -19,12 +20,15 @@ _SHIFTS = (0.0, -0.5, 0.5, -1.0, 1.0)
 _STACK = 3
 
 
-def _fit(rects: np.ndarray, width: int, height: int) -> np.ndarray:
-    """Shift (M, 4) rectangles into the frame (a label wider than it starts at 0)."""
+def _fit(rects: np.ndarray, width: int, height: int, vertical: bool) -> np.ndarray:
+    """(M, 4) rectangles shifted sideways into the frame and, ``vertical``, up or down
+    into it; without, a rectangle still outside it is marked (x1 = -1)."""
     w, h = rects[:, 2] - rects[:, 0], rects[:, 3] - rects[:, 1]
     x = np.clip(rects[:, 0], 0, np.maximum(0, width - w))
-    y = np.clip(rects[:, 1], 0, np.maximum(0, height - h))
-    return np.stack([x, y, x + w, y + h], 1)
+    y = np.clip(rects[:, 1], 0, np.maximum(0, height - h)) if vertical else rects[:, 1]
+    out = np.stack([x, y, x + w, y + h], 1)
+    out[(y < 0) | (y + h > height), 0] = -1
+    return out
 
 
 def _free(candidates: np.ndarray, placed: np.ndarray) -> np.ndarray:
@@ -80,11 +84,13 @@ def place_labels(boxes: np.ndarray, sizes: np.ndarray, width: int, height: int) 
         w, h = (int(v) for v in sizes[i])
         if w > width or h > height:
             continue
-        for spots in (_candidates(boxes[i], w, h), None):
+        near = _candidates(boxes[i], w, h)
+        # the near places as they are, then moved into the frame, then the grid
+        for spots, vertical in ((near, False), (near, True), (None, True)):
             if spots is None:
                 spots = _grid(boxes[i], w, h, width, height)
-            rects = _fit(np.concatenate([spots, spots + [w, h]], 1), width, height)
-            free = np.flatnonzero(_free(rects, placed))
+            rects = _fit(np.concatenate([spots, spots + [w, h]], 1), width, height, vertical)
+            free = np.flatnonzero(_free(rects, placed) & (rects[:, 0] >= 0))
             if len(free):
                 out[i] = rects[free[0]]
                 placed = np.concatenate([placed, out[i : i + 1]])
