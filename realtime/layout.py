@@ -16,6 +16,7 @@ import numpy as np
 
 #: sideways shifts tried, in label widths
 _SHIFTS = (0.0, -0.5, 0.5, -1.0, 1.0)
+_SHIFT_ARRAY = np.array(_SHIFTS)
 #: how many label heights further up (above) or down (below) are tried
 _STACK = 3
 
@@ -41,15 +42,17 @@ def _free(candidates: np.ndarray, placed: np.ndarray) -> np.ndarray:
 
 
 def _candidates(box: np.ndarray, w: int, h: int) -> np.ndarray:
-    """Top-left corners to try for a w x h label of ``box``, best first."""
-    x1, y1, x2, y2 = (int(round(v)) for v in box)
+    """(M, 2) top-left corners to try for a w x h label of ``box``, best first: above,
+    below, inside at the top, inside at the bottom; then, for each stacking step k and
+    sideways shift, above and below."""
+    x1, y1, x2, y2 = np.round(box).astype(np.int64)
     above, below = y1 - h, y2
-    spots = [(x1, above), (x1, below), (x1, y1), (x1, y2 - h)]
-    for k in range(_STACK + 1):
-        for shift in _SHIFTS:
-            x = x1 + int(round(shift * w))
-            spots += [(x, above - k * h), (x, below + k * h)]
-    return np.array(spots, np.int64)
+    first = np.array([(x1, above), (x1, below), (x1, y1), (x1, y2 - h)], np.int64)
+    xs = x1 + np.round(_SHIFT_ARRAY * w).astype(np.int64)  # (S,)
+    steps = np.arange(_STACK + 1)[:, None] * h  # (K, 1)
+    ys = np.stack(np.broadcast_arrays(above - steps, below + steps), 2)  # (K, 1, 2): above, below
+    xs, ys = np.broadcast_arrays(xs[None, :, None], ys)  # (K, S, 2) each
+    return np.concatenate([first, np.stack([xs, ys], 3).reshape(-1, 2)])
 
 
 def _grid(box: np.ndarray, w: int, h: int, width: int, height: int) -> np.ndarray:
