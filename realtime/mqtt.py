@@ -18,6 +18,7 @@ import json
 import logging
 import os
 import secrets
+import ssl
 import threading
 from dataclasses import dataclass
 from urllib.parse import unquote, urlsplit
@@ -111,12 +112,19 @@ class MqttOutbox(Outbox):
         client.enable_logger(logging.getLogger(__name__ + ".paho"))
         logging.getLogger(__name__ + ".paho").setLevel(logging.CRITICAL)  # its errors are ours to say, once
         self.client = client
-        try:
-            client.connect_async(self.broker.host, self.broker.port, keepalive=30)
-        except (OSError, ValueError) as e:
+        client.connect_timeout = connect_timeout
+        try:  # the first connection here, so a certificate the broker's name fails is one line
+            client.connect(self.broker.host, self.broker.port, keepalive=30)
+        except ssl.SSLError as e:
+            raise RealtimeError(f"--mqtt {self.name}: TLS failed ({e.reason or e}){'' if ca else '; a private CA needs --mqtt-ca'}") from None
+        except OSError:
+            self.failures += 1
+            client.connect_async(self.broker.host, self.broker.port, keepalive=30)  # paho's loop keeps trying
+        except ValueError as e:
             raise RealtimeError(f"--mqtt {self.name}: {e}") from None
         client.loop_start()
-        self._answered.wait(connect_timeout)
+        if self.failures == 0:
+            self._answered.wait(connect_timeout)  # the CONNACK: accepted or refused
         if self._refused is not None:
             self._stop_client()
             raise RealtimeError(f"--mqtt {self.name}: the broker refused the connection ({self._refused})")

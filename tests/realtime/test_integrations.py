@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 
 from realtime.events import TrackEvents
-from tests.conftest import shared_path
+from tests.conftest import ROOT, shared_path
 from tests.realtime.test_faults import realtime
 from tests.realtime.test_serve import Served
 
@@ -216,6 +216,48 @@ def test_wrong_credentials_are_one_line_and_the_password_is_masked(tmp_path, det
         assert not (tmp_path / "x.mp4").exists()
         subscriber = Subscriber(broker.port, ("alice", "right-password"))  # the right ones work
         subscriber.close()
+    finally:
+        broker.stop()
+
+
+def certificates(folder: Path) -> tuple[Path, Path, Path]:
+    """A test CA and a certificate for 127.0.0.1 signed by it (openssl): ca, cert, key."""
+    ca, ca_key, cert, key, csr, ext = (folder / n for n in ("ca.pem", "ca.key", "server.pem", "server.key", "server.csr", "san.ext"))
+    ext.write_text("subjectAltName=IP:127.0.0.1\n")
+    for args in (["req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", ca_key, "-out", ca, "-days", "2", "-subj", "/CN=realtime test CA"],
+                 ["req", "-newkey", "rsa:2048", "-nodes", "-keyout", key, "-out", csr, "-subj", "/CN=127.0.0.1"],
+                 ["x509", "-req", "-in", csr, "-CA", ca, "-CAkey", ca_key, "-CAcreateserial", "-out", cert, "-days", "2", "-extfile", ext]):
+        subprocess.run(["openssl", *map(str, args)], check=True, capture_output=True)
+    return ca, cert, key
+
+
+@needs_mosquitto
+@pytest.mark.skipif(shutil.which("openssl") is None, reason="needs the openssl command to make a test certificate")
+def test_mqtts_with_a_private_ca(tmp_path, detector_models):
+    broker = Broker(tmp_path)
+    ca, cert, key = certificates(tmp_path)
+    tls_port = free_port()
+    broker.stop()
+    with broker.config.open("a") as config:  # a second listener, TLS, beside the plain one
+        config.write(f"listener {tls_port} 127.0.0.1\ncafile {ca}\ncertfile {cert}\nkeyfile {key}\n")
+    broker.start()
+    try:
+        subscriber = Subscriber(broker.port)
+        try:
+            proc = realtime("annotate", ROOT / "samples" / "people.mp4", "-o", tmp_path / "p.mp4",
+                            "--mqtt", f"mqtts://127.0.0.1:{tls_port}/tls", "--mqtt-ca", ca)
+            _, err = proc.communicate(timeout=300)
+            assert proc.returncode == 0, err
+            subscriber.wait_for(lambda: subscriber.on("tls/available")[-1:] == ["offline"], 10, "offline")
+        finally:
+            subscriber.close()
+        assert subscriber.on("tls/available") == ["online", "offline"] and subscriber.on("tls/0/events")
+        # without the CA the broker's certificate is not trusted: one line, before any work
+        proc = realtime("annotate", ROOT / "samples" / "people.mp4", "-o", tmp_path / "q.mp4",
+                        "--mqtt", f"mqtts://127.0.0.1:{tls_port}/tls")
+        _, err = proc.communicate(timeout=300)
+        assert proc.returncode == 1 and "Traceback" not in err
+        assert err.strip().splitlines()[-1].startswith(f"error: --mqtt mqtts://127.0.0.1:{tls_port}/tls: TLS failed (CERTIFICATE_VERIFY_FAILED)")
     finally:
         broker.stop()
 
