@@ -94,12 +94,17 @@ class Outbox:
             self.close()
 
     # -- the sender's side
-    def take(self, most: int = 1, timeout: float = 0.5) -> list:
+    def take(self, most: int = 1, timeout: float = 0.5, linger: float = 0.0) -> list:
         """Up to ``most`` queued items, waiting up to ``timeout`` s for the first
-        ([] on timeout or when closing with nothing left)."""
+        ([] on timeout or when closing with nothing left) and then up to ``linger`` s
+        for more (fewer, larger batches)."""
         with self.cond:
             if not self.queue and not self.closing:
                 self.cond.wait(timeout)
+            if self.queue and linger > 0:
+                end = time.monotonic() + linger
+                while len(self.queue) < most and not self.closing and (left := end - time.monotonic()) > 0:
+                    self.cond.wait(left)
             return [self.queue.popleft() for _ in range(min(most, len(self.queue)))]
 
     def wait(self, seconds: float) -> bool:

@@ -1,7 +1,8 @@
 """Webhooks: track events POSTed as signed JSON batches.
 
 Each POST's body is ``{"id": BATCH_ID, "events": [...]}`` (the events of
-:mod:`realtime.events`, oldest first, up to ``batch`` of them). With a secret it
+:mod:`realtime.events`, oldest first, up to ``batch`` of them, gathered for up to
+``linger`` seconds after the first). With a secret it
 carries ``X-Realtime-Signature: sha256=HEX``, the HMAC-SHA256 of the body's bytes. A
 2xx answer delivers the batch; a connection error, a timeout, 408, 429 or 5xx is
 retried (the same body and id) with backoff, 0.5 s doubling to 30 s; another 4xx is
@@ -49,12 +50,13 @@ class WebhookOutbox(Outbox):
         capacity: events that may wait (the oldest is dropped beyond).
         batch: most events per POST.
         timeout: seconds per request.
+        linger: seconds a batch waits for more events after its first (fewer POSTs).
     """
 
     kind = "webhook"
 
     def __init__(self, url: str, secret: str | None = None, capacity: int = 1000, batch: int = 100,
-                 timeout: float = 5.0, flush_timeout: float = 5.0):
+                 timeout: float = 5.0, flush_timeout: float = 5.0, linger: float = 0.5):
         shown = mask_credentials(url)
         parts = urlsplit(url)
         if parts.scheme not in ("http", "https") or not parts.hostname:
@@ -62,7 +64,7 @@ class WebhookOutbox(Outbox):
         if secret is not None and len(secret) < 8:
             raise RealtimeError("--webhook-secret: use at least 8 characters")
         super().__init__(shown, capacity, flush_timeout)
-        self.url, self.secret, self.batch, self.timeout = url, secret, batch, timeout
+        self.url, self.secret, self.batch, self.timeout, self.linger = url, secret, batch, timeout, linger
         self.reachable = True  # until a request says otherwise
         self._holding: list = []
         self._opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))  # straight to the URL
@@ -92,7 +94,7 @@ class WebhookOutbox(Outbox):
     def _send_loop(self) -> None:
         backoff = Backoff()
         while True:
-            self._holding = self.take(self.batch, 0.5)
+            self._holding = self.take(self.batch, 0.5, self.linger)
             if not self._holding:
                 if self.closing:
                     return
