@@ -191,6 +191,8 @@ class MqttOutbox(Outbox):
             self._inflight.append(self.client.publish(topic, payload, qos=1, retain=retain))
 
     def _shutdown(self) -> None:
+        self.sent += sum(1 for m in self._inflight if _acked(m))  # acknowledged since the sender stopped
+        self._inflight = [m for m in self._inflight if not _acked(m)]
         if self.reachable:
             try:
                 self.client.publish(self.available, "offline", qos=1, retain=True).wait_for_publish(2)
