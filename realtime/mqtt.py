@@ -173,11 +173,15 @@ class MqttOutbox(Outbox):
     def pending(self) -> int:
         return len(self.queue) + sum(1 for m in self._inflight if not _acked(m))
 
+    def _prune(self) -> None:
+        """Count and forget the acknowledged messages."""
+        waiting = [m for m in self._inflight if not _acked(m)]
+        self.sent += len(self._inflight) - len(waiting)
+        self._inflight = waiting
+
     def _send_loop(self) -> None:
         while True:
-            waiting = [m for m in self._inflight if not _acked(m)]
-            self.sent += len(self._inflight) - len(waiting)
-            self._inflight = waiting
+            self._prune()
             if not self.reachable or len(self._inflight) >= self.window:
                 if self.wait(0.02):
                     return
@@ -191,8 +195,7 @@ class MqttOutbox(Outbox):
             self._inflight.append(self.client.publish(topic, payload, qos=1, retain=retain))
 
     def _shutdown(self) -> None:
-        self.sent += sum(1 for m in self._inflight if _acked(m))  # acknowledged since the sender stopped
-        self._inflight = [m for m in self._inflight if not _acked(m)]
+        self._prune()  # acknowledged since the sender stopped
         if self.reachable:
             try:
                 self.client.publish(self.available, "offline", qos=1, retain=True).wait_for_publish(2)
