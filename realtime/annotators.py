@@ -42,9 +42,11 @@ def _label_size(text: str, scale: float, thick: int) -> tuple[int, int]:
     return w + 2 * pad + 1, h + base + 2 * pad + 1
 
 
-def _draw_label(frame: np.ndarray, text: str, x: int, y: int, color, scale: float, thick: int) -> None:
-    """The filled label of ``text`` with its top-left corner at (x, y)."""
-    w, h = _label_size(text, scale, thick)
+def _draw_label(frame: np.ndarray, text: str, x: int, y: int, color, scale: float, thick: int,
+                size: tuple[int, int] | None = None) -> None:
+    """The filled label of ``text`` with its top-left corner at (x, y) (``size``: its
+    :func:`_label_size`, when known)."""
+    w, h = size or _label_size(text, scale, thick)
     pad = max(2, thick * 2)
     text_h = cv2.getTextSize(text, _FONT, scale, thick)[0][1]
     cv2.rectangle(frame, (x, y), (x + w - 1, y + h - 1), color, cv2.FILLED)
@@ -92,7 +94,8 @@ class LabelAnnotator(Annotator):
         return text
 
     def rectangles(self, frame: np.ndarray, faces: Faces) -> tuple[list[str], np.ndarray]:
-        """Each face's label text and its (N, 4) rectangle (-1 rows: no room)."""
+        """Each face's label text and its (N, 4) int64 rectangle x1, y1, x2, y2
+        (half-open; -1 rows: no room)."""
         t = _thickness(frame)
         texts = [self.label(faces, i) for i in range(len(faces))]
         sizes = np.array([_label_size(text, 0.45 * t, max(1, t - 1)) for text in texts], np.int64).reshape(-1, 2)
@@ -103,7 +106,8 @@ class LabelAnnotator(Annotator):
         texts, rects = self.rectangles(frame, faces)
         for text, rect, color in zip(texts, rects, face_colors(faces, self.meta)):
             if rect[0] >= 0:
-                _draw_label(frame, text, int(rect[0]), int(rect[1]), color, 0.45 * t, max(1, t - 1))
+                x1, y1, x2, y2 = (int(v) for v in rect)
+                _draw_label(frame, text, x1, y1, color, 0.45 * t, max(1, t - 1), (x2 - x1, y2 - y1))
         return frame
 
 

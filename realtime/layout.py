@@ -16,7 +16,6 @@ import numpy as np
 
 #: sideways shifts tried, in label widths
 _SHIFTS = (0.0, -0.5, 0.5, -1.0, 1.0)
-_SHIFT_ARRAY = np.array(_SHIFTS)
 #: how many label heights further up (above) or down (below) are tried
 _STACK = 3
 
@@ -41,18 +40,25 @@ def _free(candidates: np.ndarray, placed: np.ndarray) -> np.ndarray:
     return ~meets.any(1)
 
 
+def _offsets() -> tuple[np.ndarray, ...]:
+    """The candidate places as x = x1 + round(shift * w), y = a * y1 + b * y2 + c * h
+    (one row each, best first): above, below, inside at the top, inside at the
+    bottom; then, for each stacking step k and sideways shift, above and below."""
+    rows = [(0.0, 1, 0, -1), (0.0, 0, 1, 0), (0.0, 1, 0, 0), (0.0, 0, 1, -1)]
+    for k in range(_STACK + 1):
+        for shift in _SHIFTS:
+            rows += [(shift, 1, 0, -1 - k), (shift, 0, 1, k)]
+    shift, a, b, c = (np.array(col) for col in zip(*rows))
+    return shift, a, b, c
+
+
+_SHIFT, _A, _B, _C = _offsets()
+
+
 def _candidates(box: np.ndarray, w: int, h: int) -> np.ndarray:
-    """(M, 2) top-left corners to try for a w x h label of ``box``, best first: above,
-    below, inside at the top, inside at the bottom; then, for each stacking step k and
-    sideways shift, above and below."""
-    x1, y1, x2, y2 = np.round(box).astype(np.int64)
-    above, below = y1 - h, y2
-    first = np.array([(x1, above), (x1, below), (x1, y1), (x1, y2 - h)], np.int64)
-    xs = x1 + np.round(_SHIFT_ARRAY * w).astype(np.int64)  # (S,)
-    steps = np.arange(_STACK + 1)[:, None] * h  # (K, 1)
-    ys = np.stack(np.broadcast_arrays(above - steps, below + steps), 2)  # (K, 1, 2): above, below
-    xs, ys = np.broadcast_arrays(xs[None, :, None], ys)  # (K, S, 2) each
-    return np.concatenate([first, np.stack([xs, ys], 3).reshape(-1, 2)])
+    """(M, 2) top-left corners to try for a w x h label of ``box``, best first."""
+    x1, y1, _, y2 = np.round(box).astype(np.int64)
+    return np.stack([x1 + np.round(_SHIFT * w).astype(np.int64), _A * y1 + _B * y2 + _C * h], 1)
 
 
 def _grid(box: np.ndarray, w: int, h: int, width: int, height: int) -> np.ndarray:
