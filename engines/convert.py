@@ -28,7 +28,8 @@ import numpy as np
 
 from engines.crops import IMAGE_SUFFIXES, Cropper
 from engines.errors import RealtimeError, require
-from engines.files import cached_path, checkpoint_file, file_sha256, onnx_for
+from engines.files import cached_path, checkpoint_file, file_sha256
+from engines.resolve import onnx_for
 from engines.registry import create_engine
 
 log = logging.getLogger(__name__)
@@ -206,7 +207,8 @@ def _cache_output(settings: ConvertSettings) -> Path:
 
 def _convert_tensorrt(settings: ConvertSettings, net, source: Path | None, output: Path) -> list[Path]:
     from engines.export import export_onnx
-    from engines.tensorrt import BuildSettings, Sidecar, build_engine, build_engine_torch2trt, write_sidecar
+    from engines.sidecar import Sidecar, write_sidecar
+    from engines.tensorrt import BuildSettings, build_engine, build_engine_torch2trt
 
     calib = load_face_crops(settings.calib, net.meta, settings.calib_count) if settings.int8 else None
     build = BuildSettings(settings.precision, 1, settings.opt_batch, settings.max_batch, calib_crops=calib)

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import torch
 
-from engines.files import INPUT_NAME, META_KEY, OUTPUT_NAMES, SOURCE_KEY, read_onnx_meta  # noqa: F401
+from engines.files import INPUT_NAME, META_KEY, OUTPUT_NAMES, SOURCE_KEY
 from engines.model import AgeGenderNet, ProbabilityModel
 
 log = logging.getLogger(__name__)

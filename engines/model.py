@@ -17,9 +17,7 @@ import torch
 from torch import nn
 
 from engines.errors import RealtimeError
-from engines.files import DEFAULT_WEIGHTS, file_sha256  # noqa: F401  (re-exported)
-from engines.files import META_KEY as _META_KEY
-from engines.files import read_checkpoint_meta as read_meta
+from engines.files import DEFAULT_WEIGHTS, META_KEY, read_checkpoint_meta
 from engines.meta import ModelMeta
 
 log = logging.getLogger(__name__)
@@ -138,7 +136,7 @@ def save_checkpoint(net: AgeGenderNet | Ensemble, path: str | Path, meta: ModelM
         state = {k: v.half() if v.is_floating_point() else v for k, v in state.items()}
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    save_file(state, str(path), metadata={_META_KEY: meta.to_json()})
+    save_file(state, str(path), metadata={META_KEY: meta.to_json()})
     return path
 
 
@@ -146,7 +144,7 @@ def load_checkpoint(path: str | Path) -> AgeGenderNet | Ensemble:
     """Load a checkpoint safely (safetensors: tensors and JSON only) into eval mode."""
     from safetensors.torch import load_file
 
-    meta = read_meta(path)
+    meta = read_checkpoint_meta(path)
     net = create_model(meta=meta)
     state = {k: v.float() if v.is_floating_point() else v for k, v in load_file(str(path)).items()}
     try:

@@ -19,7 +19,8 @@ import logging
 from pathlib import Path
 
 from engines.errors import RealtimeError
-from engines.files import INPUT_NAME, OUTPUT_NAMES, cached_path, check_graph_shapes, onnx_for, read_onnx_meta
+from engines.files import INPUT_NAME, OUTPUT_NAMES, cached_path, check_graph_shapes, read_onnx_meta
+from engines.resolve import onnx_for
 from engines.meta import ModelMeta
 from engines.registry import Engine, register_backend
 

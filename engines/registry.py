@@ -1,13 +1,14 @@
 """The backend registry: the :class:`Engine` interface, and the factories that backend
 modules register into (as timm's models do); :func:`create_engine` builds one.
 
-This module imports no backend. ``engines/__init__.py`` imports the built-in backend
-modules (``engines.backends``, ``engines.openvino``, ``engines.tensorrt``), which
-register themselves here, so the imports point one way.
+This module imports no backend module: the built-in ones (:data:`BUILTIN_MODULES`)
+are loaded by name the first time the registry is asked for a backend, and register
+themselves here, so the imports point one way and ``import engines`` stays light.
 """
 
 from __future__ import annotations
 
+import importlib
 import importlib.util
 import logging
 from abc import ABC, abstractmethod
@@ -69,6 +70,17 @@ _BACKENDS: dict[str, Callable[[Path | None], Engine]] = {}
 _REQUIRES: dict[str, str] = {}
 #: Order ``auto`` tries, fastest first.
 AUTO_ORDER = ("tensorrt", "onnxruntime", "openvino", "torch")
+#: The modules of the built-in backends, imported on first use of the registry.
+BUILTIN_MODULES = ("engines.backends", "engines.openvino", "engines.tensorrt")
+_loaded = False
+
+
+def _load_builtins() -> None:
+    global _loaded
+    if not _loaded:
+        _loaded = True
+        for name in BUILTIN_MODULES:
+            importlib.import_module(name)
 
 
 def register_backend(name: str, requires: str):
@@ -83,11 +95,13 @@ def register_backend(name: str, requires: str):
 
 
 def list_backends(available_only: bool = False) -> list[str]:
+    _load_builtins()
     names = [n for n in AUTO_ORDER if n in _BACKENDS] + sorted(set(_BACKENDS) - set(AUTO_ORDER))
     return [n for n in names if not available_only or backend_available(n)]
 
 
 def backend_available(name: str) -> bool:
+    _load_builtins()
     return importlib.util.find_spec(_REQUIRES[name]) is not None
 
 
@@ -98,6 +112,7 @@ def create_engine(model: str | Path | None = None, backend: str | Sequence[str] 
 
     Trying several, any failure to load (our RealtimeError, a runtime's own exception,
     running out of GPU memory) is one warning line and the next backend is tried."""
+    _load_builtins()
     path = Path(model) if model is not None else None
     if path is not None:
         check_model_file(path)

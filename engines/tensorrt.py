@@ -30,7 +30,7 @@ from engines.errors import RealtimeError
 from engines.files import ENGINE_SUFFIXES, INPUT_NAME, OUTPUT_NAMES, cached_path
 from engines.meta import ModelMeta
 from engines.registry import Engine, register_backend
-from engines.sidecar import CONVERTERS, PRECISIONS, SIDECAR_VERSION, Sidecar, Target, check_target, read_sidecar, sidecar_path, write_sidecar  # noqa: F401
+from engines.sidecar import PRECISIONS, Target, check_target, read_sidecar
 
 log = logging.getLogger(__name__)
 

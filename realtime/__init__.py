@@ -21,10 +21,10 @@ __version__ = "0.1.0"
 
 #: Public name -> the module that defines it.
 _EXPORTS = {
-    "Analyzer": "realtime.pipeline",
-    "AnalyzerSettings": "realtime.pipeline",
-    "OutputSettings": "realtime.pipeline",
-    "RunStats": "realtime.pipeline",
+    "Analyzer": "realtime.analyzer",
+    "AnalyzerSettings": "realtime.analyzer",
+    "OutputSettings": "realtime.wiring",
+    "RunStats": "realtime.loop",
     "annotate": "realtime.pipeline",
     "run": "realtime.pipeline",
     "Faces": "realtime.faces",

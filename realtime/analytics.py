@@ -6,6 +6,7 @@ summarises the run (``--summary SUMMARY.json`` and the end-of-run line)."""
 from __future__ import annotations
 
 import json
+import threading
 from collections import Counter
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -58,8 +59,14 @@ class Analytics(Sink):
     detections: int = 0
     first_time: float | None = None
     last_time: float = 0.0
+    #: held by write and summary; a reader on another thread (serve) holds it too
+    lock: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)
 
     def write(self, frame: Frame, faces: Faces, annotated=None) -> None:
+        with self.lock:
+            self._write(frame, faces)
+
+    def _write(self, frame: Frame, faces: Faces) -> None:
         self.frames += 1
         self.first_time = frame.time if self.first_time is None else self.first_time
         self.last_time = frame.time
@@ -87,6 +94,10 @@ class Analytics(Sink):
 
     def summary(self) -> dict:
         """Unique people by age group and gender, dwell times, rates and flicker."""
+        with self.lock:
+            return self._summary()
+
+    def _summary(self) -> dict:
         people = self.people()
         minutes = max((self.last_time - (self.first_time or 0.0)) + self.frame_seconds, 1e-9) / 60
         dwell = np.array([t.dwell_seconds + self.frame_seconds for t in people]) if people else np.zeros(0)

@@ -19,7 +19,8 @@ import numpy as np
 
 from realtime.annotators import default_annotators
 from realtime.errors import RealtimeError
-from realtime.pipeline import Analyzer, AnalyzerSettings, FrameCallback, RunStats, passthrough, process
+from realtime.analyzer import Analyzer, AnalyzerSettings
+from realtime.loop import FrameCallback, RunStats, passthrough, process
 from realtime.sinks import VideoSink
 from realtime.sources import open_source
 

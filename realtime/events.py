@@ -91,51 +91,55 @@ class TrackEvents:
         return events
 
 
-def counts_message(analytics: Analytics, faces: Faces, frame: Frame, source: int) -> dict:
-    """``in_view`` now (by age group x gender) and unique ``people`` since the start
-    (tracks seen on enough frames, as the summary counts them)."""
-    meta = analytics.meta
+def counts_message(meta: ModelMeta, analytics: Analytics | None, faces: Faces, frame: Frame, source: int) -> dict:
+    """``in_view`` in ``frame`` (by age group x gender) and, with the run's
+    ``analytics`` (tracking), unique ``people`` so far (tracks seen on enough frames,
+    as the summary counts them)."""
     in_view: dict[str, int] = {}
     if faces.age_probs is not None and len(faces):
         for a, g in zip(faces.age_classes.tolist(), faces.gender_classes.tolist()):
             key = f"{meta.age_labels[a]} {meta.gender_labels[g]}"
             in_view[key] = in_view.get(key, 0) + 1
-    people = analytics.people()
-    by_label: dict[str, int] = {}
-    for t in people:
-        key = f"{t.label[0]} {t.label[1]}"
-        by_label[key] = by_label.get(key, 0) + 1
-    return {
-        "source": source, "frame": frame.index, "time": round(frame.time, 4),
-        "in_view": len(faces), "in_view_by_age_group_and_gender": in_view,
-        "people": len(people), "people_by_age_group_and_gender": by_label,
-    }
+    message = {"source": source, "frame": frame.index, "time": round(frame.time, 4),
+               "in_view": len(faces), "in_view_by_age_group_and_gender": in_view}
+    if analytics is not None:
+        with analytics.lock:
+            people = analytics.people()
+        by_label: dict[str, int] = {}
+        for t in people:
+            key = f"{t.label[0]} {t.label[1]}"
+            by_label[key] = by_label.get(key, 0) + 1
+        message.update(people=len(people), people_by_age_group_and_gender=by_label)
+    return message
 
 
 class EventSink(Sink):
     """One source's side of an outbox: each frame's track events go to
     ``outbox.put_events``, and every ``interval`` seconds (wall clock) and at the end
-    its counts to ``outbox.put_counts``. Never waits: the outbox only queues."""
+    its counts to ``outbox.put_counts``. Never waits: the outbox only queues.
+
+    ``analytics``: the run's people counts of this source (None without tracking). The
+    loop writes them after this sink, so a frame's counts go out with the next frame
+    (or at the end), once they include it."""
 
     def __init__(self, outbox, meta: ModelMeta, source: int, frame_seconds: float = 0.0, interval: float = 10.0,
-                 clock=time.monotonic):
-        self.outbox, self.source, self.interval, self.clock = outbox, source, interval, clock
+                 analytics: Analytics | None = None, clock=time.monotonic):
+        self.outbox, self.meta, self.source, self.interval, self.clock = outbox, meta, source, interval, clock
+        self.analytics = analytics
         self.events = TrackEvents(meta, source, frame_seconds)
-        self.analytics = Analytics(meta, frame_seconds=frame_seconds)
         self._due = clock()  # the first frame's counts go out at once
         self._last: tuple[Frame, Faces] | None = None
         outbox.attach()
 
     def write(self, frame: Frame, faces: Faces, annotated: np.ndarray | None = None) -> None:
-        self.analytics.write(frame, faces)
+        now = self.clock()
+        if self.interval and self._last is not None and now >= self._due:
+            self._due = now + self.interval
+            self.outbox.put_counts(self.source, counts_message(self.meta, self.analytics, self._last[1], self._last[0], self.source))
         events = self.events.update(frame, faces)
         if events:
             self.outbox.put_events(self.source, events)
         self._last = (frame, faces)
-        now = self.clock()
-        if self.interval and now >= self._due:
-            self._due = now + self.interval
-            self.outbox.put_counts(self.source, counts_message(self.analytics, faces, frame, self.source))
 
     def close(self) -> None:
         try:
@@ -143,7 +147,7 @@ class EventSink(Sink):
             if events:
                 self.outbox.put_events(self.source, events)
             if self._last is not None and self.interval:
-                frame, _ = self._last
-                self.outbox.put_counts(self.source, counts_message(self.analytics, Faces.empty(frame.index), frame, self.source))
+                frame = self._last[0]
+                self.outbox.put_counts(self.source, counts_message(self.meta, self.analytics, Faces.empty(frame.index), frame, self.source))
         finally:
             self.outbox.detach()

@@ -59,16 +59,16 @@ class Integrations(contextlib.AbstractContextManager):
 
     @property
     def sinks(self) -> list:
-        """One :data:`realtime.pipeline.SinkFactory` per outbox."""
+        """One :data:`realtime.wiring.SinkFactory` per outbox."""
         return [self._factory(outbox) for outbox in self.outboxes]
 
     def _factory(self, outbox: Outbox):
         interval = self.settings.mqtt_interval
 
-        def make(source, analyzer, k: int) -> EventSink:
+        def make(source, analyzer, k: int, analytics) -> EventSink:
             if not analyzer.tracking:
                 log.warning("%s: no track events without tracking (--no-track, or photos): only counts are sent", outbox.kind)
-            return EventSink(outbox, analyzer.meta, k, 1.0 / source.fps if source.fps else 0.0, interval)
+            return EventSink(outbox, analyzer.meta, k, 1.0 / source.fps if source.fps else 0.0, interval, analytics)
 
         return make
 

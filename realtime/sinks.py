@@ -1,23 +1,22 @@
-"""Where annotated frames and results go: an H.264 mp4, image files, JSON Lines, a
-window. Every sink is a context manager with ``write(frame, faces, annotated)`` that
+"""Where annotated frames and results go: an H.264 mp4, image files, a window (JSON
+Lines: :mod:`realtime.jsonl`). Every sink is a context manager with ``write(frame, faces, annotated)`` that
 finishes its file in ``__exit__``, so an interrupted run still leaves a playable mp4
 and a JSONL that holds exactly the frames written."""
 
 from __future__ import annotations
 
 import contextlib
-import json
 import logging
 import os
 import re
 import sys
 from fractions import Fraction
 from pathlib import Path
+from typing import Callable
 
 import cv2
 import numpy as np
 
-from engines.meta import ModelMeta
 from realtime.errors import RealtimeError
 from realtime.faces import Faces
 from realtime.sources import Frame
@@ -44,6 +43,35 @@ class Sink:
 
     def __exit__(self, *exc) -> None:
         self.close()
+
+
+class SinkChain(Sink):
+    """Sinks written in order and closed in order, each close attempted: a video and
+    the JSON Lines that follow it (:func:`follow`) close video first, so its last
+    frames are durable before the last lines are written."""
+
+    def __init__(self, sinks: list[Sink]):
+        self.sinks = sinks
+
+    def write(self, frame: Frame, faces: Faces, annotated: np.ndarray) -> None:
+        for sink in self.sinks:
+            sink.write(frame, faces, annotated)
+
+    def close(self) -> None:
+        with contextlib.ExitStack() as stack:
+            for sink in reversed(self.sinks):  # the stack runs them last-in first
+                stack.callback(sink.close)
+
+
+def follow(video: "VideoSink", lines) -> SinkChain:
+    """The explicit contract between a video and its JSON Lines: the video reports each
+    new count of durable frames (:attr:`VideoSink.on_durable`) and the JSONL is told
+    (:meth:`realtime.jsonl.JsonlSink.durable`); when the JSONL cannot be written, the video is cut back
+    to the frames it holds (``on_failure``). Returns both as one sink."""
+    lines.paced = True
+    video.on_durable = lines.durable
+    lines.on_failure = lambda frames: (video.cut(frames), video.path.name)[1]
+    return SinkChain([video, lines])
 
 
 def check_writable(path: Path, suffixes: frozenset[str] | None = None, what: str = "output") -> Path:
@@ -84,8 +112,9 @@ class VideoSink(Sink):
     (2 s costs 6-11% in size on real clips against x264's 10 s default; 1 s, 14-21%),
     and each completed fragment is flushed to the file, so after SIGKILL, a crash or a
     full disk the file plays up to its last complete fragment. ``durable`` counts the
-    frames that are in the file for good (all of them once closed); a write error
-    (ENOSPC, EIO, EFBIG) cuts the file back to them and raises one RealtimeError.
+    frames that are in the file for good (all of them once closed), and each new count
+    goes to ``on_durable`` (see :func:`follow`); a write error (ENOSPC, EIO, EFBIG)
+    cuts the file back to them and raises one RealtimeError.
     """
 
     #: time base of the written timestamps (90 kHz, as MPEG): exact for 24, 25, 30,
@@ -111,6 +140,7 @@ class VideoSink(Sink):
         self._stream = None
         self.frames = 0
         self.durable = 0
+        self.on_durable: Callable[[int], None] | None = None
         self._muxed = 0
         self._last_pts = -1
         self._durable_bytes = 0
@@ -141,8 +171,13 @@ class VideoSink(Sink):
         self._container.mux(packet)
         self._muxed += 1
         if boundary is not None and self.fragmented:
-            self.durable = boundary
             self._durable_bytes = self._cuts[boundary] = os.path.getsize(self.path)
+            self._set_durable(boundary)
+
+    def _set_durable(self, frames: int) -> None:
+        self.durable = frames
+        if self.on_durable is not None:
+            self.on_durable(frames)
 
     def write(self, frame: Frame, faces: Faces, annotated: np.ndarray) -> None:
         import av
@@ -166,7 +201,7 @@ class VideoSink(Sink):
             self._fail(e)
         self.frames += 1
         if not self.fragmented:
-            self.durable = self._muxed
+            self._set_durable(self._muxed)
 
     def _fail(self, error: Exception) -> None:
         """Stop writing, keep the complete fragments, raise one line."""
@@ -209,7 +244,7 @@ class VideoSink(Sink):
         except (OSError, av.FFmpegError) as e:
             self._fail(e)
         self._container = None
-        self.durable = self.frames
+        self._set_durable(self.frames)
         log.info("wrote %d frames to %s", self.frames, self.path)
 
 
@@ -235,118 +270,6 @@ class ImageSink(Sink):
                 target.unlink()  # never leave an image cut short
             raise RealtimeError(f"cannot write image {target}: {e.strerror}") from None
         self.frames += 1
-
-
-def face_records(faces: Faces, meta: ModelMeta) -> list[dict]:
-    """The JSONL ``faces`` list for one frame (see README: JSONL format)."""
-    records = []
-    classified = faces.age_probs is not None
-    ages, genders = (faces.age_classes, faces.gender_classes) if classified else (None, None)
-    for i in range(len(faces)):
-        record = {
-            "box": [int(round(v)) for v in faces.boxes[i]],
-            "score": round(float(faces.scores[i]), 4),
-        }
-        if classified:
-            age = faces.age_probs[i]
-            gender = faces.gender_probs[i]
-            g = int(genders[i])
-            record.update(
-                age_group=meta.age_labels[int(ages[i])],
-                age_probs=[round(float(p), 4) for p in age],
-                gender=meta.gender_labels[g],
-                gender_prob=round(float(gender[g]), 4),
-                age=round(float(faces.age_years[i]), 1),
-            )
-        if faces.track_ids is not None:
-            record["track_id"] = int(faces.track_ids[i])
-            record["predicted"] = bool(faces.predicted[i])
-        records.append(record)
-    return records
-
-
-def frame_record(frame: Frame, faces: Faces, meta: ModelMeta, source: int | None = None) -> dict:
-    """One frame's JSONL object (see README: JSON Lines format)."""
-    record = {"frame": frame.index, "time": round(frame.time, 4)}
-    if source is not None:
-        record["source"] = source
-    if frame.name:
-        record["file"] = frame.name
-    record["faces"] = face_records(faces, meta)
-    return record
-
-
-class JsonlSink(Sink):
-    """One JSON object per frame, one line each (``-`` writes to stdout).
-    ``source``: with several sources, the source's number, written as a field.
-
-    ``follows``: the run's video, when there is one: a frame's line is written only
-    once the video holds that frame for good (:attr:`VideoSink.durable`), so however the
-    run ends the JSONL has a line for exactly the frames the video plays. A failed
-    write is cut back to the last complete line."""
-
-    def __init__(self, path: str | Path, meta: ModelMeta, source: int | None = None, follows: VideoSink | None = None):
-        self.meta = meta
-        self.source = source
-        self.follows = follows
-        self._own = str(path) != "-"
-        if self._own:
-            self.path = check_writable(Path(path), None, "JSON output")
-            try:
-                self._fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o666)
-            except OSError as e:
-                raise RealtimeError(f"JSON output {self.path}: cannot be written ({e.strerror})") from None
-        else:
-            self.path, self._fd = Path("-"), None
-        self._pending: list[str] = []
-        self._complete = 0  # bytes of complete lines in the file
-        self._failed = False
-        self.frames = 0
-        self.written = 0
-
-    def write(self, frame: Frame, faces: Faces, annotated: np.ndarray) -> None:
-        self._pending.append(json.dumps(frame_record(frame, faces, self.meta, self.source)) + "\n")
-        self.frames += 1
-        self._drain()
-
-    def _drain(self) -> None:
-        """Write the lines of the frames the video holds (all, without a video)."""
-        n = (self.follows.durable if self.follows is not None else self.frames) - self.written
-        if n <= 0 or self._failed:
-            return
-        text = "".join(self._pending[:n])
-        if self._fd is None:
-            sys.stdout.write(text)
-            sys.stdout.flush()
-        else:
-            data = memoryview(text.encode("utf-8"))
-            try:
-                while data:
-                    data = data[os.write(self._fd, data):]
-            except OSError as e:
-                with contextlib.suppress(OSError):
-                    os.ftruncate(self._fd, self._complete)
-                self._failed = True
-                held = "it"
-                if self.follows is not None:
-                    self.follows.cut(self.written)
-                    held = f"it and {self.follows.path.name}"
-                raise RealtimeError(f"cannot write {self.path}: {e.strerror}; {held} hold the first {self.written} frames") from None
-            self._complete += len(text.encode("utf-8"))
-        del self._pending[:n]
-        self.written += n
-
-    def close(self) -> None:
-        try:
-            if self.follows is not None:
-                self.follows.close()  # first: its last frames become durable
-        finally:
-            try:
-                self._drain()
-            finally:
-                if self._fd is not None:
-                    os.close(self._fd)
-                    self._fd = None
 
 
 def has_display() -> bool:

@@ -15,7 +15,7 @@ from typing import Callable
 
 import numpy as np
 
-from engines.backends import Predictions
+from engines.registry import Predictions
 from realtime.assignment import linear_sum_assignment
 from realtime.boxes import iou_matrix
 from realtime.faces import Faces
@@ -178,7 +178,9 @@ class Tracker:
     def __init__(self, settings: TrackerSettings | None = None):
         self.settings = settings or TrackerSettings()
         self.tracks: list[Track] = []
-        self.ended: list[Track] = []
+        #: how many tracks have ended (only counted: the run's Analytics keeps what the
+        #: summary needs, so a live run's memory stays bounded)
+        self.ended = 0
         self._next_id = 1
 
     def _match(self, boxes: np.ndarray) -> tuple[list[tuple[int, int]], list[int], list[int]]:
@@ -228,8 +230,9 @@ class Tracker:
                 plan.owner[i].add_prediction(predictions.age_probs[k], predictions.gender_probs[k],
                                              float(predictions.age_years[k]), float(q), s.smoothing, plan.frame_index,
                                              s.hysteresis)
-        self.ended += [t for t in self.tracks if t.misses > s.max_misses]
-        self.tracks = [t for t in self.tracks if t.misses <= s.max_misses]
+        alive = [t for t in self.tracks if t.misses <= s.max_misses]
+        self.ended += len(self.tracks) - len(alive)
+        self.tracks = alive
         coasting = [t for t in self.tracks if t.misses > 0 and t.hits >= s.min_hits and t.age_sum is not None]
         owner = plan.owner
         return self._faces(owner + coasting, [False] * len(owner) + [True] * len(coasting), plan.faces, plan.frame_index)
@@ -263,7 +266,3 @@ class Tracker:
             gender_class=np.array([t.gender_class for t in tracks], np.int64),
             frame_index=frame_index,
         )
-
-    def all_tracks(self) -> list[Track]:
-        """Every track seen so far, ended or alive, by id."""
-        return sorted(self.ended + self.tracks, key=lambda t: t.id)

@@ -8,9 +8,8 @@ from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[1]
-SHARED = (ROOT / ".." / "shared").resolve()
-SAMPLES = ROOT / "samples"
+from tests.helpers import SHARED
+
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
@@ -28,14 +27,6 @@ if (SHARED / "models").is_dir():
     os.environ.setdefault("REALTIME_MODELS", str(SHARED / "models"))
 elif not os.environ.get("REALTIME_MODELS") and (_fetched := _user_detector_models()) is not None:
     os.environ["REALTIME_MODELS"] = str(_fetched)
-
-
-def shared_path(*parts: str) -> Path:
-    """A file under ../shared, or skip the test saying what is missing."""
-    path = SHARED.joinpath(*parts)
-    if not path.exists():
-        pytest.skip(f"needs {path} (the project's ../shared data is not beside this checkout)")
-    return path
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -56,41 +47,10 @@ def detector_models() -> Path:
 
 @pytest.fixture(scope="session")
 def analyzer(detector_models):
-    from realtime.pipeline import Analyzer, AnalyzerSettings
+    from realtime.analyzer import Analyzer, AnalyzerSettings
 
     a = Analyzer(AnalyzerSettings(backend="onnxruntime"))
     yield a
     a.close()
 
 
-def x264_settings(path: Path) -> bytes:
-    """The options line libx264 writes into a video it encodes (an SEI in the first
-    keyframe), e.g. ``b"x264 - core 165 ... threads=1 ... rc_lookahead=5 ..."``."""
-    data = Path(path).read_bytes()
-    start = data.index(b"x264 - core")
-    return data[start:data.index(b"\0", start)]
-
-
-def onnx_of_another_shape(path: Path) -> Path:
-    """A valid ONNX graph (ONNX Runtime and OpenVINO load it) whose input and outputs are
-    not what its realtime metadata (the default ModelMeta: 112 px, 8 age groups) says:
-    64 px crops, 3 age probabilities."""
-    import onnx
-    from onnx import TensorProto, helper
-
-    from engines.meta import ModelMeta
-
-    crops = helper.make_tensor_value_info("crops", TensorProto.FLOAT, ["batch", 3, 64, 64])
-    outs = [helper.make_tensor_value_info(n, TensorProto.FLOAT, ["batch", k]) for n, k in (("age_probs", 3), ("gender_probs", 2))]
-    years = helper.make_tensor_value_info("age_years", TensorProto.FLOAT, ["batch"])
-    ints = [helper.make_tensor(n, TensorProto.INT64, [1], [v]) for n, v in (("zero", 0), ("two", 2), ("one", 1))]
-    nodes = [helper.make_node("ReduceMean", ["crops"], ["pooled"], axes=[2, 3], keepdims=0),
-             helper.make_node("Identity", ["pooled"], ["age_probs"]),
-             helper.make_node("Slice", ["pooled", "zero", "two", "one"], ["gender_probs"]),
-             helper.make_node("ReduceMean", ["pooled"], ["age_years"], axes=[1], keepdims=0)]  # fmt: skip
-    graph = helper.make_graph(nodes, "other", [crops], [*outs, years], initializer=ints)
-    proto = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
-    entry = proto.metadata_props.add()
-    entry.key, entry.value = "realtime.meta", ModelMeta().to_json()
-    onnx.save(proto, str(path))
-    return path

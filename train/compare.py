@@ -19,7 +19,7 @@ from engines.meta import ModelMeta
 def arch_costs(arch: str, size: int, batch: int = 32, seconds: float = 3.0) -> dict:
     """``{"arch", "input_size", "parameters", "mflops", "crops_per_s"}`` for one candidate;
     crops/s is ONNX Runtime at ``batch`` without test-time flip (flip doubles the work)."""
-    from engines.backends import create_engine
+    from engines.registry import create_engine
     from engines.bench import measure_engine
     from engines.model import create_model, save_checkpoint
     from train.evaluate import model_size

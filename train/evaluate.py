@@ -1,9 +1,9 @@
 """Evaluate a model on a labelled set exactly as the app sees faces.
 
-Each image goes through the app's path: the MediaPipe detector (largest face; the
-whole image when it finds none, counted) and ``Cropper.crop``, or with ``cropped``
-``Cropper.crop_whole`` (the image is one face crop); then the engine
-``create_engine(model, backend)`` that the app would run.
+Each image goes through the app's path, the :class:`realtime.analyzer.Analyzer`: its
+detector with the app's tiling (largest face; the whole image when it finds none,
+counted) and its cropper, or with ``cropped`` ``Cropper.crop_whole`` (the image is
+one face crop); then the app's engine (``make_engine``, test-time flip included).
 """
 
 from __future__ import annotations
@@ -20,8 +20,8 @@ from typing import Callable, ContextManager
 import cv2
 import numpy as np
 
-from engines.backends import FlipAveraged, create_engine
 from engines.meta import ModelMeta
+from realtime.analyzer import AnalyzerSettings, make_engine
 from realtime.crops import Cropper
 from realtime.errors import RealtimeError
 from train import metrics
@@ -47,9 +47,9 @@ class EvalSettings:
         json: also write the metrics here.
         detector_range: "full" or "short" MediaPipe model when not ``cropped``.
         context: with the detector, first set each image in a frame ``context`` times
-            its side (edges replicated), as a face sits in a photo or video frame;
-            MediaPipe misses about half of UTKFace's tight chips taken as they are
-            (measured: 132 of 300 found) and about 1% set in a frame twice their side.
+            its side (edges replicated), as a face sits in a photo or video frame
+            (MediaPipe misses many tight chips taken as they are: README, the default
+            model).
         batch_size: crops per engine call.
         limit: only the first N images.
         holdout: only the held-out share of a ``train --folds 1 --holdout`` run with this
@@ -105,11 +105,12 @@ def evaluate(settings: EvalSettings, progress: Callable[[int, str], ContextManag
         data = data[holdout_mask(data, settings.holdout)]
     if settings.limit:
         data = data[np.arange(min(settings.limit, len(data)))]
-    engine = create_engine(settings.model, settings.backend)
-    if settings.flip:
-        engine = FlipAveraged(engine)
-    cropper = Cropper(engine.meta)
-    detector = None if settings.cropped else _detector(settings.detector_range)
+    app = AnalyzerSettings(model=settings.model, backend=settings.backend, detector_range=settings.detector_range,
+                           flip=settings.flip, track=False)
+    analyzer = None if settings.cropped else _analyzer(app)
+    engine = analyzer.engine if analyzer is not None else make_engine(app)
+    cropper = analyzer.cropper if analyzer is not None else Cropper(engine.meta)
+    detector = analyzer.detector if analyzer is not None else None
     keep, chunks, batch = [], [], []
     counts = {"unreadable": 0, "no_face": 0}
 
@@ -133,8 +134,8 @@ def evaluate(settings: EvalSettings, progress: Callable[[int, str], ContextManag
                     flush()
             flush()
     finally:
-        if detector is not None:
-            detector.close()
+        if analyzer is not None:
+            analyzer.close()
     if not keep:
         raise RealtimeError(f"{settings.data}: none of the {len(data)} images could be read")
     labels = data[np.asarray(keep)]
@@ -164,12 +165,12 @@ def evaluate(settings: EvalSettings, progress: Callable[[int, str], ContextManag
     return result
 
 
-def _detector(range_: str):
+def _analyzer(settings: AnalyzerSettings):
     try:
-        from realtime.detector import FaceDetector
+        from realtime.analyzer import Analyzer
     except ImportError as e:
         raise RealtimeError(f"the face detector is not available ({e}); use --cropped for face crops") from None
-    return FaceDetector(range=range_)
+    return Analyzer(settings)
 
 
 def in_context(image: np.ndarray, context: float) -> np.ndarray:

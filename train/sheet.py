@@ -39,7 +39,7 @@ class SheetSettings:
 
     source: str | Path
     output: Path
-    analyzer: object = None  # realtime.pipeline.AnalyzerSettings; imported lazily
+    analyzer: object = None  # realtime.analyzer.AnalyzerSettings; imported lazily
     every: int = 4
     max_faces: int = 120
     columns: int = 12
@@ -69,7 +69,7 @@ def contact_sheet(settings: SheetSettings) -> SheetResult:
 
     from realtime.faces import Faces
     from realtime.outputs import claim_outputs
-    from realtime.pipeline import Analyzer, AnalyzerSettings
+    from realtime.analyzer import Analyzer, AnalyzerSettings
     from realtime.sinks import ImageSink
     from realtime.sources import open_source
 

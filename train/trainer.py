@@ -1,46 +1,38 @@
-"""Training: one fold (:func:`fit`) and k-fold cross-validation (:func:`cross_validate`).
+"""What training is made of: its settings, distributed set-up, the data set of augmented
+crops, the network, prediction and validation metrics; the loop itself is
+:mod:`train.fit`, the losses :mod:`train.losses`.
 
 Runs on CPU, one GPU, or several GPUs/machines under ``torchrun`` (DistributedDataParallel
 with a DistributedSampler; NCCL on CUDA, gloo on CPU). Rank 0 validates, logs and writes
 checkpoints; every rank reads the data.
-
-Per fold, under ``<out>/fold_<k>/``:
-    epochs.csv         one row per epoch (losses, metrics, learning rate, seconds)
-    last.pt            resume state after each epoch (model, optimizer, history; weights_only)
-    best.safetensors   the epoch with the lowest validation loss (save_checkpoint format)
-    final.safetensors  the last epoch
-    result.json        final-epoch validation metrics and confusion matrices
 """
 
 from __future__ import annotations
 
 import contextlib
-import copy
-import csv
-import json
 import logging
 import math
 import os
 import random
-import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, ContextManager
 
 import numpy as np
 import torch
 import torch.distributed as dist
-import torch.nn.functional as F
 from torch import nn
 
 from engines.errors import require_at_least
 from engines.meta import ModelMeta
-from engines.model import AgeGenderNet, Ensemble, create_model, load_checkpoint, mean_outputs, read_meta, save_checkpoint
+from engines.model import AgeGenderNet, Ensemble, create_model, load_checkpoint
+from engines.files import read_checkpoint_meta as read_meta
 from realtime.crops import Cropper
 from realtime.errors import RealtimeError
 from train import metrics
 from train.augment import Augmenter, AugmentSettings
-from train.data import LabelledSet, assign_folds, holdout_mask, load_dataset, read_images
+from train.data import LabelledSet
+from train.losses import MaskedLoss
 
 log = logging.getLogger(__name__)
 
@@ -243,109 +235,6 @@ def to_input(rgb: torch.Tensor, cropper: Cropper, device: torch.device, channels
     return x.contiguous(memory_format=torch.channels_last if channels_last else torch.contiguous_format)
 
 
-#: Spread (years) of the Gaussian a distribution years head learns around each true age.
-AGE_SIGMA = 2.0
-
-
-def age_distribution(years: torch.Tensor, bins: int, sigma: float = AGE_SIGMA) -> torch.Tensor:
-    """Ages (N,) float -> (N, bins) float32 rows summing to 1: a Gaussian over the whole
-    ages 0..bins-1 centred on each age (clamped into that range)."""
-    ages = torch.arange(bins, dtype=torch.float32, device=years.device)
-    centre = years.float().clamp(0, bins - 1)[:, None]
-    return torch.softmax(-0.5 * ((ages - centre) / sigma) ** 2, dim=1)
-
-
-class MaskedLoss(nn.Module):
-    """Sum of the three heads' losses, each over the samples whose label is known.
-
-    Age group and gender: cross-entropy (optional class weights, label smoothing),
-    unknown labels (-1) masked out. Years: L1 in years times ``years_weight``, only
-    where the exact age is known (not NaN); a distribution head (``outputs`` carries its
-    logits (N, bins) as a fourth item) adds the KL divergence from a Gaussian of
-    ``AGE_SIGMA`` years around the true age to its softmax (DLDL). A head with no known
-    label in the batch adds ``0 * logits.sum()`` so every parameter still gets a gradient
-    (DDP needs it).
-    """
-
-    def __init__(self, age_weight: torch.Tensor | None = None, gender_weight: torch.Tensor | None = None,
-                 label_smoothing: float = 0.0, years_weight: float = 0.1):  # fmt: skip
-        super().__init__()
-        self.register_buffer("age_weight", age_weight)
-        self.register_buffer("gender_weight", gender_weight)
-        self.label_smoothing = label_smoothing
-        self.years_weight = years_weight
-
-    def forward(self, outputs, age_group, age_years, gender, soft=None, distill: float = 0.0) -> tuple[torch.Tensor, dict[str, float]]:
-        """``soft``: the teachers' ``(age_probs (N, A), gender_probs (N, G), years (N,))``
-        for this batch (see :class:`Teachers`); each head's loss is then
-        ``(1 - distill) * loss on the labels + distill * loss on the teachers' outputs``,
-        the latter over every sample, labelled or not."""
-        age_logits, gender_logits, years, *rest = outputs
-        years_logits = rest[0] if rest else None
-        parts = {
-            "age": self._ce(age_logits, age_group, self.age_weight),
-            "gender": self._ce(gender_logits, gender, self.gender_weight),
-        }
-        known = torch.isfinite(age_years)
-        parts["years"] = (
-            self.years_weight * F.l1_loss(years[known].float(), age_years[known])
-            if known.any()
-            else 0.0 * years.sum()
-        )
-        if years_logits is not None:
-            parts["years"] = parts["years"] + (
-                F.kl_div(years_logits[known].float().log_softmax(1), age_distribution(age_years[known], years_logits.shape[1]), reduction="batchmean")
-                if known.any()
-                else 0.0 * years_logits.sum()
-            )
-        if soft is not None and distill > 0:
-            taught = {
-                "age": F.cross_entropy(age_logits.float(), soft[0].float()),
-                "gender": F.cross_entropy(gender_logits.float(), soft[1].float()),
-                "years": self.years_weight * F.l1_loss(years.float(), soft[2].float()),
-            }
-            parts = {k: (1 - distill) * parts[k] + distill * taught[k] for k in parts}
-        total = parts["age"] + parts["gender"] + parts["years"]
-        return total, {k: float(v.detach()) for k, v in parts.items()}
-
-    def _ce(self, logits, target, weight) -> torch.Tensor:
-        known = target >= 0
-        if not known.any():
-            return 0.0 * logits.sum()
-        return F.cross_entropy(logits[known].float(), target[known], weight=weight, label_smoothing=self.label_smoothing)
-
-
-class Teachers(nn.Module):
-    """Frozen trained models whose averaged outputs are a student's soft targets.
-
-    Called on the student's normalised batch (N, 3, S, S) float32, each teacher at its
-    own input size (resized when it differs); returns ``(age_probs (N, A), gender_probs
-    (N, G), years (N,))`` float32, the mean over teachers."""
-
-    def __init__(self, paths: tuple[Path, ...], meta: ModelMeta):
-        super().__init__()
-        nets = []
-        for path in paths:
-            net = load_checkpoint(path)
-            theirs = net.meta
-            if (theirs.age_labels, theirs.gender_labels, theirs.mean, theirs.std) != (meta.age_labels, meta.gender_labels, meta.mean, meta.std):
-                raise RealtimeError(f"--teacher {path}: its labels or input normalisation differ from the model being trained")
-            nets.append(net.requires_grad_(False).to(memory_format=torch.channels_last))
-        self.nets = nn.ModuleList(nets).eval()
-
-    def train(self, mode: bool = True) -> "Teachers":
-        return super().train(False)  # always in eval mode (batch norm statistics, no dropout)
-
-    @torch.no_grad()
-    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        outs = []
-        for net in self.nets:
-            side = net.meta.input_size
-            xi = x if x.shape[-1] == side else F.interpolate(x, size=(side, side), mode="bilinear", antialias=True)
-            outs.append(tuple(t.float() for t in net.probabilities(xi)))
-        return mean_outputs(outs)
-
-
 def init_weights(net: AgeGenderNet, path: Path) -> None:
     """Copy a checkpoint's weights into ``net`` (fine-tuning); same architecture and
     labels. A years head of another kind (``years_bins``) is left as initialised; an
@@ -366,13 +255,6 @@ def init_weights(net: AgeGenderNet, path: Path) -> None:
         log.info("the years head starts afresh (%d bins in %s, %d here)", source.meta.years_bins, path, net.meta.years_bins)
     net.load_state_dict(state, strict=same_head)
     log.info("starting from the weights of %s", path)
-
-
-def class_weights(labels: np.ndarray, classes: int) -> torch.Tensor:
-    """Inverse-frequency weights (mean 1 over present classes) from (N,) int labels, -1 ignored."""
-    counts = np.bincount(labels[labels >= 0], minlength=classes).astype(np.float64)
-    w = np.where(counts > 0, counts.sum() / np.maximum(counts, 1) / max(1, (counts > 0).sum()), 0.0)
-    return torch.tensor(w, dtype=torch.float32)
 
 
 def build_net(meta: ModelMeta, pretrained: bool = False, drop_rate: float = 0.2) -> AgeGenderNet:
@@ -434,275 +316,3 @@ def evaluate_logits(outputs, labels: LabelledSet, loss_fn: MaskedLoss | None = N
     return row
 
 
-# ----------------------------------------------------------------------------- one fold
-@dataclass
-class FoldResult:
-    fold: int
-    metrics: dict[str, float]
-    history: list[dict[str, float]]
-    age_confusion: list[list[int]]
-    gender_confusion: list[list[int]]
-    folder: Path
-
-    def to_json(self) -> dict:
-        d = asdict(self)
-        d["folder"] = str(self.folder)
-        return metrics.clean(d)
-
-
-def fit(
-    settings: TrainSettings,
-    train_images: np.ndarray,
-    train_labels: LabelledSet,
-    val_images: np.ndarray,
-    val_labels: LabelledSet,
-    folder: Path,
-    fold: int = 0,
-    progress: ProgressFactory = _null_progress,
-    on_epoch: Callable[[int, dict], None] | None = None,
-) -> FoldResult:
-    """Train one model on ``train_*`` and validate on ``val_*`` after every epoch.
-
-    Images are BGR uint8 (N, H, W, 3), each one face taken whole. Returns the final
-    epoch's validation metrics (through the app's preprocessing) and history."""
-    device = torch.device(settings.device or ("cuda" if torch.cuda.is_available() else "cpu"))
-    ddp = setup_distributed(device.type)
-    if device.type == "cuda" and settings.device is None:
-        device = torch.device("cuda", ddp.local_rank)
-        torch.cuda.set_device(device)
-    seed_everything(settings.seed + fold)
-    meta = settings.meta()
-    folder.mkdir(parents=True, exist_ok=True)
-
-    net = build_net(meta, settings.pretrained, settings.drop_rate)
-    if settings.init is not None:
-        init_weights(net, settings.init)
-    net = net.to(device).to(memory_format=torch.channels_last)
-    teachers = Teachers(settings.teachers, meta).to(device) if settings.teachers and settings.distill > 0 else None
-    model: nn.Module = nn.parallel.DistributedDataParallel(net) if ddp.world > 1 else net
-
-    n_age, n_gender = len(meta.age_labels), len(meta.gender_labels)
-    loss_fn = MaskedLoss(
-        class_weights(train_labels.age_group, n_age) if settings.class_weights else None,
-        class_weights(train_labels.gender, n_gender) if settings.class_weights else None,
-        settings.label_smoothing,
-        settings.years_weight,
-    ).to(device)
-    decay = [p for n, p in net.named_parameters() if p.ndim > 1]
-    no_decay = [p for n, p in net.named_parameters() if p.ndim <= 1]
-    optimizer = torch.optim.AdamW(
-        [{"params": decay, "weight_decay": settings.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
-        lr=settings.lr,
-    )
-    use_amp = settings.amp and device.type == "cuda"
-    scaler = torch.amp.GradScaler("cuda", enabled=use_amp)
-
-    dataset = FaceTrainSet(train_images, train_labels, Augmenter(meta.input_size, settings.augment), settings.seed + fold)
-    sampler = (
-        torch.utils.data.DistributedSampler(dataset, ddp.world, ddp.rank, shuffle=True, seed=settings.seed + fold)
-        if ddp.world > 1
-        else None
-    )
-    generator = torch.Generator().manual_seed(settings.seed + fold)
-    loader = torch.utils.data.DataLoader(
-        dataset,
-        batch_size=settings.batch_size,
-        shuffle=sampler is None,
-        sampler=sampler,
-        generator=generator if sampler is None else None,
-        num_workers=settings.workers,
-        drop_last=len(dataset) // ddp.world > settings.batch_size,
-        pin_memory=device.type == "cuda",
-        persistent_workers=False,
-    )
-    steps_per_epoch = len(loader)
-    total_steps = steps_per_epoch * settings.epochs
-    cropper = Cropper(meta)
-    val_inputs = app_inputs(val_images, meta) if ddp.main else None
-    val_loss_fn = copy.deepcopy(loss_fn).cpu()
-
-    start_epoch, history, best = 0, [], math.inf
-    state_path = folder / "last.pt"
-    if settings.resume and state_path.exists():
-        state = torch.load(state_path, map_location="cpu", weights_only=True)
-        net.load_state_dict(state["model"])
-        optimizer.load_state_dict(state["optimizer"])
-        scaler.load_state_dict(state["scaler"])
-        start_epoch, history, best = int(state["epoch"]), list(state["history"]), float(state["best"])
-        torch.set_rng_state(state["torch_rng"])
-        generator.set_state(state["loader_rng"])
-        log.info("fold %d: resumed from %s after epoch %d", fold, state_path, start_epoch)
-
-    for epoch in range(start_epoch, settings.epochs):
-        t0 = time.perf_counter()
-        model.train()
-        dataset.epoch = epoch
-        if sampler is not None:
-            sampler.set_epoch(epoch)
-        sums = torch.zeros(4, dtype=torch.float64)  # loss*n, age correct, gender correct, n
-        counts = torch.zeros(2, dtype=torch.float64)  # known age, known gender
-        with progress(steps_per_epoch, f"fold {fold} epoch {epoch + 1}/{settings.epochs}") as bar:
-            for step, (rgb, age_group, age_years, gender) in enumerate(loader):
-                lr = lr_at(epoch * steps_per_epoch + step, total_steps, settings.lr, settings.warmup)
-                for group in optimizer.param_groups:
-                    group["lr"] = lr
-                x = to_input(rgb, cropper, device, channels_last=True)
-                age_group, age_years, gender = age_group.to(device), age_years.to(device), gender.to(device)
-                with torch.autocast(device.type, dtype=torch.float16, enabled=use_amp):
-                    outputs = model(x, years_logits=True)
-                    soft = teachers(x) if teachers is not None else None
-                    loss, _ = loss_fn(outputs, age_group, age_years, gender, soft, settings.distill)
-                optimizer.zero_grad(set_to_none=True)
-                scaler.scale(loss).backward()
-                scaler.step(optimizer)
-                scaler.update()
-                with torch.no_grad():
-                    n = len(x)
-                    sums += torch.tensor([
-                        float(loss) * n,
-                        float(((outputs[0].argmax(1) == age_group) & (age_group >= 0)).sum()),
-                        float(((outputs[1].argmax(1) == gender) & (gender >= 0)).sum()),
-                        n,
-                    ], dtype=torch.float64)  # fmt: skip
-                    counts += torch.tensor([float((age_group >= 0).sum()), float((gender >= 0).sum())], dtype=torch.float64)
-                bar.update(1)
-        if ddp.world > 1:
-            dist.all_reduce(sums)
-            dist.all_reduce(counts)
-        row = {
-            "epoch": epoch + 1,
-            "train_loss": float(sums[0] / max(1, sums[3])),
-            "train_age_exact": float(sums[1] / counts[0]) if counts[0] else math.nan,
-            "train_gender_acc": float(sums[2] / counts[1]) if counts[1] else math.nan,
-            "lr": lr,
-        }
-        if ddp.main:
-            row.update(evaluate_logits(predict(net, val_inputs, device), val_labels, val_loss_fn))
-            row["seconds"] = time.perf_counter() - t0
-            history.append({k: row.get(k, math.nan) for k in LOG_COLUMNS})
-            if row.get("val_loss", math.inf) < best:
-                best = row["val_loss"]
-                save_checkpoint(net, folder / "best.safetensors", meta)
-            save_checkpoint(net, folder / "final.safetensors", meta)
-            _write_log(folder / "epochs.csv", history)
-            tmp = state_path.with_suffix(".tmp")
-            torch.save(
-                {
-                    "model": net.state_dict(),
-                    "optimizer": optimizer.state_dict(),
-                    "scaler": scaler.state_dict(),
-                    "epoch": epoch + 1,
-                    "history": history,
-                    "best": best,
-                    "torch_rng": torch.get_rng_state(),
-                    "loader_rng": generator.get_state(),
-                },
-                tmp,
-            )
-            tmp.replace(state_path)
-            log.info(
-                "fold %d epoch %d: loss %.3f/%.3f age %.3f (1-off %.3f) gender %.3f MAE %.2f (%.0f s)",
-                fold, epoch + 1, row["train_loss"], row.get("val_loss", math.nan), row.get("age_exact", math.nan),
-                row.get("age_one_off", math.nan), row.get("gender_acc", math.nan), row.get("mae", math.nan), row["seconds"],
-            )  # fmt: skip
-            if on_epoch is not None:
-                on_epoch(fold, history[-1])
-        if ddp.world > 1:
-            dist.barrier()
-
-    if not ddp.main:
-        return FoldResult(fold, {}, history, [], [], folder)
-    age_logits, gender_logits, years = outputs = predict(net, val_inputs, device)
-    final = evaluate_logits(outputs, val_labels)
-    result = FoldResult(
-        fold,
-        final,
-        history,
-        metrics.confusion(age_logits.argmax(1), val_labels.age_group, n_age).tolist(),
-        metrics.confusion(gender_logits.argmax(1), val_labels.gender, n_gender).tolist(),
-        folder,
-    )
-    (folder / "result.json").write_text(json.dumps(result.to_json(), indent=2))
-    return result
-
-
-def _write_log(path: Path, history: list[dict]) -> None:
-    with open(path, "w", newline="") as fh:
-        writer = csv.DictWriter(fh, fieldnames=LOG_COLUMNS)
-        writer.writeheader()
-        for row in history:
-            writer.writerow({k: (f"{v:.6g}" if isinstance(v, float) else v) for k, v in row.items()})
-
-
-# ----------------------------------------------------------------------------- k folds
-def cross_validate(
-    settings: TrainSettings,
-    progress: ProgressFactory = _null_progress,
-    on_epoch: Callable[[int, dict], None] | None = None,
-) -> dict:
-    """Train every fold (or one held-out run for ``folds == 1``) and write the summary,
-    confusion matrices and plots to ``settings.out``. Returns the summary dict."""
-    from train import report
-
-    if settings.threads:
-        torch.set_num_threads(settings.threads)
-    data = load_dataset(settings.data, settings.format)
-    if settings.limit:
-        data = data[np.arange(min(settings.limit, len(data)))]
-    with progress(len(data), "reading images") as bar:
-        data, images = read_images(data, settings.image_side, bar.update)
-    splits = _splits(data, settings)
-    settings.out.mkdir(parents=True, exist_ok=True)
-    ddp_main = int(os.environ.get("RANK", "0")) == 0
-    if ddp_main:
-        (settings.out / "settings.json").write_text(json.dumps(metrics.clean(_jsonable(asdict(settings))), indent=2))
-    results = []
-    for fold, val_mask in splits:
-        folder = settings.out / f"fold_{fold}"
-        done = folder / "result.json"
-        listed = not settings.only_folds or fold in settings.only_folds
-        if (settings.resume or not listed) and done.exists():
-            log.info("fold %d: already finished (%s)", fold, done)
-            results.append(json.loads(done.read_text()))
-            continue
-        if not listed:
-            log.info("fold %d: not among --fold %s and not finished in %s; left out of the summary", fold, list(settings.only_folds), settings.out)
-            continue
-        log.info("fold %d: %d training, %d validation images", fold, int((~val_mask).sum()), int(val_mask.sum()))
-        result = fit(settings, images[~val_mask], data[~val_mask], images[val_mask], data[val_mask], folder, fold, progress, on_epoch)
-        results.append(result.to_json())
-    if not ddp_main:
-        return {}
-    summary = report.write_summary(results, settings.out, settings.meta(), data_description=data.describe())
-    if settings.save is not None:
-        final = Path(results[-1]["folder"]) / "final.safetensors"
-        from engines.model import load_checkpoint
-
-        save_checkpoint(load_checkpoint(final), settings.save, half=True)
-        summary["saved"] = str(settings.save)
-        log.info("wrote %s (float16) from %s", settings.save, final)
-    return summary
-
-
-def _splits(data: LabelledSet, settings: TrainSettings) -> list[tuple[int, np.ndarray]]:
-    official = bool(len(data)) and bool((data.folds >= 0).all())
-    if settings.folds == 1:
-        if official:
-            log.info("single run on data with official folds: validating on official fold %d", int(data.folds.min()))
-            return [(0, data.folds == data.folds.min())]
-        return [(0, holdout_mask(data, settings.holdout))]
-    fold_of = assign_folds(data, settings.folds)
-    folds = np.unique(fold_of)[: settings.folds]
-    if len(folds) < settings.folds:
-        raise RealtimeError(f"{settings.data}: only {len(folds)} folds have images; use fewer --folds or more data")
-    return [(int(k), fold_of == k) for k in folds]
-
-
-def _jsonable(d):
-    if isinstance(d, dict):
-        return {k: _jsonable(v) for k, v in d.items()}
-    if isinstance(d, Path):
-        return str(d)
-    if isinstance(d, (tuple, list)):
-        return [_jsonable(v) for v in d]
-    return d

@@ -22,7 +22,8 @@ from realtime.errors import RealtimeError
 
 if TYPE_CHECKING:
     from realtime.integrations import Integrations
-    from realtime.pipeline import AnalyzerSettings, OutputSettings
+    from realtime.analyzer import AnalyzerSettings
+    from realtime.wiring import OutputSettings
 
 log = logging.getLogger(__name__)
 
@@ -113,10 +114,12 @@ def serve(
     once the analysis starts (the URL carries the token when there is one).
     ``integrations``: connected MQTT/webhook outboxes, fed by the same loop (their
     counters go to /metrics).
-    Returns the run's :class:`~realtime.pipeline.RunStats`."""
+    Returns the run's :class:`~realtime.loop.RunStats`."""
     import uvicorn
 
-    from realtime.pipeline import OutputSettings, graceful_stop, run
+    from realtime.pipeline import run
+    from realtime.signals import graceful_stop
+    from realtime.wiring import OutputSettings
     from realtime.serve.app import create_app
     from realtime.serve.hub import Hub, replay
 

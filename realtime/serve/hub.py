@@ -24,7 +24,8 @@ import numpy as np
 from engines.meta import ModelMeta
 from realtime.analytics import Analytics
 from realtime.faces import Faces
-from realtime.sinks import Sink, frame_record
+from realtime.jsonl import frame_record
+from realtime.sinks import Sink
 from realtime.sources import Frame, Source, open_source
 from realtime.timing import StageTimer
 
@@ -110,7 +111,8 @@ def replay(pace: bool, loop: bool) -> Callable[[str, Source], Source]:
 @dataclass
 class Feed:
     """One source as the server sees it. Written by the loop's thread (``update``),
-    read by the server's; ``lock`` guards the counts."""
+    read by the server's; ``lock`` guards the counts, ``analytics.lock`` the run's
+    Analytics of the source."""
 
     index: int
     source: Source
@@ -137,8 +139,6 @@ class Feed:
         """The loop's side: keep references and count (no encoding here)."""
         now = time.monotonic()
         with self.lock:
-            if self.analytics is not None:
-                self.analytics.write(frame, faces)
             if self._last_index >= 0 and frame.index > self._last_index + 1:
                 self.dropped += frame.index - self._last_index - 1
             self._last_index = frame.index
@@ -202,7 +202,7 @@ class Feed:
             "tracking": self.analytics is not None,
         }
         if self.analytics is not None:
-            with self.lock:
+            with self.analytics.lock, self.lock:
                 tracks = self.analytics.tracks
                 out["people"] = sum(1 for t in tracks.values() if t.frames >= self.analytics.min_frames)
                 if detail:
@@ -212,7 +212,7 @@ class Feed:
         if detail:
             record = frame_record(latest[1], faces, self.meta) if latest else {"faces": []}
             if self.analytics is not None:
-                with self.lock:
+                with self.analytics.lock:
                     for face in record["faces"]:
                         track = self.analytics.tracks.get(face.get("track_id"))
                         if track is not None:
@@ -224,8 +224,7 @@ class Feed:
         """The ``--summary`` content so far (None without tracking)."""
         if self.analytics is None:
             return None
-        with self.lock:
-            return self.analytics.summary()
+        return self.analytics.summary()
 
 
 class _ServeSink(Sink):
@@ -268,11 +267,9 @@ class Hub:
         self._closed = False
         self._thread = threading.Thread(target=self._publish, name="serve-publisher", daemon=True)
 
-    def sink(self, source: Source, analyzer, k: int) -> Sink:
-        """A :data:`realtime.pipeline.SinkFactory`: the feed of source ``k``."""
-        analytics = None
-        if analyzer.tracking:
-            analytics = Analytics(analyzer.meta, frame_seconds=1.0 / source.fps if source.fps else 0.0)
+    def sink(self, source: Source, analyzer, k: int, analytics: Analytics | None) -> Sink:
+        """A :data:`realtime.wiring.SinkFactory`: the feed of source ``k``, reading the
+        run's own ``analytics`` of it (written by the loop, read here under its lock)."""
         feed = Feed(k, source, analyzer.meta, analytics, video=self.video)
         self.feeds.append(feed)
         return _ServeSink(self, feed)

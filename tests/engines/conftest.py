@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import torch
 
-from engines.backends import backend_available
+from engines.registry import backend_available
 from engines.model import ProbabilityModel, save_checkpoint, untrained_model
 
 FACES = Path(__file__).resolve().parents[3] / "shared" / "data" / "utkface" / "images"

@@ -9,8 +9,8 @@ import shutil
 import numpy as np
 import pytest
 
-from engines.backends import create_engine, list_backends, register_backend
-from engines.tensorrt import Sidecar, write_sidecar
+from engines.registry import create_engine, list_backends, register_backend
+from engines.sidecar import Sidecar, write_sidecar
 from realtime.errors import RealtimeError
 
 #: Max abs difference of probabilities from torch, per backend at fp32.
@@ -80,7 +80,7 @@ def test_meta_and_bad_input(engine, net):
 def foreign_engine(tmp_path, net, checkpoint, onnx_file):
     """A fake .engine built 'elsewhere': sidecar naming another TensorRT and GPU, the
     ONNX export and checkpoint beside it, as `realtime convert` leaves them."""
-    from engines.model import file_sha256
+    from engines.files import file_sha256
 
     path = tmp_path / "model.engine"
     path.write_bytes(b"not a real engine")
@@ -188,7 +188,8 @@ def test_tensorrt_asked_for_by_name_without_it(checkpoint, tensorrt_gpu):
 
 
 def test_flip_averaging_is_the_mean_of_a_crop_and_its_mirror(faces_dir):
-    from engines.backends import FlipAveraged, create_engine
+    from engines.backends import FlipAveraged
+    from engines.registry import create_engine
     from engines.convert import load_face_crops
 
     base = create_engine(None, "onnxruntime")
@@ -205,6 +206,6 @@ def test_flip_averaging_is_the_mean_of_a_crop_and_its_mirror(faces_dir):
 def test_onnxruntime_keeps_no_memory_plan_per_batch_size():
     """Batch sizes change from frame to frame; a memory pattern per size only holds
     memory (+18 MB over batches 2-20) without running faster."""
-    from engines.backends import create_engine
+    from engines.registry import create_engine
 
     assert create_engine(None, "onnxruntime").session.get_session_options().enable_mem_pattern is False

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from click.testing import CliRunner
 
-from engines.commands import convert_command
+from realtime.cli.convert import convert_command
 from realtime.errors import RealtimeError
 
 

@@ -5,10 +5,16 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from engines.backends import cached_path, create_engine, onnx_for
+from engines.files import cached_path
+
+from engines.registry import create_engine
+
+from engines.resolve import onnx_for
 from engines.convert import ConvertSettings, compare_with_torch, convert, load_face_crops
-from engines.export import read_onnx_meta
+from engines.files import read_onnx_meta
 from realtime.errors import RealtimeError
+
+pytestmark = pytest.mark.slow  # conversions and several networks: not in the quick run
 
 
 def test_onnx_round_trip(checkpoint, net, faces_dir, tmp_path, crops, reference):
@@ -36,7 +42,7 @@ def test_openvino_reduced_precision(faces_dir, tmp_path, require_backend):
     two sets of 64 UTKFace crops (the previous default: 1.1e-2) against the 0.1 tolerance. Not on the ``checkpoint``
     fixture: its heads are scaled up to spread the probabilities, which amplifies
     bf16's rounding to 0.37 and says nothing about a real model."""
-    from engines.model import DEFAULT_WEIGHTS
+    from engines.files import DEFAULT_WEIGHTS
 
     require_backend("openvino")
     result = convert(ConvertSettings(model=DEFAULT_WEIGHTS, output=tmp_path / "m.xml", fp16=True, check=True,
@@ -60,7 +66,7 @@ def test_without_output_fills_the_backends_cache(checkpoint, require_backend):
 
 
 def test_default_model_needs_an_output_when_untrained(tmp_path):
-    from engines.model import DEFAULT_WEIGHTS
+    from engines.files import DEFAULT_WEIGHTS
 
     if DEFAULT_WEIGHTS.exists():
         pytest.skip("trained default weights are installed")
@@ -70,7 +76,7 @@ def test_default_model_needs_an_output_when_untrained(tmp_path):
 
 
 def test_compare_with_torch_flags_a_different_model(net, crops, reference):
-    from engines.backends import Engine
+    from engines.registry import Engine
 
     class Skewed(Engine):  # torch's answer, 5% off
         name = "skewed"

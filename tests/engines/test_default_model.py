@@ -7,9 +7,10 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from engines.backends import create_engine
+from engines.registry import create_engine
 from engines.files import DEFAULT_ONNX, DEFAULT_WEIGHTS, SOURCE_KEY, file_sha256, onnx_metadata, read_onnx_meta
-from engines.model import ProbabilityModel, default_model, read_meta
+from engines.model import ProbabilityModel, default_model
+from engines.files import read_checkpoint_meta as read_meta
 
 REGENERATE = "regenerate it: realtime convert --format onnx -o engines/weights/default.onnx"
 

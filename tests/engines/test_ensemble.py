@@ -7,11 +7,13 @@ import pytest
 import torch
 from click.testing import CliRunner
 
-from engines.backends import create_engine
+from engines.registry import create_engine
 from engines.meta import ModelMeta
 from engines.model import Ensemble, ProbabilityModel, create_model, load_checkpoint, save_checkpoint, save_ensemble
 from realtime.cli import cli
 from realtime.errors import RealtimeError
+
+pytestmark = pytest.mark.slow  # conversions and several networks: not in the quick run
 
 
 def member(path: Path, seed: int, **meta) -> Path:
@@ -83,7 +85,8 @@ def test_ensemble_command(members, tmp_path):
 
 
 def test_fine_tuning_an_ensemble_starts_from_its_first_member(members, tmp_path):
-    from train.trainer import Teachers, init_weights
+    from train.losses import Teachers
+    from train.trainer import init_weights
 
     path = save_ensemble(members, tmp_path / "ab.safetensors")
     net = create_model(meta=ModelMeta(input_size=48))

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from engines.backends import create_engine
+from engines.registry import create_engine
 from realtime.errors import RealtimeError
 
 
@@ -25,7 +25,7 @@ def test_ir_without_metadata_is_refused(ov, onnx_file, tmp_path):
 def test_ir_of_another_shape_fails_at_load(ov, tmp_path):
     from engines.meta import ModelMeta
     from engines.openvino import save_ir
-    from tests.conftest import onnx_of_another_shape
+    from tests.helpers import onnx_of_another_shape
 
     xml = save_ir(onnx_of_another_shape(tmp_path / "other.onnx"), tmp_path / "other.xml", ModelMeta())
     with pytest.raises(RealtimeError, match=r"its graph does not match its metadata \(input should be \(N, 3, 112, 112\), "

@@ -10,17 +10,8 @@ import numpy as np
 import pytest
 
 from engines.meta import ModelMeta
-from engines.tensorrt import (
-    Sidecar,
-    Target,
-    calibration_batches,
-    check_target,
-    check_tensorrt_version,
-    plan_chunks,
-    read_sidecar,
-    sidecar_path,
-    write_sidecar,
-)
+from engines.sidecar import Sidecar, Target, check_target, read_sidecar, sidecar_path, write_sidecar
+from engines.tensorrt import calibration_batches, check_tensorrt_version, plan_chunks
 from realtime.errors import RealtimeError
 
 SHA = "ab" * 32
@@ -168,6 +159,7 @@ def trained(faces_dir):
     return DEFAULT_WEIGHTS, net.meta, crops, reference
 
 
+@pytest.mark.slow
 def test_trained_model_keeps_to_the_fp16_bound_in_float16(trained):
     """What an fp16 engine does to the shipped model, emulated on the CPU with PyTorch's
     float16: convert's fp16 check bound (and the GPU test above) must hold with room."""
@@ -204,7 +196,7 @@ def test_built_engine_has_files_and_sidecar(small_engine, trained):
 
 
 def test_engine_splits_batches_over_its_profile(small_engine, trained):
-    from engines.backends import create_engine
+    from engines.registry import create_engine
 
     _, _, crops, reference = trained
     engine = create_engine(small_engine.output, backend="tensorrt")
@@ -214,7 +206,7 @@ def test_engine_splits_batches_over_its_profile(small_engine, trained):
 
 
 def test_engine_for_another_gpu_falls_back(small_engine, tmp_path, crops):
-    from engines.backends import create_engine
+    from engines.registry import create_engine
 
     for name in ("small.engine", "small.onnx"):
         (tmp_path / name).write_bytes(small_engine.output.with_name(name).read_bytes())
@@ -237,7 +229,7 @@ def test_int8_engine(checkpoint, faces_dir, tmp_path, crops, reference, require_
 def test_torch2trt_converter(checkpoint, tmp_path, crops, reference, require_backend):
     require_backend("tensorrt")
     pytest.importorskip("torch2trt", reason="torch2trt is not installed (github.com/NVIDIA-AI-IOT/torch2trt)")
-    from engines.backends import create_engine
+    from engines.registry import create_engine
     from engines.convert import ConvertSettings, convert
 
     out = convert(ConvertSettings(model=checkpoint, output=tmp_path / "m.engine", converter="torch2trt")).output

@@ -9,7 +9,7 @@ from realtime.analytics import Analytics
 from realtime.cli import cli
 from realtime.faces import Faces
 from realtime.sources import Frame
-from tests.conftest import SAMPLES
+from tests.helpers import SAMPLES
 
 
 def tracked(ids, ages, genders, predicted=None):

@@ -5,7 +5,7 @@ from click.testing import CliRunner
 
 from realtime.cli import cli
 from realtime.timing import StageTimer, timed_iter
-from tests.conftest import SAMPLES
+from tests.helpers import SAMPLES
 
 STAGES = {"decode", "detect", "crop", "classify", "draw", "encode"}
 

@@ -8,37 +8,13 @@ from pathlib import Path
 
 import av
 import pytest
-from click.testing import CliRunner
 
 from engines.model import save_checkpoint, untrained_model
 from realtime.cli import cli
-from tests.conftest import ROOT, SAMPLES, shared_path, x264_settings
-
-FACE_KEYS = {"box", "score", "age_group", "age_probs", "gender", "gender_prob"}
-AGE_GROUPS = {"0-2", "4-6", "8-12", "15-20", "25-32", "38-43", "48-53", "60-100"}
+from tests.helpers import ROOT, SAMPLES, check_record, invoke, shared_path, x264_settings
 
 
-def invoke(*args):
-    result = CliRunner().invoke(cli, [str(a) for a in args])
-    if result.exception and not isinstance(result.exception, SystemExit):
-        raise result.exception
-    return result
-
-
-def check_record(record, frame):
-    assert record["frame"] == frame and isinstance(record["time"], float)
-    for face in record["faces"]:
-        assert FACE_KEYS <= set(face)
-        assert len(face["box"]) == 4 and all(isinstance(v, int) for v in face["box"])
-        x1, y1, x2, y2 = face["box"]
-        assert x2 > x1 and y2 > y1
-        assert 0 <= face["score"] <= 1
-        assert face["age_group"] in AGE_GROUPS
-        assert len(face["age_probs"]) == 8 and abs(sum(face["age_probs"]) - 1) < 1e-3
-        # the shown gender; with tracking its hysteresis may hold it a little below 0.5
-        assert face["gender"] in ("female", "male") and 0.5 - 0.15 / 2 <= face["gender_prob"] <= 1
-
-
+@pytest.mark.slow
 def test_annotate_the_crowd_clip(tmp_path, detector_models):
     out, results = tmp_path / "crowd.mp4", tmp_path / "crowd.jsonl"
     result = invoke("annotate", shared_path("media", "crowd_1080p.mp4"), "-o", out, "--json", results)

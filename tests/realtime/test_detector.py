@@ -7,7 +7,7 @@ from realtime.detector import FaceDetector
 from realtime.detector_models import DETECTOR_MODELS, fetch_detector_models, list_detector_models, resolve_detector_model
 from realtime.errors import RealtimeError
 from realtime.sources import open_source
-from tests.conftest import SAMPLES, shared_path
+from tests.helpers import SAMPLES, shared_path
 
 
 @pytest.fixture(scope="module")

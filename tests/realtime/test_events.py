@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from engines.meta import ModelMeta
+from realtime.analytics import Analytics
 from realtime.events import EventSink, TrackEvents
 from realtime.faces import Faces
 from realtime.sources import Frame
@@ -60,14 +61,23 @@ class Recorder:
 def test_the_sink_sends_counts_every_interval_and_at_the_end():
     now = [0.0]
     outbox = Recorder()
-    sink = EventSink(outbox, META, 0, frame_seconds=0.1, interval=1.0, clock=lambda: now[0])
+    analytics = Analytics(META, frame_seconds=0.1)
+    sink = EventSink(outbox, META, 0, frame_seconds=0.1, interval=1.0, analytics=analytics, clock=lambda: now[0])
     assert outbox.users == 1
     for k in range(30):
         now[0] = k * 0.1
-        sink.write(frame(k), tracked([1] if k < 20 else [], [4], k))
+        faces = tracked([1] if k < 20 else [], [4], k)
+        sink.write(frame(k), faces)
+        analytics.write(frame(k), faces)  # after the sink, as the loop does
     sink.close()
     assert outbox.users == 0
     assert [c["frame"] for c in outbox.counts] == [0, 10, 20, 29]  # frames at 0 s, 1 s, 2 s, and the end
+    assert [c["people"] for c in outbox.counts] == [0, 1, 1, 1]  # a track of 5 frames is a person
     assert outbox.counts[1]["in_view"] == 1 and outbox.counts[1]["in_view_by_age_group_and_gender"] == {f"{META.age_labels[4]} male": 1}
     assert outbox.counts[-1]["people"] == 1 and outbox.counts[-1]["in_view"] == 0
     assert [(e["event"], e["frame"]) for e in outbox.events] == [("new", 0), ("end", 19)]
+    without = Recorder()
+    sink = EventSink(without, META, 0, interval=1.0, clock=lambda: 0.0)  # no tracking: no people counts
+    sink.write(frame(0), Faces.empty(0))
+    sink.close()
+    assert without.counts == [{"source": 0, "frame": 0, "time": 0.0, "in_view": 0, "in_view_by_age_group_and_gender": {}}]

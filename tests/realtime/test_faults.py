@@ -3,43 +3,18 @@ run, a stream that drops and comes back, credentials in URLs."""
 
 from __future__ import annotations
 
-import http.server
 import json
-import os
 import signal
 import subprocess
-import sys
 import threading
 import time
 from pathlib import Path
 
-import av
 import pytest
 
-from tests.conftest import ROOT, SAMPLES, shared_path
+from tests.helpers import SAMPLES, FlakyServer, decoded_frames, realtime, remux, shared_path
 
-
-def remux(src: Path, dst: Path, **options) -> Path:
-    """Copy a video's packets into another container (no re-encoding)."""
-    with av.open(str(src)) as inp, av.open(str(dst), "w", options=options) as out:
-        stream = out.add_stream_from_template(inp.streams.video[0])
-        for packet in inp.demux(inp.streams.video[0]):
-            if packet.dts is not None:
-                packet.stream = stream
-                out.mux(packet)
-    return dst
-
-
-def realtime(*args, **kw) -> subprocess.Popen:
-    exe = Path(sys.executable).parent / "realtime"
-    cmd = [str(exe)] if exe.exists() else [sys.executable, "-m", "realtime.cli"]
-    return subprocess.Popen([*cmd, *map(str, args)], cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            env={**os.environ, "PYTHONPATH": str(ROOT), "PYTHONFAULTHANDLER": "1"}, **kw)
-
-
-def decoded_frames(path: Path) -> int:
-    with av.open(str(path)) as c:
-        return sum(1 for _ in c.decode(video=0))
+pytestmark = pytest.mark.slow  # real processes, training or long media: not in the quick run
 
 
 def wait_for_lines(path: Path, n: int, proc: subprocess.Popen, timeout: float = 120, last_frame: bool = False) -> None:
@@ -96,32 +71,6 @@ def test_a_signal_during_annotate_leaves_complete_outputs(tmp_path, detector_mod
     assert 10 <= len(lines) < 105
     assert [json.loads(line)["frame"] for line in lines] == list(range(len(lines)))
     assert decoded_frames(out) == len(lines)
-
-
-class FlakyServer(http.server.ThreadingHTTPServer):
-    """Serves one file; fails ``outage`` requests after the first, as a camera that
-    drops off the network for a moment."""
-
-    def __init__(self, path: Path, outage: int):
-        self.path, self.outage, self.requests = path, outage, 0
-
-        class Handler(http.server.BaseHTTPRequestHandler):
-            def do_GET(handler):  # noqa: N805
-                self.requests += 1
-                if 1 < self.requests <= 1 + self.outage:
-                    handler.send_error(503, "camera offline")
-                    return
-                data = self.path.read_bytes()
-                handler.send_response(200)
-                handler.send_header("Content-Type", "video/mp2t")
-                handler.send_header("Content-Length", str(len(data)))
-                handler.end_headers()
-                handler.wfile.write(data)
-
-            def log_message(handler, *args):  # noqa: N805
-                pass
-
-        super().__init__(("127.0.0.1", 0), Handler)
 
 
 def test_a_stream_that_drops_reconnects_and_the_run_goes_on(tmp_path, detector_models):

@@ -8,7 +8,7 @@ import sys
 
 import numpy as np
 
-from tests.conftest import ROOT, SAMPLES
+from tests.helpers import ROOT, SAMPLES
 
 HEAVY = ("torch", "timm", "matplotlib", "scipy", "mediapipe", "onnxruntime", "onnx", "av", "openvino", "tensorrt")
 
@@ -34,7 +34,7 @@ def test_help_runs_without_importing_torch():
 def test_front_door_names():
     import realtime
     from realtime import Analyzer, AnalyzerSettings, Faces, OutputSettings, annotate, open_source
-    from realtime.pipeline import Analyzer as PipelineAnalyzer
+    from realtime.analyzer import Analyzer as PipelineAnalyzer
 
     assert Analyzer is PipelineAnalyzer and callable(annotate) and callable(open_source)
     assert AnalyzerSettings().backend == "auto" and OutputSettings().media is None and len(Faces.empty()) == 0

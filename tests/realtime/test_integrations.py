@@ -9,7 +9,6 @@ import hmac
 import http.server
 import json
 import shutil
-import signal
 import socket
 import subprocess
 import threading
@@ -18,10 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from realtime.events import TrackEvents
-from tests.conftest import ROOT, shared_path
-from tests.realtime.test_faults import realtime
-from tests.realtime.test_serve import Served
+from tests.helpers import ROOT, Served, realtime, shared_path
 
 MOSQUITTO = shutil.which("mosquitto") or next((p for p in ("/usr/sbin/mosquitto",) if Path(p).exists()), None)
 needs_mosquitto = pytest.mark.skipif(MOSQUITTO is None, reason="needs Debian's mosquitto (apt-get install mosquitto; .ci/run installs it)")
@@ -145,6 +141,7 @@ def as_tuples(events: list[dict]) -> list[tuple]:
 
 
 @needs_mosquitto
+@pytest.mark.slow  # real processes
 def test_a_files_events_arrive_in_order_and_match_its_jsonl(broker, tmp_path, detector_models):
     subscriber = Subscriber(broker.port)
     try:
@@ -175,6 +172,7 @@ def test_a_files_events_arrive_in_order_and_match_its_jsonl(broker, tmp_path, de
 
 
 @needs_mosquitto
+@pytest.mark.slow  # real processes
 def test_a_broker_restarted_mid_run_gets_online_again_later_events_and_the_last_will(broker, detector_models):
     subscriber = Subscriber(broker.port)
     served = Served("--source", shared_path("media", "stage_360p.mp4"), "--loop", "--mqtt", f"mqtt://127.0.0.1:{broker.port}")
@@ -204,6 +202,7 @@ def test_a_broker_restarted_mid_run_gets_online_again_later_events_and_the_last_
 
 
 @needs_mosquitto
+@pytest.mark.slow  # real processes
 def test_wrong_credentials_are_one_line_and_the_password_is_masked(tmp_path, detector_models):
     broker = Broker(tmp_path, users={"alice": "right-password"})
     try:
@@ -233,6 +232,7 @@ def certificates(folder: Path) -> tuple[Path, Path, Path]:
 
 @needs_mosquitto
 @pytest.mark.skipif(shutil.which("openssl") is None, reason="needs the openssl command to make a test certificate")
+@pytest.mark.slow  # real processes
 def test_mqtts_with_a_private_ca(tmp_path, detector_models):
     broker = Broker(tmp_path)
     ca, cert, key = certificates(tmp_path)
@@ -327,6 +327,7 @@ class Receiver:
         self.server.server_close()
 
 
+@pytest.mark.slow  # real processes
 def test_webhook_batches_are_signed_and_hold_the_runs_events(tmp_path, detector_models):
     receiver = Receiver()
     try:

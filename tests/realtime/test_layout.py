@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from realtime.layout import place_labels
-from tests.conftest import shared_path
+from tests.helpers import shared_path
 
 
 def assert_disjoint_inside(rects: np.ndarray, width: int, height: int) -> None:
@@ -67,6 +67,7 @@ def test_a_label_with_no_room_is_left_out_not_drawn_over_another():
     assert place_labels(np.zeros((0, 4), np.float32), np.zeros((0, 2), int), 10, 10).shape == (0, 4)
 
 
+@pytest.mark.slow  # 60 frames of 1080p through the analyzer
 def test_the_crowd_frames_labels_do_not_meet(analyzer):
     """crowd_1080p.mp4 frame 59 (its labels overlapped before): as drawn by the
     LabelAnnotator, tracked as in a run."""

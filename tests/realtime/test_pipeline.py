@@ -2,9 +2,9 @@ import cv2
 import numpy as np
 
 from realtime.annotators import default_annotators
-from realtime.pipeline import process
+from realtime.loop import process
 from realtime.sources import open_source
-from tests.conftest import SAMPLES, shared_path
+from tests.helpers import SAMPLES, shared_path
 
 
 def test_all_faces_of_a_frame_go_to_the_engine_in_one_call(analyzer, monkeypatch):
@@ -115,7 +115,7 @@ def test_a_file_is_decoded_at_most_three_frames_ahead_of_its_sinks():
     the one decoded that wait in the queues."""
     import time
 
-    from realtime.pipeline import passthrough
+    from realtime.loop import passthrough
     from realtime.sources import Frame
 
     made, ahead = [], []

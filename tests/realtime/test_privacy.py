@@ -12,8 +12,9 @@ import pytest
 from click.testing import CliRunner
 
 from realtime.cli import cli
-from tests.conftest import shared_path
-from tests.realtime.test_serve import Served
+from tests.helpers import Served, shared_path
+
+pytestmark = pytest.mark.slow  # real processes and the video: not in the quick run
 
 MARGIN = 0.2  # BlurAnnotator's default, on each side
 DETAILED = 30.0  # variance of the Laplacian (grey levels^2) of a face with detail

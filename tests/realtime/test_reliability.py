@@ -19,9 +19,11 @@ import av
 import numpy as np
 import pytest
 
-from tests.conftest import SAMPLES
-from tests.realtime.test_cli import invoke
-from tests.realtime.test_faults import FlakyServer, decoded_frames, realtime, remux
+from tests.helpers import SAMPLES
+from tests.helpers import invoke
+from tests.helpers import FlakyServer, decoded_frames, realtime, remux
+
+pytestmark = pytest.mark.slow  # real processes, training or long media: not in the quick run
 
 MS = Fraction(1, 1000)
 
@@ -78,8 +80,8 @@ def long_clip(people_frames, tmp_path_factory) -> Path:
 def warm_cache():
     """The default model's ONNX export in the tests' cache, so a run under a file size
     limit writes only its outputs."""
-    from engines.backends import onnx_for
-    from engines.model import DEFAULT_WEIGHTS
+    from engines.resolve import onnx_for
+    from engines.files import DEFAULT_WEIGHTS
 
     onnx_for(DEFAULT_WEIGHTS)
 
@@ -316,7 +318,7 @@ def test_hostile_model_metadata_is_one_line(tmp_path, detector_models, changes, 
 
 
 def test_an_onnx_file_of_another_shape_fails_at_load(tmp_path, detector_models):
-    from tests.conftest import onnx_of_another_shape
+    from tests.helpers import onnx_of_another_shape
 
     onnx_of_another_shape(tmp_path / "other.onnx")
     result = invoke("annotate", SAMPLES / "people.jpg", "-o", tmp_path / "o.jpg", "--model", tmp_path / "other.onnx")

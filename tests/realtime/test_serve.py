@@ -16,92 +16,21 @@ import subprocess
 import threading
 import time
 from pathlib import Path
-from urllib.parse import urlsplit
 
 import cv2
 import numpy as np
 import pytest
 from click.testing import CliRunner
-from prometheus_client.parser import text_string_to_metric_families
 
 from realtime.cli import cli
-from tests.conftest import shared_path
-from tests.realtime.test_cli import check_record
-from tests.realtime.test_faults import realtime, remux
+from tests.helpers import shared_path
+from tests.helpers import check_record
+from tests.helpers import Served, remux
+
+pytestmark = pytest.mark.slow  # real processes, training or long media: not in the quick run
 
 SUMMARY_KEYS = {"frames", "seconds", "people", "by_age_group", "by_gender", "by_age_group_and_gender",
                 "faces_per_minute", "people_per_minute", "dwell_seconds", "flicker", "tracks"}
-
-
-class Served:
-    """A `realtime serve` process; its address is read from what it prints."""
-
-    def __init__(self, *args: str, timeout: float = 180):
-        self.proc = realtime("serve", "--port", "0", *args)
-        self.stdout: list[str] = []
-        self.stderr: list[str] = []
-        threading.Thread(target=self._drain, args=(self.proc.stderr, self.stderr), daemon=True).start()
-        deadline = time.monotonic() + timeout
-        self.url = ""
-        for line in self.proc.stdout:
-            self.stdout.append(line)
-            if line.startswith("serving on "):
-                self.url = line.split()[2]
-                break
-            if time.monotonic() > deadline:
-                break
-        threading.Thread(target=self._drain, args=(self.proc.stdout, self.stdout), daemon=True).start()
-        if not self.url:
-            self.stop()
-            raise AssertionError(f"serve did not start: {''.join(self.stdout)}{''.join(self.stderr)}")
-        parts = urlsplit(self.url)
-        self.port = parts.port
-        self.token = dict(p.split("=", 1) for p in parts.query.split("&") if p).get("token")
-
-    @staticmethod
-    def _drain(stream, lines: list[str]) -> None:
-        for line in stream:
-            lines.append(line)
-
-    def request(self, path: str, headers: dict | None = None, host: str = "127.0.0.1", timeout: float = 30):
-        """(status, headers, body) of a GET on 127.0.0.1."""
-        conn = http.client.HTTPConnection(host, self.port, timeout=timeout)
-        try:
-            conn.request("GET", path, headers=headers or {})
-            response = conn.getresponse()
-            return response.status, dict(response.getheaders()), response.read()
-        finally:
-            conn.close()
-
-    def json(self, path: str, headers: dict | None = None):
-        status, _, body = self.request(path, headers)
-        assert status == 200, (path, status, body[:200])
-        return json.loads(body)
-
-    def metrics(self, headers: dict | None = None) -> dict[tuple[str, tuple], float]:
-        status, _, body = self.request("/metrics", headers)
-        assert status == 200
-        return {(s.name, tuple(sorted(s.labels.items()))): s.value
-                for family in text_string_to_metric_families(body.decode()) for s in family.samples}
-
-    def wait_for(self, condition, timeout: float = 60, what: str = "a condition"):
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            value = condition()
-            if value:
-                return value
-            time.sleep(0.2)
-        raise AssertionError(f"timed out waiting for {what}; stderr: {''.join(self.stderr)[-2000:]}")
-
-    def stop(self, sig=signal.SIGINT) -> int:
-        if self.proc.poll() is None:
-            self.proc.send_signal(sig)
-            try:
-                self.proc.wait(30)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-        return self.proc.returncode
 
 
 def open_stream(port: int, path: str, headers: dict | None = None, timeout: float = 30) -> http.client.HTTPResponse:

@@ -7,9 +7,10 @@ import pytest
 from engines.meta import ModelMeta
 from realtime.errors import RealtimeError
 from realtime.faces import Faces
-from realtime.sinks import JsonlSink, VideoSink, WindowSink, check_writable, has_display
+from realtime.jsonl import JsonlSink
+from realtime.sinks import VideoSink, WindowSink, check_writable, has_display
 from realtime.sources import Frame
-from tests.conftest import x264_settings
+from tests.helpers import x264_settings
 
 
 def frames(n, w, h):

@@ -7,7 +7,7 @@ import pytest
 
 from realtime.errors import RealtimeError
 from realtime.sources import ReconnectingSource, Source, mask_credentials, open_source
-from tests.conftest import SAMPLES, shared_path
+from tests.helpers import SAMPLES, shared_path
 
 
 def test_video_file_frames_in_order_with_stream_time():

@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from engines.backends import Predictions
+from engines.registry import Predictions
 from realtime.faces import Faces
 from realtime.boxes import iou_matrix
 from realtime.tracker import Tracker, TrackerSettings
@@ -57,7 +57,7 @@ def test_a_missed_face_coasts_then_ends():
     assert back.track_ids.tolist() == [1] and back.predicted.tolist() == [False]
     for i in range(6, 10):
         out = tracker.update(Faces.empty(i), i, clf)
-    assert len(out) == 0 and [t.id for t in tracker.all_tracks()] == [1]
+    assert len(out) == 0 and tracker.tracks == [] and tracker.ended == 1  # ended: counted, not kept
 
 
 def test_a_one_frame_blip_does_not_coast():
@@ -115,3 +115,19 @@ def test_hysteresis_keeps_the_shown_label_through_a_near_tie():
         argmax.append(int(out.gender_probs[0].argmax()))
     assert argmax[:6] == [1, 0, 1, 0, 1, 0] and shown[:6] == [1] * 6
     assert shown[-1] == 0  # a clear change still shows (0.8 vs 0.2)
+
+
+def test_a_long_live_run_keeps_only_the_live_tracks():
+    """300 people pass one by one: the tracker holds the few in view, and counts the rest."""
+    tracker = Tracker(TrackerSettings(max_misses=3))
+    clf = FixedClassifier([0.9])
+    frame = 0
+    for person in range(300):
+        x = (person % 10) * 100  # each somewhere else, seen for 4 frames, then gone
+        for _ in range(4):
+            tracker.update(dets([x, 10, x + 50, 60]), frame, clf)
+            frame += 1
+        for _ in range(5):
+            tracker.update(Faces.empty(frame), frame, clf)
+            frame += 1
+    assert tracker.tracks == [] and tracker.ended == 300

@@ -6,8 +6,9 @@ import csv
 from pathlib import Path
 
 import cv2
-import numpy as np
 import pytest
+
+from tests.helpers import face_image
 
 #: ../shared beside the repository root (tests/train/conftest.py -> parents[2] is the root).
 SHARED = (Path(__file__).parents[2] / ".." / "shared").resolve()
@@ -17,14 +18,6 @@ ADIENCE_HEADER = [
     "user_id", "original_image", "face_id", "age", "gender", "x", "y", "dx", "dy",
     "tilt_ang", "fiducial_yaw_angle", "fiducial_score",
 ]  # fmt: skip
-
-
-def face_image(seed: int, size: int = 40) -> np.ndarray:
-    """A small distinct BGR uint8 image (a blob on noise)."""
-    rng = np.random.default_rng(seed)
-    img = rng.integers(0, 255, (size, size, 3), dtype=np.uint8)
-    cv2.circle(img, (size // 2, size // 2), size // 3, tuple(int(v) for v in rng.integers(0, 255, 3)), -1)
-    return img
 
 
 @pytest.fixture

@@ -7,6 +7,8 @@ from engines.meta import ModelMeta  # noqa: E402
 from engines.model import create_model  # noqa: E402
 from train.compare import arch_costs  # noqa: E402
 
+pytestmark = pytest.mark.slow  # conversions and several networks: not in the quick run
+
 
 @pytest.mark.parametrize("arch, size", [("mobilenetv3_small_050", 64), ("mobilenetv3_small_050", 96)])
 def test_arch_costs_measure_the_real_network(arch, size):

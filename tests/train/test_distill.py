@@ -13,9 +13,12 @@ from engines.files import DEFAULT_ONNX
 from engines.meta import ModelMeta
 from engines.model import create_model, save_checkpoint
 from realtime.errors import RealtimeError
-from tests.train.test_trainer import read_log, tiny
-from train.commands import train_command
-from train.trainer import MaskedLoss, Teachers, cross_validate
+from tests.helpers import read_log, tiny
+from realtime.cli.training import train_command
+from train.fit import cross_validate
+from train.losses import MaskedLoss, Teachers
+
+pytestmark = pytest.mark.slow  # real processes, training or long media: not in the quick run
 
 
 def batch(n: int = 6, seed: int = 0):

@@ -11,7 +11,7 @@ from click.testing import CliRunner
 from engines.meta import AGE_LABELS, ModelMeta
 from engines.model import create_model, save_checkpoint
 from realtime.errors import RealtimeError
-from train.commands import eval_command
+from realtime.cli.training import eval_command
 from train.data import age_group_of
 from train.evaluate import EvalSettings, evaluate
 
@@ -89,3 +89,10 @@ def test_eval_user_errors(tmp_path, checkpoint):
     (tmp_path / "labels.csv").write_text("file,age,gender\nb.png,30,male\n")
     with pytest.raises(RealtimeError, match="no labelled images"):
         evaluate(EvalSettings(tmp_path, "csv", tmp_path / "p.csv", model=checkpoint, cropped=True))
+
+
+def test_eval_names_the_detector_option_as_the_app_does():
+    from realtime.cli import cli
+
+    help_text = CliRunner().invoke(cli, ["eval", "--help"]).output
+    assert "--detector-range [full|short]" in help_text and "--range" not in help_text.replace("--detector-range", "")

@@ -5,7 +5,8 @@ import pytest
 import torch
 
 from train import metrics
-from train.trainer import MaskedLoss, class_weights, lr_at
+from train.losses import MaskedLoss, class_weights
+from train.trainer import lr_at
 
 NAN = math.nan
 

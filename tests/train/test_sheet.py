@@ -6,10 +6,10 @@ from click.testing import CliRunner
 from engines.files import DEFAULT_WEIGHTS, read_checkpoint_meta as read_meta
 from realtime.cli import cli
 from realtime.errors import RealtimeError
-from realtime.pipeline import AnalyzerSettings
+from realtime.analyzer import AnalyzerSettings
 from train.sheet import SheetSettings, contact_sheet
 
-from ..conftest import SAMPLES
+from tests.helpers import SAMPLES
 
 
 def test_sheet_shows_the_model_inputs_of_every_face(detector_models, tmp_path):

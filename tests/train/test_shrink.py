@@ -12,7 +12,7 @@ from train.shrink import shrink
 
 def labelled(root: Path) -> Path:
     """A labels.csv set of 200 px faces (UTKFace names), one byte-identical pair, one unreadable file."""
-    from tests.train.conftest import face_image
+    from tests.helpers import face_image
 
     (root / "images").mkdir(parents=True)
     rows = []

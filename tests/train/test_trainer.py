@@ -1,4 +1,3 @@
-import csv
 import json
 import os
 import subprocess
@@ -13,23 +12,17 @@ import torch
 from click.testing import CliRunner
 from safetensors.torch import load_file
 
-from engines.model import load_checkpoint, read_meta
+from engines.files import read_checkpoint_meta as read_meta
+from engines.model import load_checkpoint
 from realtime.errors import RealtimeError
-from train.commands import train_command
-from train.trainer import TrainSettings, build_net, cross_validate
+from realtime.cli.training import train_command
+from tests.helpers import read_log, tiny
+from train.fit import cross_validate
+from train.trainer import build_net
+
+pytestmark = pytest.mark.slow  # real processes, training or long media: not in the quick run
 
 REPO = Path(__file__).parents[2]
-
-
-def tiny(data: Path, out: Path, **kw) -> TrainSettings:
-    """Smallest real run: MobileNetV3-small at 32 px, batch 8."""
-    base = dict(data=data, format="utkface", out=out, input_size=32, epochs=1, batch_size=8, folds=1, holdout=0.3, threads=1)
-    return TrainSettings(**{**base, **kw})
-
-
-def read_log(path: Path) -> list[dict]:
-    with open(path, newline="") as fh:
-        return list(csv.DictReader(fh))
 
 
 def test_one_epoch_cpu_run_writes_everything(utk_dir, tmp_path):
@@ -151,7 +144,8 @@ def test_settings_and_pretrained_errors(utk_dir, tmp_path, monkeypatch):
 DDP_SCRIPT = """
 import json, os, sys
 import torch.distributed as dist
-from train.trainer import TrainSettings, cross_validate
+from train.fit import cross_validate
+from train.trainer import TrainSettings
 s = TrainSettings(data=sys.argv[1], format="utkface", out=sys.argv[2], input_size=32, epochs=1, batch_size=4,
                   folds=1, holdout=0.3, threads=1, device="cpu")
 summary = cross_validate(s)

@@ -4,12 +4,15 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from engines.backends import create_engine
+from engines.registry import create_engine
 from engines.meta import ModelMeta
 from engines.model import ProbabilityModel, create_model, load_checkpoint, save_checkpoint
 from realtime.errors import RealtimeError
-from tests.train.test_trainer import tiny
-from train.trainer import AGE_SIGMA, MaskedLoss, age_distribution, cross_validate
+from tests.helpers import tiny
+from train.fit import cross_validate
+from train.losses import AGE_SIGMA, MaskedLoss, age_distribution
+
+pytestmark = pytest.mark.slow  # real processes, training or long media: not in the quick run
 
 
 def test_age_distribution_is_a_gaussian_around_the_age():

@@ -1,5 +1,5 @@
-"""Click commands ``realtime train`` and ``realtime eval``: parse, build settings, call
-the library, print. Added to the app's CLI group with ``cli.add_command``."""
+"""`realtime train`, `eval` and `sheet`: parse, build settings, call the training
+library, print."""
 
 from __future__ import annotations
 
@@ -104,7 +104,8 @@ def train_command(fmt, no_augment, no_amp, **options):
     for module in ("torch", "timm"):
         require(module, "realtime train")
     from train.augment import AugmentSettings
-    from train.trainer import TrainSettings, cross_validate
+    from train.fit import cross_validate
+    from train.trainer import TrainSettings
 
     settings = TrainSettings(
         format=fmt,
@@ -148,9 +149,11 @@ def train_command(fmt, no_augment, no_amp, **options):
     help="Also write all metrics as JSON.",
 )
 @click.option(
-    "--range", "detector_range", type=click.Choice(["full", "short"]), default="full", show_default=True,
-    help="MediaPipe detector model.",
+    "--detector-range", type=click.Choice(["full", "short"]), default="full", show_default=True,
+    help="MediaPipe detector model, as in the app (full: crowds, faces up to ~5 m; short: close faces).",
 )
+@click.option("--range", "old_range", type=click.Choice(["full", "short"]), default=None, hidden=True,
+              help="Deprecated: --detector-range.")
 @click.option(
     "--context", type=float, default=1.0, show_default=True,
     help="With the detector: set each image in a frame this many times its side first (tight chips: 2).",
@@ -166,8 +169,11 @@ def train_command(fmt, no_augment, no_amp, **options):
     help="Also write the metric tables as Markdown.",
 )
 @click.option("--bootstrap", type=int, default=1000, show_default=True, help="Resamples for 95% intervals (0: none).")
-def eval_command(fmt, json_path, markdown_path, **options):
+def eval_command(fmt, json_path, markdown_path, old_range, **options):
     """Score a model on a labelled set through the app's own preprocessing."""
+    if old_range is not None:
+        click.echo("warning: --range is deprecated; use --detector-range", err=True)
+        options["detector_range"] = old_range
     from train.evaluate import EvalSettings, evaluate, format_metrics
     from train.report import eval_markdown
 
@@ -189,10 +195,10 @@ def sheet_command(source, output, every, max_faces, columns, scale, blur, **opti
     """A contact sheet of the face crops the classifier sees in SOURCE, with their labels."""
     if blur:
         raise click.UsageError("a contact sheet shows the faces themselves: it cannot be blurred (--blur is for annotate, run and serve)")
-    from realtime.cli import _settings
+    from realtime.cli.options import analyzer_settings
     from train.sheet import SheetSettings, contact_sheet
 
     options.setdefault("track", False)
-    result = contact_sheet(SheetSettings(source, output, _settings(options), every, max_faces, columns, scale))
+    result = contact_sheet(SheetSettings(source, output, analyzer_settings(options), every, max_faces, columns, scale))
     counts = ", ".join(f"{k} {v}" for k, v in result.labels.items())
     click.echo(f"{result.faces} faces from {result.frames} frames -> {result.output} ({counts})")

@@ -1,4 +1,4 @@
-"""Click commands of the engine side; ``realtime/cli.py`` adds them to the ``realtime`` group.
+"""`realtime convert` and `realtime ensemble`: the engine side's commands.
 
 Thin: parse, build :class:`ConvertSettings`, call :func:`engines.convert.convert`, print.
 Mistakes raise :class:`RealtimeError`, which the ``realtime`` CLI prints as one line.

@@ -1,0 +1,5 @@
+"""``python -m realtime.cli``: the `realtime` program."""
+
+from realtime.cli import main
+
+main()

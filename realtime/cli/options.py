@@ -1,0 +1,192 @@
+"""Options and helpers the commands share: the analyzer's, the encoder's and the live
+sources' options, the settings built from them, a progress bar and the run's ending."""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import logging
+import sys
+
+import click
+
+from realtime import signals
+
+
+class FiniteFloat(click.FloatRange):
+    """A float option in a range that also refuses nan and inf (which every range
+    comparison lets through)."""
+
+    name = "number"
+
+    def convert(self, value, param, ctx):
+        import math
+
+        number = super().convert(value, param, ctx)
+        if not math.isfinite(number):
+            self.fail(f"{value!r} is not a finite number", param, ctx)
+        return number
+
+
+
+def analyzer_options(command):
+    """Options shared by every command that runs the detector and the classifier."""
+    from engines.registry import list_backends
+    from realtime.detector_models import DETECTOR_MODELS
+    from realtime.tracker import TrackerSettings
+
+    options = [
+        click.option("--model", type=click.Path(dir_okay=False), default=None,
+                     help="Classifier: a .safetensors checkpoint or .onnx file (default: the shipped model)."),
+        click.option("--backend", type=click.Choice(["auto", *list_backends()]), default="auto", show_default=True,
+                     help="Inference backend; auto picks the fastest installed one."),
+        click.option("--detector-model", type=click.Path(dir_okay=False), default=None,
+                     help="MediaPipe face detector .tflite (default: found via $REALTIME_MODELS or the cache)."),
+        click.option("--detector-range", type=click.Choice(list(DETECTOR_MODELS)), default="full", show_default=True,
+                     help="full: crowds, faces up to ~5 m; short: close faces (webcam)."),
+        click.option("--min-score", type=FiniteFloat(0, 1), default=0.5, show_default=True,
+                     help="Detector confidence threshold."),
+        click.option("--tiles", default="auto", show_default=True,
+                     help="Also detect on overlapping tiles for small faces: auto (frames of 1280 px and more), off, or N columns."),
+        click.option("--crop-scale", type=FiniteFloat(0.5, 4), default=None,
+                     help="Face crop side / detector box side (default: the model's own)."),
+        click.option("--flip/--no-flip", default=True, show_default=True,
+                     help="Test-time flip: average each face with its mirror image (2x classifier work, more accurate)."),
+        click.option("--track/--no-track", default=None,
+                     help="Track faces across frames: ids, smoothed labels, people counts "
+                          "(default: on for video, off for images and folders of photos; --track for an image sequence)."),
+        click.option("--smoothing", type=FiniteFloat(0, 0.99), default=TrackerSettings.smoothing, show_default=True,
+                     help="Label smoothing per track (forgetting factor; 0 = latest prediction only)."),
+        click.option("--hysteresis", type=FiniteFloat(0, 1), default=TrackerSettings.hysteresis, show_default=True,
+                     help="A track's shown label changes only when another leads by this probability margin."),
+        click.option("--reclassify-every", type=click.IntRange(1), default=TrackerSettings.reclassify_every, show_default=True,
+                     help="Classify a confident track only every K frames (1 = every frame)."),
+    ]
+    return functools.reduce(lambda c, option: option(c), reversed(options), command)
+
+
+summary_option = click.option(
+    "--summary", "summary_path", type=click.Path(dir_okay=False), default=None,
+    help="Write people counts by age group and gender, dwell times and label flicker (JSON).")
+
+
+def encoder_options(command):
+    """libx264 settings for an annotated video (``-o out.mp4``): memory against speed.
+    The defaults are ``realtime.sinks.ENCODER_*``, written out here so that ``--help``
+    imports no video library (a test keeps them equal)."""
+    options = [
+        click.option("--encoder-threads", type=click.IntRange(0, 64), default=2, show_default=True,
+                     help="libx264 threads for the video output, each encoding a slice of every frame; "
+                          "0: x264's own frame threads (1.5 per core), ~65 MB more at 1080p."),
+        click.option("--encoder-lookahead", type=click.IntRange(0, 250), default=5, show_default=True,
+                     help="Frames libx264 looks ahead for rate control, ~7 MB each at 1080p "
+                          "(x264's veryfast: 10; 0: no macroblock tree, files ~15% larger)."),
+    ]
+    return functools.reduce(lambda c, option: option(c), reversed(options), command)
+
+
+def live_options(command):
+    """Options shared by the live commands (`run`, `serve`): sources and outputs."""
+    options = [
+        click.option("--source", "sources", multiple=True, default=["0"], show_default=True,
+                     help="Camera index, video file, image, folder, or rtsp:// / http:// URL; repeat for several sources."),
+        click.option("-o", "--output", type=click.Path(dir_okay=False), default=None, help="Record the annotated video (.mp4)."),
+        click.option("--json", "json_path", type=click.Path(dir_okay=False), default=None,
+                     help="Per-frame results as JSON Lines ('-' for stdout)."),
+        click.option("--reconnect-timeout", type=FiniteFloat(0), default=300.0, show_default=True,
+                     help="Seconds to keep reconnecting a camera or stream that dropped (0: never)."),
+        summary_option,
+        encoder_options,
+        integration_options,
+    ]
+    return functools.reduce(lambda c, option: option(c), reversed(options), command)
+
+
+def integration_options(command):
+    """--mqtt, --webhook (realtime.integrations) and --blur, for annotate, run and serve."""
+    options = [
+        click.option("--mqtt", envvar="REALTIME_MQTT", default=None, metavar="URL",
+                     help="Publish track events and counts: mqtt://[user:pass@]HOST[:PORT][/PREFIX] "
+                          "(mqtts:// for TLS; env REALTIME_MQTT keeps a password out of ps)."),
+        click.option("--mqtt-interval", type=FiniteFloat(0), default=10.0, show_default=True,
+                     help="Seconds between PREFIX/SOURCE/counts messages (0: none)."),
+        click.option("--mqtt-ca", type=click.Path(dir_okay=False), default=None,
+                     help="CA certificates for mqtts:// (default: the system's)."),
+        click.option("--webhook", default=None, metavar="URL", help="POST track events as signed JSON batches to this URL."),
+        click.option("--webhook-secret", envvar="REALTIME_WEBHOOK_SECRET", default=None,
+                     help="HMAC-SHA256 key of the X-Realtime-Signature header (env REALTIME_WEBHOOK_SECRET)."),
+        click.option("--blur", is_flag=True, default=False,
+                     help="Blur every face in the video, window, stream and snapshots (JSONL and counts unchanged)."),
+    ]
+    return functools.reduce(lambda c, option: option(c), reversed(options), command)
+
+
+def integrations(kw: dict):
+    """The connected :class:`realtime.integrations.Integrations` of the options (popped
+    from ``kw``), to use in ``with``."""
+    from realtime.integrations import IntegrationSettings, Integrations
+
+    return Integrations(IntegrationSettings(
+        mqtt=kw.pop("mqtt"), mqtt_interval=kw.pop("mqtt_interval"), mqtt_ca=kw.pop("mqtt_ca"),
+        webhook=kw.pop("webhook"), webhook_secret=kw.pop("webhook_secret")))
+
+
+def output_settings(kw: dict, **where):
+    """OutputSettings of ``where`` (media, json, summary, show), the encoder options and
+    --blur (popped from ``kw``)."""
+    from realtime.wiring import OutputSettings
+
+    return OutputSettings(**where, encoder_threads=kw.pop("encoder_threads"), encoder_lookahead=kw.pop("encoder_lookahead"),
+                          blur=kw.pop("blur"))
+
+
+def analyzer_settings(kw: dict):
+    """AnalyzerSettings from the shared options (popped from ``kw``)."""
+    from realtime.analyzer import AnalyzerSettings
+    from realtime.tracker import TrackerSettings
+
+    return AnalyzerSettings(
+        model=kw.pop("model"), backend=kw.pop("backend"), detector_model=kw.pop("detector_model"),
+        detector_range=kw.pop("detector_range"), min_score=kw.pop("min_score"), tiles=kw.pop("tiles"),
+        crop_scale=kw.pop("crop_scale"), flip=kw.pop("flip"),
+        track=kw.pop("track"),
+        tracker=TrackerSettings(smoothing=kw.pop("smoothing"), hysteresis=kw.pop("hysteresis"),
+                                reclassify_every=kw.pop("reclassify_every")),
+    )
+
+
+@contextlib.contextmanager
+def progress(desc: str):
+    """A tqdm bar driven by the pipeline's callbacks."""
+    from tqdm import tqdm
+    from tqdm.contrib.logging import logging_redirect_tqdm
+
+    bar = tqdm(desc=desc, unit="frame", dynamic_ncols=True, file=sys.stderr, disable=None)
+    faces = 0
+
+    def on_start(source):
+        bar.total = source.frame_count
+        bar.set_description(source.name)
+        bar.refresh()
+
+    def on_frame(frame, found):
+        nonlocal faces
+        faces += len(found)
+        bar.set_postfix(faces=faces, refresh=False)
+        bar.update()
+
+    try:
+        with logging_redirect_tqdm(loggers=[logging.getLogger(n) for n in ("realtime", "engines")]):
+            yield on_start, on_frame
+    finally:
+        bar.close()
+
+
+def finish(stats, json_to_stdout: bool) -> None:
+    """Print the run's summary; an interrupted run exits 130 (its outputs are complete)."""
+    click.echo(stats.summary(), err=json_to_stdout)
+    signals.command_done()
+    if stats.interrupted:
+        sys.exit(130)
+
+

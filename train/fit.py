@@ -1,0 +1,372 @@
+"""Training: one fold (:func:`fit`) and k-fold cross-validation (:func:`cross_validate`).
+
+Per fold, under ``<out>/fold_<k>/``:
+    epochs.csv         one row per epoch (losses, metrics, learning rate, seconds)
+    last.pt            resume state after each epoch (model, optimizer, history; weights_only)
+    best.safetensors   the epoch with the lowest validation loss (save_checkpoint format)
+    final.safetensors  the last epoch
+    result.json        final-epoch validation metrics and confusion matrices
+"""
+
+from __future__ import annotations
+
+import copy
+import csv
+import json
+import logging
+import math
+import os
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import torch
+import torch.distributed as dist
+from torch import nn
+
+from engines.model import save_checkpoint
+from realtime.crops import Cropper
+from realtime.errors import RealtimeError
+from train import metrics
+from train.augment import Augmenter
+from train.data import LabelledSet, assign_folds, holdout_mask, load_dataset, read_images
+from train.losses import MaskedLoss, Teachers, class_weights
+from train.trainer import (
+    LOG_COLUMNS,
+    FaceTrainSet,
+    ProgressFactory,
+    TrainSettings,
+    _null_progress,
+    app_inputs,
+    build_net,
+    evaluate_logits,
+    init_weights,
+    lr_at,
+    predict,
+    seed_everything,
+    setup_distributed,
+    to_input,
+)
+
+log = logging.getLogger(__name__)
+
+
+# ----------------------------------------------------------------------------- one fold
+@dataclass
+class FoldResult:
+    fold: int
+    metrics: dict[str, float]
+    history: list[dict[str, float]]
+    age_confusion: list[list[int]]
+    gender_confusion: list[list[int]]
+    folder: Path
+
+    def to_json(self) -> dict:
+        d = asdict(self)
+        d["folder"] = str(self.folder)
+        return metrics.clean(d)
+
+
+def fit(
+    settings: TrainSettings,
+    train_images: np.ndarray,
+    train_labels: LabelledSet,
+    val_images: np.ndarray,
+    val_labels: LabelledSet,
+    folder: Path,
+    fold: int = 0,
+    progress: ProgressFactory = _null_progress,
+    on_epoch: Callable[[int, dict], None] | None = None,
+) -> FoldResult:
+    """Train one model on ``train_*`` and validate on ``val_*`` after every epoch.
+
+    Images are BGR uint8 (N, H, W, 3), each one face taken whole. Returns the final
+    epoch's validation metrics (through the app's preprocessing) and history."""
+    device = torch.device(settings.device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    ddp = setup_distributed(device.type)
+    if device.type == "cuda" and settings.device is None:
+        device = torch.device("cuda", ddp.local_rank)
+        torch.cuda.set_device(device)
+    seed_everything(settings.seed + fold)
+    meta = settings.meta()
+    folder.mkdir(parents=True, exist_ok=True)
+
+    net = build_net(meta, settings.pretrained, settings.drop_rate)
+    if settings.init is not None:
+        init_weights(net, settings.init)
+    net = net.to(device).to(memory_format=torch.channels_last)
+    run = _Run(
+        settings, fold, device, ddp, net,
+        model=nn.parallel.DistributedDataParallel(net) if ddp.world > 1 else net,
+        teachers=Teachers(settings.teachers, meta).to(device) if settings.teachers and settings.distill > 0 else None,
+        loss_fn=MaskedLoss(
+            class_weights(train_labels.age_group, len(meta.age_labels)) if settings.class_weights else None,
+            class_weights(train_labels.gender, len(meta.gender_labels)) if settings.class_weights else None,
+            settings.label_smoothing,
+            settings.years_weight,
+        ).to(device),
+        optimizer=_optimizer(net, settings),
+        use_amp=settings.amp and device.type == "cuda",
+        cropper=Cropper(meta),
+    )
+    run.scaler = torch.amp.GradScaler("cuda", enabled=run.use_amp)
+    dataset = FaceTrainSet(train_images, train_labels, Augmenter(meta.input_size, settings.augment), settings.seed + fold)
+    loader, sampler, generator = _loader(dataset, settings, ddp, device, fold)
+    val_inputs = app_inputs(val_images, meta) if ddp.main else None
+    val_loss_fn = copy.deepcopy(run.loss_fn).cpu()
+
+    state_path = folder / "last.pt"
+    start_epoch, history, best = _resume(state_path, run, generator) if settings.resume and state_path.exists() else (0, [], math.inf)
+    for epoch in range(start_epoch, settings.epochs):
+        t0 = time.perf_counter()
+        dataset.epoch = epoch
+        if sampler is not None:
+            sampler.set_epoch(epoch)
+        row = run.train_epoch(loader, epoch, progress)
+        if ddp.main:
+            row.update(evaluate_logits(predict(net, val_inputs, device), val_labels, val_loss_fn))
+            row["seconds"] = time.perf_counter() - t0
+            history.append({k: row.get(k, math.nan) for k in LOG_COLUMNS})
+            if row.get("val_loss", math.inf) < best:
+                best = row["val_loss"]
+                save_checkpoint(net, folder / "best.safetensors", meta)
+            save_checkpoint(net, folder / "final.safetensors", meta)
+            _write_log(folder / "epochs.csv", history)
+            _save_state(state_path, run, epoch, history, best, generator)
+            log.info(
+                "fold %d epoch %d: loss %.3f/%.3f age %.3f (1-off %.3f) gender %.3f MAE %.2f (%.0f s)",
+                fold, epoch + 1, row["train_loss"], row.get("val_loss", math.nan), row.get("age_exact", math.nan),
+                row.get("age_one_off", math.nan), row.get("gender_acc", math.nan), row.get("mae", math.nan), row["seconds"],
+            )  # fmt: skip
+            if on_epoch is not None:
+                on_epoch(fold, history[-1])
+        if ddp.world > 1:
+            dist.barrier()
+
+    if not ddp.main:
+        return FoldResult(fold, {}, history, [], [], folder)
+    return _fold_result(fold, history, predict(net, val_inputs, device), val_labels, folder, meta)
+
+
+@dataclass
+class _Run:
+    """What one fold's epochs share: the network and its optimiser, losses and device."""
+
+    settings: TrainSettings
+    fold: int
+    device: torch.device
+    ddp: object
+    net: nn.Module
+    model: nn.Module
+    teachers: Teachers | None
+    loss_fn: MaskedLoss
+    optimizer: torch.optim.Optimizer
+    use_amp: bool
+    cropper: Cropper
+    scaler: object = None
+
+    def train_epoch(self, loader, epoch: int, progress: ProgressFactory) -> dict:
+        """One pass over ``loader``: the epoch's training loss, accuracies and last lr."""
+        s, device = self.settings, self.device
+        self.model.train()
+        steps_per_epoch = len(loader)
+        total_steps = steps_per_epoch * s.epochs
+        sums = torch.zeros(4, dtype=torch.float64)  # loss*n, age correct, gender correct, n
+        counts = torch.zeros(2, dtype=torch.float64)  # known age, known gender
+        with progress(steps_per_epoch, f"fold {self.fold} epoch {epoch + 1}/{s.epochs}") as bar:
+            for step, (rgb, age_group, age_years, gender) in enumerate(loader):
+                lr = lr_at(epoch * steps_per_epoch + step, total_steps, s.lr, s.warmup)
+                for group in self.optimizer.param_groups:
+                    group["lr"] = lr
+                x = to_input(rgb, self.cropper, device, channels_last=True)
+                age_group, age_years, gender = age_group.to(device), age_years.to(device), gender.to(device)
+                with torch.autocast(device.type, dtype=torch.float16, enabled=self.use_amp):
+                    outputs = self.model(x, years_logits=True)
+                    soft = self.teachers(x) if self.teachers is not None else None
+                    loss, _ = self.loss_fn(outputs, age_group, age_years, gender, soft, s.distill)
+                self.optimizer.zero_grad(set_to_none=True)
+                self.scaler.scale(loss).backward()
+                self.scaler.step(self.optimizer)
+                self.scaler.update()
+                with torch.no_grad():
+                    n = len(x)
+                    sums += torch.tensor([
+                        float(loss) * n,
+                        float(((outputs[0].argmax(1) == age_group) & (age_group >= 0)).sum()),
+                        float(((outputs[1].argmax(1) == gender) & (gender >= 0)).sum()),
+                        n,
+                    ], dtype=torch.float64)  # fmt: skip
+                    counts += torch.tensor([float((age_group >= 0).sum()), float((gender >= 0).sum())], dtype=torch.float64)
+                bar.update(1)
+        if self.ddp.world > 1:
+            dist.all_reduce(sums)
+            dist.all_reduce(counts)
+        return {
+            "epoch": epoch + 1,
+            "train_loss": float(sums[0] / max(1, sums[3])),
+            "train_age_exact": float(sums[1] / counts[0]) if counts[0] else math.nan,
+            "train_gender_acc": float(sums[2] / counts[1]) if counts[1] else math.nan,
+            "lr": lr,
+        }
+
+
+def _optimizer(net: nn.Module, settings: TrainSettings) -> torch.optim.Optimizer:
+    """AdamW, weight decay on the weights only (not on biases and norms)."""
+    decay = [p for n, p in net.named_parameters() if p.ndim > 1]
+    no_decay = [p for n, p in net.named_parameters() if p.ndim <= 1]
+    return torch.optim.AdamW(
+        [{"params": decay, "weight_decay": settings.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
+        lr=settings.lr,
+    )
+
+
+def _loader(dataset: FaceTrainSet, settings: TrainSettings, ddp, device: torch.device, fold: int):
+    """(loader, its DistributedSampler or None, the shuffling generator)."""
+    sampler = (
+        torch.utils.data.DistributedSampler(dataset, ddp.world, ddp.rank, shuffle=True, seed=settings.seed + fold)
+        if ddp.world > 1
+        else None
+    )
+    generator = torch.Generator().manual_seed(settings.seed + fold)
+    loader = torch.utils.data.DataLoader(
+        dataset,
+        batch_size=settings.batch_size,
+        shuffle=sampler is None,
+        sampler=sampler,
+        generator=generator if sampler is None else None,
+        num_workers=settings.workers,
+        drop_last=len(dataset) // ddp.world > settings.batch_size,
+        pin_memory=device.type == "cuda",
+        persistent_workers=False,
+    )
+    return loader, sampler, generator
+
+
+def _resume(state_path: Path, run: _Run, generator: torch.Generator) -> tuple[int, list, float]:
+    """Load the state after the last finished epoch: (epochs done, history, best val loss)."""
+    state = torch.load(state_path, map_location="cpu", weights_only=True)
+    run.net.load_state_dict(state["model"])
+    run.optimizer.load_state_dict(state["optimizer"])
+    run.scaler.load_state_dict(state["scaler"])
+    torch.set_rng_state(state["torch_rng"])
+    generator.set_state(state["loader_rng"])
+    log.info("fold %d: resumed from %s after epoch %d", run.fold, state_path, int(state["epoch"]))
+    return int(state["epoch"]), list(state["history"]), float(state["best"])
+
+
+def _save_state(state_path: Path, run: _Run, epoch: int, history: list, best: float, generator: torch.Generator) -> None:
+    """The resume state after ``epoch``, written whole or not at all."""
+    tmp = state_path.with_suffix(".tmp")
+    torch.save(
+        {
+            "model": run.net.state_dict(),
+            "optimizer": run.optimizer.state_dict(),
+            "scaler": run.scaler.state_dict(),
+            "epoch": epoch + 1,
+            "history": history,
+            "best": best,
+            "torch_rng": torch.get_rng_state(),
+            "loader_rng": generator.get_state(),
+        },
+        tmp,
+    )
+    tmp.replace(state_path)
+
+
+def _fold_result(fold: int, history: list, outputs, val_labels: LabelledSet, folder: Path, meta) -> FoldResult:
+    """The final epoch's validation metrics and confusion matrices, also as result.json."""
+    age_logits, gender_logits, _ = outputs
+    result = FoldResult(
+        fold,
+        evaluate_logits(outputs, val_labels),
+        history,
+        metrics.confusion(age_logits.argmax(1), val_labels.age_group, len(meta.age_labels)).tolist(),
+        metrics.confusion(gender_logits.argmax(1), val_labels.gender, len(meta.gender_labels)).tolist(),
+        folder,
+    )
+    (folder / "result.json").write_text(json.dumps(result.to_json(), indent=2))
+    return result
+
+
+def _write_log(path: Path, history: list[dict]) -> None:
+    with open(path, "w", newline="") as fh:
+        writer = csv.DictWriter(fh, fieldnames=LOG_COLUMNS)
+        writer.writeheader()
+        for row in history:
+            writer.writerow({k: (f"{v:.6g}" if isinstance(v, float) else v) for k, v in row.items()})
+
+
+# ----------------------------------------------------------------------------- k folds
+def cross_validate(
+    settings: TrainSettings,
+    progress: ProgressFactory = _null_progress,
+    on_epoch: Callable[[int, dict], None] | None = None,
+) -> dict:
+    """Train every fold (or one held-out run for ``folds == 1``) and write the summary,
+    confusion matrices and plots to ``settings.out``. Returns the summary dict."""
+    from train import report
+
+    if settings.threads:
+        torch.set_num_threads(settings.threads)
+    data = load_dataset(settings.data, settings.format)
+    if settings.limit:
+        data = data[np.arange(min(settings.limit, len(data)))]
+    with progress(len(data), "reading images") as bar:
+        data, images = read_images(data, settings.image_side, bar.update)
+    splits = _splits(data, settings)
+    settings.out.mkdir(parents=True, exist_ok=True)
+    ddp_main = int(os.environ.get("RANK", "0")) == 0
+    if ddp_main:
+        (settings.out / "settings.json").write_text(json.dumps(metrics.clean(_jsonable(asdict(settings))), indent=2))
+    results = []
+    for fold, val_mask in splits:
+        folder = settings.out / f"fold_{fold}"
+        done = folder / "result.json"
+        listed = not settings.only_folds or fold in settings.only_folds
+        if (settings.resume or not listed) and done.exists():
+            log.info("fold %d: already finished (%s)", fold, done)
+            results.append(json.loads(done.read_text()))
+            continue
+        if not listed:
+            log.info("fold %d: not among --fold %s and not finished in %s; left out of the summary", fold, list(settings.only_folds), settings.out)
+            continue
+        log.info("fold %d: %d training, %d validation images", fold, int((~val_mask).sum()), int(val_mask.sum()))
+        result = fit(settings, images[~val_mask], data[~val_mask], images[val_mask], data[val_mask], folder, fold, progress, on_epoch)
+        results.append(result.to_json())
+    if not ddp_main:
+        return {}
+    summary = report.write_summary(results, settings.out, settings.meta(), data_description=data.describe())
+    if settings.save is not None:
+        final = Path(results[-1]["folder"]) / "final.safetensors"
+        from engines.model import load_checkpoint
+
+        save_checkpoint(load_checkpoint(final), settings.save, half=True)
+        summary["saved"] = str(settings.save)
+        log.info("wrote %s (float16) from %s", settings.save, final)
+    return summary
+
+
+def _splits(data: LabelledSet, settings: TrainSettings) -> list[tuple[int, np.ndarray]]:
+    official = bool(len(data)) and bool((data.folds >= 0).all())
+    if settings.folds == 1:
+        if official:
+            log.info("single run on data with official folds: validating on official fold %d", int(data.folds.min()))
+            return [(0, data.folds == data.folds.min())]
+        return [(0, holdout_mask(data, settings.holdout))]
+    fold_of = assign_folds(data, settings.folds)
+    folds = np.unique(fold_of)[: settings.folds]
+    if len(folds) < settings.folds:
+        raise RealtimeError(f"{settings.data}: only {len(folds)} folds have images; use fewer --folds or more data")
+    return [(int(k), fold_of == k) for k in folds]
+
+
+def _jsonable(d):
+    if isinstance(d, dict):
+        return {k: _jsonable(v) for k, v in d.items()}
+    if isinstance(d, Path):
+        return str(d)
+    if isinstance(d, (tuple, list)):
+        return [_jsonable(v) for v in d]
+    return d
