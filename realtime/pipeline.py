@@ -30,7 +30,10 @@ log = logging.getLogger(__name__)
 def _run(sources: list[Source], settings: AnalyzerSettings, sinks: list[SinkFactory],
          summary_path: str | Path | None, fps_overlay: bool,
          on_start: Callable[[Source], None] | None, on_frame: FrameCallback | None,
-         timer: StageTimer | None = None, blur: bool = False) -> RunStats:
+         timer: StageTimer | None = None, analyzer: Analyzer | None = None,
+         blur: bool = False) -> RunStats:
+    """``analyzer``: one already loaded (its trackers start again), kept open; else
+    one is loaded from ``settings`` and closed at the end."""
     stop = threading.Event()
     with finishing_signals(stop) as running, contextlib.ExitStack() as stack:
         for source in sources:
@@ -39,8 +42,11 @@ def _run(sources: list[Source], settings: AnalyzerSettings, sinks: list[SinkFact
             settings = dataclasses.replace(settings, track=False)
             if any(s.kind == "folder" for s in sources):
                 log.info("a folder of photos: no tracking, smoothing or people counts across files (--track for an image sequence)")
-        analyzer = Analyzer(settings)
-        stack.callback(analyzer.close)
+        if analyzer is None:
+            analyzer = Analyzer(settings)
+            stack.callback(analyzer.close)
+        else:
+            analyzer.trackers.clear()  # a new run: track ids start again
         # one Analytics per source (when tracking), the sinks' and the summary's
         analytics = [Analytics(analyzer.meta, frame_seconds=1.0 / source.fps if source.fps else 0.0,
                                path=numbered(summary_path, k, len(sources)))
@@ -69,22 +75,32 @@ def annotate(
     on_start: Callable[[Source], None] | None = None,
     on_frame: FrameCallback | None = None,
     sinks: list[SinkFactory] = (),
+    analyzer: Analyzer | None = None,
+    wrap: Callable[[Source], Source] | None = None,
 ) -> RunStats:
     """Annotate a video (-> mp4), an image (-> image) or a folder (-> folder of images),
-    optionally writing per-frame JSON Lines and a people summary (JSON). ``output`` is
-    an :class:`OutputSettings`, or just the annotated output's path; ``sinks``: more
-    sink factories per source (e.g. :attr:`realtime.integrations.Integrations.sinks`)."""
+    optionally writing per-frame JSON Lines, a per-face table and a people summary
+    (JSON). ``output`` is an :class:`OutputSettings`, or just the annotated output's
+    path. For callers that annotate many files (``realtime archive``): ``sinks`` are
+    more sink factories, ``analyzer`` one already loaded (kept open), ``wrap(source)``
+    may replace the opened source (e.g. to sample it); ``sinks`` may also be
+    :attr:`realtime.integrations.Integrations.sinks`."""
     out = output if isinstance(output, OutputSettings) else OutputSettings(media=output)
 
     def check(source: Source) -> None:
         if source.live:
             raise RealtimeError(f"{source.name}: annotate takes a file or folder; use `realtime run --source` for cameras and streams")
         check_outputs(source, out.media, out.json, out.summary)
+        if out.table is not None:
+            from realtime.tables import check_table
+
+            check_table(out.table)
 
     source = opened(input, 0, check)
-    with claim([source], out.media, out.json, out.summary):
-        return _run([source], settings or AnalyzerSettings(), data_sinks(out) + list(sinks), out.summary, False, on_start,
-                    on_frame, blur=out.blur)
+    source = wrap(source) if wrap is not None else source
+    with claim([source], out.media, out.json, out.summary, out.table):
+        return _run([source], settings or AnalyzerSettings(), data_sinks(out) + list(sinks), out.summary, False,
+                    on_start, on_frame, analyzer=analyzer, blur=out.blur)
 
 
 def run(

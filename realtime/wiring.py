@@ -29,6 +29,8 @@ class OutputSettings:
             ``{source}`` in every path (it becomes the source's number).
         json: per-frame results as JSON Lines (``"-"``: stdout).
         summary: people counts by age group and gender, dwell times, flicker (JSON).
+        table: one row per face per frame, the JSONL fields (.parquet or .csv; see
+            :mod:`realtime.tables`).
         show: open a window per source (``run`` only; None = when a display exists).
         encoder_threads: libx264 threads for ``media`` video, each encoding a slice of
             every frame; 0 = x264's own frame threads (1.5 per core: ~65 MB more at 1080p).
@@ -41,6 +43,7 @@ class OutputSettings:
     media: str | Path | None = None
     json: str | Path | None = None
     summary: str | Path | None = None
+    table: str | Path | None = None
     show: bool | None = None
     encoder_threads: int = ENCODER_THREADS
     encoder_lookahead: int | None = ENCODER_LOOKAHEAD
@@ -75,9 +78,8 @@ def check_outputs(source: Source, output: str | Path | None, *data_paths: str | 
 
 def data_sinks(out: OutputSettings, n: int = 1) -> list[SinkFactory]:
     """The annotated-output and JSONL sinks for each of ``n`` sources (one factory:
-    beside a video the JSONL follows it, see :func:`realtime.sinks.follow`)."""
-    if out.media is None and out.json is None:
-        return []
+    beside a video the JSONL follows it, see :func:`realtime.sinks.follow`), and the
+    per-face table (``out.table``)."""
 
     def media(source: Source, k: int) -> Sink:
         path = numbered(out.media, k, n)
@@ -100,17 +102,22 @@ def data_sinks(out: OutputSettings, n: int = 1) -> list[SinkFactory]:
         # lines follow the video's durable frames, so both always hold the same frames
         return follow(made, lines) if isinstance(made, VideoSink) else SinkChain([made, lines])
 
-    return [data]
+    def table(source: Source, analyzer: Analyzer, k: int, analytics=None) -> Sink:
+        from realtime.tables import TableSink
+
+        return TableSink(numbered(out.table, k, n), analyzer.meta, source=source.name)
+
+    return ([data] if out.media is not None or out.json is not None else []) + ([table] if out.table is not None else [])
 
 
-def claim(sources: list[Source], output, json_path, summary_path) -> OutputLock:
+def claim(sources: list[Source], output, json_path, summary_path, table_path=None) -> OutputLock:
     """Check that no output is an input or another output, and lock them all (closing
     the sources if not)."""
     n = len(sources)
     outputs = []
     for k, source in enumerate(sources):
         for what, path in (("output folder" if source.kind == "folder" else "output", output),
-                           ("--json", json_path), ("--summary", summary_path)):
+                           ("--json", json_path), ("--summary", summary_path), ("--table", table_path)):
             path = numbered(path, k, n)
             if path is not None and str(path) != "-":
                 outputs.append((what, Path(path)))

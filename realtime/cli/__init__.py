@@ -73,6 +73,7 @@ def cli(verbose: int, quiet: bool) -> None:
 
 def _add_commands() -> None:
     from realtime.cli.analysis import annotate, bench, run, serve
+    from realtime.cli.archive import archive_command
     from realtime.cli.convert import convert_command, ensemble_command
     from realtime.cli.models import models
     from realtime.cli.options import analyzer_options
@@ -81,6 +82,7 @@ def _add_commands() -> None:
     for command in (annotate, run, serve, bench, models, train_command, eval_command, convert_command, ensemble_command):
         cli.add_command(command)
     cli.add_command(analyzer_options(sheet_command))
+    cli.add_command(archive_command)
 
 
 _add_commands()

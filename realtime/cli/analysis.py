@@ -26,15 +26,17 @@ from realtime.cli.options import (
 @click.option("--json", "json_path", type=click.Path(dir_okay=False), default=None,
               help="Per-frame results as JSON Lines ('-' for stdout).")
 @summary_option
+@click.option("--table", "table_path", type=click.Path(dir_okay=False), default=None,
+              help="One row per face per frame, the JSON fields: .parquet (needs pyarrow) or .csv.")
 @encoder_options
 @integration_options
 @analyzer_options
-def annotate(input: str, output: str, json_path: str | None, summary_path: str | None, **kw) -> None:
+def annotate(input: str, output: str, json_path: str | None, summary_path: str | None, table_path: str | None, **kw) -> None:
     """Annotate a video file, an image or a folder of images."""
     from realtime.pipeline import annotate as annotate_
 
     settings = analyzer_settings(kw)
-    outputs = output_settings(kw, media=output, json=json_path, summary=summary_path)
+    outputs = output_settings(kw, media=output, json=json_path, summary=summary_path, table=table_path)
     with integrations(kw) as connected, progress("annotate") as (on_start, on_frame):
         stats = annotate_(input, outputs, settings, on_start, on_frame, sinks=connected.sinks)
     finish(stats, json_path == "-")

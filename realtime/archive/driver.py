@@ -1,0 +1,209 @@
+"""The driver of ``realtime archive``: plan (resume), run one Ray task per file with
+backpressure, retry workers that died, time out hung files, keep the manifest.
+
+Ray is imported here only, inside :func:`connect`: the runtime install (no Ray) never
+loads it. A local cluster (no ``address``) listens on 127.0.0.1 only and has no dashboard.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import logging
+import os
+import signal
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+from realtime.archive.inputs import Input, expand_inputs
+from realtime.archive.results import (
+    FOLDERS,
+    Layout,
+    locked,
+    read_manifest,
+    read_run,
+    run_record,
+    settings_differ,
+    write_run,
+)
+from realtime.archive.scheduler import Scheduler
+from realtime.archive.settings import ArchiveSettings
+from realtime.errors import RealtimeError
+from realtime.tables import INSTALL_HINT
+
+log = logging.getLogger(__name__)
+
+@dataclass
+class ArchiveReport:
+    """What a run did: ``rows`` (this run's inputs' manifest rows), ``skipped`` (done before)."""
+
+    inputs: int = 0
+    todo: list[Input] = field(default_factory=list)
+    skipped: int = 0
+    rows: dict[str, dict] = field(default_factory=dict)
+    submitted: int = 0
+    seconds: float = 0.0
+    interrupted: bool = False
+    dry_run: bool = False
+
+    def count(self, status: str) -> int:
+        return sum(r["status"] == status for r in self.rows.values())
+
+    def line(self) -> str:
+        if self.dry_run:
+            return f"{self.inputs} files: {len(self.todo)} to do, {self.skipped} done already (dry run: nothing started)"
+        done = [r for r in self.rows.values() if r["status"] == "ok"]
+        frames = sum(r["frames"] or 0 for r in done)
+        states = ", ".join(f"{self.count(s)} {s}" for s in ("ok", "failed", "crashed", "timeout") if self.count(s) or s == "ok")
+        line = (f"{self.inputs} files: {states}, {self.skipped} done already; {frames} frames, "
+                f"{sum(r['faces'] or 0 for r in done)} faces, {sum(r['people'] or 0 for r in done)} people in "
+                f"{self.seconds:.1f} s ({frames / self.seconds if self.seconds else 0:.1f} frames/s)")
+        return line + (" [interrupted]" if self.interrupted else "")
+
+    def problems(self) -> list[str]:
+        return [f"{r['status']} {r['source']}: {r['error']}" for r in self.rows.values() if r["status"] != "ok"]
+
+    @property
+    def exit_code(self) -> int:
+        if self.interrupted:
+            return 130
+        return 0 if all(r["status"] == "ok" for r in self.rows.values()) else 1
+
+
+def _identity(path: Path | None, what: str) -> dict:
+    from engines.files import file_sha256
+
+    if path is None:
+        return {"path": "untrained", "sha256": "untrained"}
+    if not path.is_file():
+        raise RealtimeError(f"{what} {path}: not found")
+    return {"path": str(path.resolve()), "sha256": file_sha256(path)}
+
+
+def _plain(value):
+    """JSON-able: a function (the tracker's cost) by its name."""
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    if callable(value):
+        return f"{value.__module__}.{value.__qualname__}"
+    return str(value) if isinstance(value, Path) else value
+
+
+def describe(settings: ArchiveSettings) -> dict:
+    """run.json: the app, the model's and the detector's sha256, every setting that changes results."""
+    from engines.files import checkpoint_file
+    from realtime.detector_models import resolve_detector_model
+
+    a = settings.analyzer
+    model = _identity(checkpoint_file(Path(a.model) if a.model else None), "--model")
+    detector = _identity(resolve_detector_model(a.detector_range, a.detector_model), "--detector-model")
+    analysis = _plain(dataclasses.asdict(dataclasses.replace(a, model=None, detector_model=None, track=a.track is not False)))
+    analysis.update(sample_fps=settings.sample_fps, media=settings.media)
+    if settings.media:
+        analysis.update(encoder_threads=settings.encoder_threads, encoder_lookahead=settings.encoder_lookahead)
+    return run_record(model, detector, analysis)
+
+
+def _done(row: dict | None, item: Input, layout: Layout, media: bool) -> bool:
+    return (row is not None and row["status"] == "ok" and row["size"] == item.size and row["mtime_ns"] == item.mtime_ns
+            and layout.complete(item.key, media))
+
+
+def plan(specs: list[str], settings: ArchiveSettings) -> tuple[list[Input], list[Input], dict, dict]:
+    """(every input, those to do, the manifest's rows to keep, run.json's record)."""
+    layout = Layout(Path(settings.out))
+    root = layout.root.resolve()
+    inputs = [i for i in expand_inputs(specs) if not i.path.is_relative_to(root)]
+    if not inputs:
+        raise RealtimeError(f"every INPUT is inside --out {layout.root}: nothing to archive")
+    record = describe(settings)
+    old = read_run(layout)
+    changes = settings_differ(old, record) if old is not None else []
+    if changes and not settings.force:
+        raise RealtimeError(f"--out {layout.root} holds results made with other settings ({'; '.join(changes[:3])}): "
+                            "use --force to redo them with these, or another --out")
+    rows = {} if changes else read_manifest(layout)
+    todo = [i for i in inputs if settings.force or not _done(rows.get(i.key), i, layout, settings.media)]
+    return inputs, todo, rows, record
+
+
+def _loopback(address: str) -> bool:
+    """A cluster on this machine's loopback (``127.0.0.1:PORT``, ``localhost:PORT``)."""
+    host = address.split("://")[-1].rsplit(":", 1)[0].strip("[]")
+    return host in ("127.0.0.1", "localhost", "::1")
+
+
+def connect(settings: ArchiveSettings, slots_wanted: int | None):
+    """Ray, started locally (127.0.0.1, no dashboard) or joined at ``settings.address``.
+    Returns (ray, started_here)."""
+    # Ray's usage statistics are sent to its makers unless this is off: off, unless the user says otherwise
+    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+    if settings.address is None or _loopback(settings.address):
+        # Ray resolves 127.0.0.1 to this machine's outside address on Linux unless this
+        # is off; with it off the node (raylet, object store, workers) binds loopback only
+        os.environ["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = "0"
+    try:
+        import ray
+    except ImportError:
+        raise RealtimeError(f"realtime archive needs Ray: {INSTALL_HINT}") from None
+    if ray.is_initialized():
+        return ray, False
+    sigterm = signal.getsignal(signal.SIGTERM)  # ray.init replaces it: Ctrl-C and SIGTERM stay ours
+    try:
+        if settings.address is None:
+            cpus = (slots_wanted or max(1, int((os.cpu_count() or 1) // settings.cpus_per_worker))) * settings.cpus_per_worker
+            ray.init(num_cpus=cpus, include_dashboard=False, _node_ip_address="127.0.0.1", log_to_driver=False,
+                     logging_level=logging.WARNING, configure_logging=False)
+        else:
+            ray.init(address=settings.address, log_to_driver=False, logging_level=logging.WARNING, configure_logging=False)
+    except (ConnectionError, ValueError, RuntimeError) as e:
+        raise RealtimeError(f"cannot {'start' if settings.address is None else 'join'} Ray "
+                            f"{settings.address or ''}: {str(e).splitlines()[0]}") from None
+    finally:
+        if signal.getsignal(signal.SIGTERM) is not sigterm and sigterm is not None:
+            with contextlib.suppress(ValueError):
+                signal.signal(signal.SIGTERM, sigterm)
+    return ray, True
+
+
+def require_cluster() -> None:
+    """One line naming the extra when Ray or pyarrow is missing (the runtime install)."""
+    import importlib.util
+
+    missing = [name for name, module in (("Ray", "ray"), ("pyarrow", "pyarrow")) if importlib.util.find_spec(module) is None]
+    if missing:
+        raise RealtimeError(f"realtime archive needs {' and '.join(missing)}: {INSTALL_HINT}")
+
+
+def archive(specs: list[str], settings: ArchiveSettings, progress: Callable | None = None) -> ArchiveReport:
+    """Archive every INPUT (see :mod:`realtime.archive`). ``progress(report)`` returns a
+    :class:`Progress`-like object (files and frames), or None for none."""
+    require_cluster()
+    layout = Layout(Path(settings.out))
+    inputs, todo, rows, record = plan(specs, settings)
+    report = ArchiveReport(inputs=len(inputs), todo=todo, skipped=len(inputs) - len(todo), dry_run=settings.dry_run)
+    if settings.dry_run:
+        return report
+    layout.create(settings.media)
+    with locked(layout):
+        layout.remove_partials()  # left by a run that was killed
+        if read_run(layout) != record:
+            write_run(layout, record)
+        start = time.perf_counter()
+        if todo:
+            ray, ours = connect(settings, settings.workers)
+            try:
+                Scheduler(ray, settings, layout, rows, report, progress).run(todo)
+            except KeyboardInterrupt:  # Ctrl-C or SIGTERM: the finished files stay, in-flight ones left nothing
+                report.interrupted = True
+            finally:
+                if ours:
+                    ray.shutdown()
+        report.seconds = time.perf_counter() - start
+        report.rows = {i.key: rows[i.key] for i in todo if i.key in rows}
+    return report
+
+
+__all__ = ["ArchiveReport", "ArchiveSettings", "archive", "plan", "FOLDERS"]
