@@ -203,12 +203,10 @@ class Feed:
         }
         if self.analytics is not None:
             with self.analytics.lock, self.lock:
-                tracks = self.analytics.tracks
-                out["people"] = sum(1 for t in tracks.values() if t.frames >= self.analytics.min_frames)
+                out["people"] = len(self.analytics.people())
                 if detail:
-                    out["people_per_minute"] = [
-                        {"minute": m * 60, "people": sum(1 for t in ids if tracks[t].frames >= self.analytics.min_frames)}
-                        for m, ids in sorted(self._minutes.items())]
+                    out["people_per_minute"] = [{"minute": m * 60, "people": self.analytics.count_people(ids)}
+                                                for m, ids in sorted(self._minutes.items())]
         if detail:
             record = frame_record(latest[1], faces, self.meta) if latest else {"faces": []}
             if self.analytics is not None:
