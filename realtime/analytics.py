@@ -1,7 +1,11 @@
-"""Counting people: tracks by age group and gender, dwell time, label flicker.
+"""Counting people: people by age group and gender, dwell time, label flicker.
 
 :class:`Analytics` is a sink: it sees every frame's tracked faces and, at the end,
-summarises the run (``--summary SUMMARY.json`` and the end-of-run line)."""
+summarises the run (``--summary SUMMARY.json`` and the end-of-run line). With
+re-identification (``Faces.person_ids``) several tracks can be one person: a person
+is counted once, with the label their tracks showed on the most frames; a track
+never embedded (too small, too short) counts as a person of its own, as every track
+does without it."""
 
 from __future__ import annotations
 
@@ -34,10 +38,36 @@ class TrackRecord:
     label: tuple[str, str] = ("", "")
     label_changes: int = 0
     age: float = float("nan")
+    person_id: int = -1
+
+    @property
+    def person(self) -> tuple[str, int]:
+        """The key this track is counted under: its person, else the track itself."""
+        return ("person", self.person_id) if self.person_id >= 0 else ("track", self.track_id)
 
     @property
     def dwell_seconds(self) -> float:
         return self.last_time - self.first_time
+
+
+@dataclass
+class PersonRecord:
+    """One person: the counted tracks re-identification joined (or one track)."""
+
+    person_id: int
+    tracks: list[TrackRecord]
+
+    @property
+    def label(self) -> tuple[str, str]:
+        """The label the person's tracks showed on the most frames."""
+        frames = Counter()
+        for t in self.tracks:
+            frames[t.label] += t.frames
+        return frames.most_common(1)[0][0]
+
+    @property
+    def dwell_seconds(self) -> float:
+        return sum(t.dwell_seconds for t in self.tracks)
 
 
 @dataclass
@@ -88,9 +118,23 @@ class Analytics(Sink):
             rec.frames += 1
             rec.detected_frames += int(detected[i])
             rec.age = float(faces.age_years[i])
+            if faces.person_ids is not None and faces.person_ids[i] >= 0:
+                rec.person_id = int(faces.person_ids[i])
 
-    def people(self) -> list[TrackRecord]:
+    def counted(self) -> list[TrackRecord]:
+        """The tracks seen on enough frames to count."""
         return [t for t in self.tracks.values() if t.frames >= self.min_frames]
+
+    def people(self) -> list[PersonRecord]:
+        """The people: counted tracks grouped by person (a track without one alone)."""
+        groups: dict[tuple[str, int], list[TrackRecord]] = {}
+        for t in self.counted():
+            groups.setdefault(t.person, []).append(t)
+        return [PersonRecord(key[1] if key[0] == "person" else -1, tracks) for key, tracks in groups.items()]
+
+    def count_people(self, track_ids) -> int:
+        """How many people the given track ids are (those counted)."""
+        return len({self.tracks[t].person for t in track_ids if t in self.tracks and self.tracks[t].frames >= self.min_frames})
 
     def summary(self) -> dict:
         """Unique people by age group and gender, dwell times, rates and flicker."""
@@ -100,13 +144,14 @@ class Analytics(Sink):
     def _summary(self) -> dict:
         people = self.people()
         minutes = max((self.last_time - (self.first_time or 0.0)) + self.frame_seconds, 1e-9) / 60
-        dwell = np.array([t.dwell_seconds + self.frame_seconds for t in people]) if people else np.zeros(0)
+        dwell = np.array([p.dwell_seconds + self.frame_seconds * len(p.tracks) for p in people]) if people else np.zeros(0)
         track_seconds = float(sum(t.frames for t in self.tracks.values()) * self.frame_seconds)
         changes = sum(t.label_changes for t in self.tracks.values())
         return {
             "frames": self.frames,
             "seconds": round(minutes * 60, 3),
             "people": len(people),
+            "counted_tracks": sum(len(p.tracks) for p in people),
             "by_age_group": {a: sum(t.label[0] == a for t in people) for a in self.meta.age_labels},
             "by_gender": {g: sum(t.label[1] == g for t in people) for g in self.meta.gender_labels},
             "by_age_group_and_gender": dict(Counter(f"{t.label[0]} {t.label[1]}" for t in people).most_common()),
@@ -124,7 +169,8 @@ class Analytics(Sink):
             },
             "tracks": [
                 {**{k: v for k, v in asdict(t).items() if k != "label"}, "age_group": t.label[0], "gender": t.label[1],
-                 "dwell_seconds": round(t.dwell_seconds + self.frame_seconds, 3), "age": round(t.age, 1), "counted": t.frames >= self.min_frames}
+                 "dwell_seconds": round(t.dwell_seconds + self.frame_seconds, 3), "age": round(t.age, 1), "counted": t.frames >= self.min_frames,
+                 "person_id": t.person_id if t.person_id >= 0 else None}
                 for t in sorted(self.tracks.values(), key=lambda t: t.track_id)
             ],
         }

@@ -15,6 +15,7 @@ from engines.registry import Engine, Predictions, create_engine
 from realtime.crops import Cropper
 from realtime.detector import FaceDetector
 from realtime.faces import Faces
+from realtime.reid import ReIdentifier, ReidSettings
 from realtime.sources import Frame, Source, open_source
 from realtime.timing import StageTimer
 from realtime.tracker import Tracker, TrackerSettings
@@ -40,6 +41,8 @@ class AnalyzerSettings:
             photos (unrelated pictures: a track would carry one person's label to
             another); True also tracks across a folder (an image sequence).
         tracker: matching, smoothing and re-classification settings when tracking.
+        reid: re-identification of people across tracks (see :mod:`realtime.reid`),
+            when tracking.
     """
 
     model: str | Path | None = None
@@ -52,6 +55,7 @@ class AnalyzerSettings:
     flip: bool = True
     track: bool | None = None
     tracker: TrackerSettings = field(default_factory=TrackerSettings)
+    reid: ReidSettings = field(default_factory=ReidSettings)
 
 
 def make_engine(settings: AnalyzerSettings) -> Engine:
@@ -78,10 +82,12 @@ class Analyzer:
         self.engine: Engine = make_engine(settings)
         self.meta = self.engine.meta
         self.cropper = Cropper(self.meta, settings.crop_scale)
+        self.tracking = settings.track is not False
+        reid = ReIdentifier(settings.reid) if self.tracking and settings.reid.enabled else None
+        self.reid = reid if reid is not None and reid.active else None
         # last: nothing after it can fail, so a bad model file never leaves a detector
         # to be closed by the garbage collector (inside MediaPipe that can deadlock)
         self.detector = FaceDetector(settings.detector_model, settings.detector_range, settings.min_score, tiles=settings.tiles)
-        self.tracking = settings.track is not False
         self._tracker_settings = settings.tracker
         self.trackers: dict[int, Tracker] = {}
         if not self.meta.trained:
@@ -97,6 +103,10 @@ class Analyzer:
         timer = timer or StageTimer()
         with timer("detect"):
             found = [self.detector.detect(f.image, f.index) for _, f in frames]
+        if self.reid is not None:
+            with timer("reid"):
+                for k, f in frames:
+                    self.reid.cut(k, f.image, self.tracker(k))
         plans = [self.tracker(k).match(faces, f.index) for (k, f), faces in zip(frames, found)] if self.tracking else None
         todo = [p.faces[p.due] for p in plans] if plans is not None else found
         with timer("crop"):
@@ -107,10 +117,14 @@ class Analyzer:
         parts = [Predictions(*p) for p in zip(*(np.split(o, splits) for o in out))]
         if plans is None:
             return [faces.with_predictions(*p) for faces, p in zip(found, parts)]
-        return [
+        tracked = [
             self.tracker(k).apply(plan, part if len(part.age_probs) else None).clipped(f.image.shape[1], f.image.shape[0])
             for (k, f), plan, part in zip(frames, plans, parts)
         ]
+        if self.reid is None:
+            return tracked
+        with timer("reid"):
+            return [self.reid.update(k, f.image, f.time, faces, self.tracker(k)) for (k, f), faces in zip(frames, tracked)]
 
     def __call__(self, image: np.ndarray, frame_index: int = 0, timer: StageTimer | None = None) -> Faces:
         """One frame of one source."""
@@ -131,6 +145,8 @@ class Analyzer:
 
     def close(self) -> None:
         self.detector.close()
+        if self.reid is not None:
+            self.reid.close()
 
     def __enter__(self) -> "Analyzer":
         return self

@@ -25,6 +25,9 @@ class Faces:
         age_class, gender_class: (N,) int64 or None; the labels to show, when a stage
             (the tracker's hysteresis) chose them; else the argmax of the probabilities
             (see :attr:`age_classes`, :attr:`gender_classes`).
+        person_ids: (N,) int64 or None without re-identification; the person of each
+            face's track (several tracks can be one person), -1 where the track has
+            not been embedded yet (see :mod:`realtime.reid`).
         frame_index: index of the frame the faces belong to.
     """
 
@@ -37,9 +40,11 @@ class Faces:
     predicted: np.ndarray | None = None
     age_class: np.ndarray | None = None
     gender_class: np.ndarray | None = None
+    person_ids: np.ndarray | None = None
     frame_index: int = 0
 
-    _ARRAYS = ("boxes", "scores", "age_probs", "gender_probs", "age_years", "track_ids", "predicted", "age_class", "gender_class")
+    _ARRAYS = ("boxes", "scores", "age_probs", "gender_probs", "age_years", "track_ids", "predicted", "age_class",
+               "gender_class", "person_ids")
 
     def __post_init__(self) -> None:
         n = len(self.boxes)
@@ -83,6 +88,10 @@ class Faces:
     def with_predictions(self, age_probs: np.ndarray, gender_probs: np.ndarray, age_years: np.ndarray) -> "Faces":
         """A copy with the classifier's outputs filled in."""
         return replace(self, age_probs=age_probs, gender_probs=gender_probs, age_years=age_years)
+
+    def with_people(self, person_ids: np.ndarray) -> "Faces":
+        """A copy with re-identification's person ids (N,) int64 filled in."""
+        return replace(self, person_ids=np.asarray(person_ids, np.int64))
 
     def clipped(self, width: int, height: int, min_side: float = 2.0) -> "Faces":
         """Boxes clipped to a width x height frame; faces left smaller than ``min_side``

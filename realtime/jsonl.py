@@ -41,6 +41,8 @@ def face_records(faces: Faces, meta: ModelMeta) -> list[dict]:
             )
         if faces.track_ids is not None:
             record["track_id"] = int(faces.track_ids[i])
+            if faces.person_ids is not None:
+                record["person_id"] = int(faces.person_ids[i]) if faces.person_ids[i] >= 0 else None
             record["predicted"] = bool(faces.predicted[i])
         records.append(record)
     return records

@@ -237,6 +237,22 @@ class Tracker:
         owner = plan.owner
         return self._faces(owner + coasting, [False] * len(owner) + [True] * len(coasting), plan.faces, plan.frame_index)
 
+    def end_all(self) -> None:
+        """End every track now (a scene cut: no track may carry a face across it)."""
+        self.ended += len(self.tracks)
+        self.tracks = []
+
+    def restart(self, track: Track) -> Track:
+        """End ``track`` and start a new one (new id, no labels) on its box: the face
+        under it is someone else's (re-identification said so)."""
+        self.tracks.remove(track)
+        self.ended += 1
+        fresh = Track(self._next_id, track.box.copy(), track.last_frame, track.last_frame, score=track.score,
+                      hits=track.hits)
+        self._next_id += 1
+        self.tracks.append(fresh)
+        return fresh
+
     def _due(self, track: Track, frame_index: int) -> bool:
         s = self.settings
         confident = (

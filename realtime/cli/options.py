@@ -61,8 +61,37 @@ def analyzer_options(command):
                      help="A track's shown label changes only when another leads by this probability margin."),
         click.option("--reclassify-every", type=click.IntRange(1), default=TrackerSettings.reclassify_every, show_default=True,
                      help="Classify a confident track only every K frames (1 = every frame)."),
+        reid_options,
     ]
     return functools.reduce(lambda c, option: option(c), reversed(options), command)
+
+
+def reid_options(command):
+    """Re-identification: people, not tracks (see realtime.reid)."""
+    options = [
+        click.option("--reid/--no-reid", default=True, show_default=True,
+                     help="Count people, not tracks: a face that comes back (lost track, cut, loop) is the same person "
+                          "(face embeddings, memory only). --no-reid: every track is a person."),
+        click.option("--reid-model", default=None,
+                     help="Face-identity model: a path to hse_faceres.onnx, or 'dlib' (pip install 'realtime[dlib]') "
+                          "(default: hse_faceres.onnx in $REALTIME_MODELS or the model cache, else none: people are tracks)."),
+        click.option("--reid-window", type=FiniteFloat(1), default=300.0, show_default=True,
+                     help="Seconds a person is remembered after they were last seen (then their embeddings are forgotten)."),
+        click.option("--reid-threshold", type=FiniteFloat(-1, 1), default=None,
+                     help="Cosine similarity from which a face is a person seen before (default: the model's; "
+                          "higher: fewer wrong merges, more double counts)."),
+        click.option("--reid-across-sources", is_flag=True,
+                     help="With several sources, a person seen by one source may be recognised by another."),
+    ]
+    return functools.reduce(lambda c, option: option(c), reversed(options), command)
+
+
+def reid_settings(kw: dict):
+    """ReidSettings from the re-identification options (popped from ``kw``)."""
+    from realtime.reid import ReidSettings
+
+    return ReidSettings(enabled=kw.pop("reid"), model=kw.pop("reid_model"), window=kw.pop("reid_window"),
+                        threshold=kw.pop("reid_threshold"), across_sources=kw.pop("reid_across_sources"))
 
 
 summary_option = click.option(
@@ -152,6 +181,7 @@ def analyzer_settings(kw: dict):
         track=kw.pop("track"),
         tracker=TrackerSettings(smoothing=kw.pop("smoothing"), hysteresis=kw.pop("hysteresis"),
                                 reclassify_every=kw.pop("reclassify_every")),
+        reid=reid_settings(kw),
     )
 
 

@@ -135,7 +135,7 @@ class _Metrics:
             "faces": CounterMetricFamily("realtime_faces", "Faces found, summed over frames", labels=label),
             "in_view": GaugeMetricFamily("realtime_faces_in_view", "Faces in the newest frame", labels=label),
             "fps": GaugeMetricFamily("realtime_fps", "Frames analysed per second (last 3 s)", labels=label),
-            "people": GaugeMetricFamily("realtime_people", "Unique people since start (tracks seen on enough frames)", labels=label),
+            "people": GaugeMetricFamily("realtime_people", "Unique people since start (re-identified across tracks unless --no-reid)", labels=label),
             "dropped": CounterMetricFamily("realtime_dropped_frames", "Frames of a live source dropped to keep up", labels=label),
             "reconnects": CounterMetricFamily("realtime_reconnects", "Times a camera or stream was reopened", labels=label),
             "viewers": GaugeMetricFamily("realtime_viewers", "Connected viewers", labels=["source", "kind"]),

@@ -1,0 +1,276 @@
+"""People, not tracks: face re-identification across lost tracks, scene cuts and loops.
+
+:class:`ReIdentifier` sits after the tracker (one ``update`` per frame). A track is
+embedded (:mod:`realtime.embedders`) once it is confirmed and again every
+``refresh`` seconds, never every frame; its embedding is matched against a
+:class:`Gallery` of the people seen in the last ``window`` seconds. A match makes the
+track that person again (``Faces.person_ids``), and its age and gender start from the
+person's; no match makes a new person. The gallery is memory only: a person's
+embeddings are forgotten ``window`` seconds after they were last seen, and nothing
+here writes or sends them.
+
+Tracks must not cross from one face to another: a scene cut (a large change of the
+frame's colour histogram, :class:`SceneCut`) ends every track of the source, and a
+refreshed embedding that no longer matches its track's person restarts the track.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from realtime.embedders import Embedder, create_embedder
+from realtime.faces import Faces
+from realtime.tracker import Track, Tracker
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class ReidSettings:
+    """Re-identification settings (``--reid-*`` options).
+
+    Attributes:
+        enabled: False = people are tracks (``--no-reid``, the behaviour before).
+        model: ``dlib``, a path to ``hse_faceres.onnx``, or None = the default
+            (see :func:`realtime.embedders.create_embedder`).
+        window: seconds a person is remembered after they were last seen.
+        refresh: seconds between two embeddings of one track.
+        threshold: cosine similarity from which a face is a known person; None = the
+            embedder's (chosen on LFW pairs).
+        split_margin: a refreshed embedding this far below ``threshold`` from its
+            track's person restarts the track (it crossed to another face).
+        min_side: faces whose shorter side is smaller (px) are not embedded.
+        max_per_frame: embeddings computed per frame at most (the rest wait a frame).
+        exemplars: embeddings kept per person (the most recent).
+        across_sources: match people seen by other sources too.
+        scene_cut: histogram (Bhattacharyya) distance between consecutive frames from
+            which the frame is a cut and every track ends; 1 = never. The cuts of
+            stage_360p.mp4 measure 0.41-0.57, its other frames and crowd_1080p.mp4's
+            at most 0.16.
+    """
+
+    enabled: bool = True
+    model: str | Path | None = None
+    window: float = 300.0
+    refresh: float = 2.0
+    threshold: float | None = None
+    split_margin: float = 0.15
+    min_side: float = 20.0
+    max_per_frame: int = 2
+    exemplars: int = 8
+    across_sources: bool = False
+    scene_cut: float = 0.3
+
+    def __post_init__(self) -> None:
+        if self.window <= 0 or self.refresh <= 0:
+            raise ValueError("reid window and refresh must be > 0 seconds")
+        if self.max_per_frame < 1 or self.exemplars < 1:
+            raise ValueError("reid max_per_frame and exemplars must be >= 1")
+
+
+@dataclass
+class Person:
+    """One person: recent embeddings (K, D), when and where last seen, and the label
+    state their last track ended with (the next track starts from it)."""
+
+    id: int
+    source: int
+    vectors: np.ndarray
+    last_seen: float
+    track: tuple[int, int] | None = None  # (source, track id) holding the person now
+    label: tuple | None = None  # (age_sum, gender_sum, years_sum, weight)
+    tracks: int = 1
+
+
+class Gallery:
+    """The people seen in the last ``window`` seconds, in memory only.
+
+    ``update(source, track, vector, now)`` -> the person id of that track, after
+    matching its embedding; ``forget(now)`` drops the people not seen for a window."""
+
+    def __init__(self, threshold: float, settings: ReidSettings):
+        self.threshold, self.settings = threshold, settings
+        self.people: dict[int, Person] = {}
+        self.of_track: dict[tuple[int, int], int] = {}
+        self.clock: dict[int, float] = {}  # each source's newest time
+        self._next = 1
+
+    def _best(self, vector: np.ndarray, source: int, exclude: int | None = None) -> tuple[Person | None, float]:
+        best, score = None, -1.0
+        for p in self.people.values():
+            if p.id == exclude or p.track is not None or (p.source != source and not self.settings.across_sources):
+                continue
+            sim = float((p.vectors @ vector).max())
+            if sim > score:
+                best, score = p, sim
+        return best, score
+
+    def update(self, source: int, track: Track, vector: np.ndarray, now: float) -> tuple[int, bool]:
+        """Match one track's new embedding ``vector`` (D,) float32. Returns the track's
+        person id and whether the track must restart (its face is not its person's)."""
+        key = (source, track.id)
+        pid = self.of_track.get(key)
+        if pid is not None:
+            person = self.people[pid]
+            if float((person.vectors @ vector).max()) < self.threshold - self.settings.split_margin:
+                self.release(key, track)
+                return pid, True
+            if person.tracks == 1:  # a new person so far: a better look may recognise them
+                other, score = self._best(vector, source, exclude=pid)
+                if other is not None and score >= self.threshold:
+                    self._link(other, key, track, now)
+                    other.vectors = np.concatenate([person.vectors, other.vectors])[: self.settings.exemplars]
+                    del self.people[pid]
+                    pid = other.id
+            self._remember(self.people[pid], vector, now)
+            return pid, False
+        person, score = self._best(vector, source)
+        if person is None or score < self.threshold:
+            person = Person(self._next, source, vector[None], now, tracks=0)
+            self.people[person.id] = person
+            self._next += 1
+        self._link(person, key, track, now)
+        return person.id, False
+
+    def _link(self, person: Person, key: tuple[int, int], track: Track, now: float) -> None:
+        self.of_track[key] = person.id
+        person.track, person.last_seen = key, now
+        person.tracks += 1
+        if person.label is not None and track.age_sum is not None:  # the person's labels go on
+            a, g, y, w = person.label
+            track.age_sum, track.gender_sum = track.age_sum + a, track.gender_sum + g
+            track.years_sum, track.weight = track.years_sum + y, track.weight + w
+
+    def _remember(self, person: Person, vector: np.ndarray, now: float) -> None:
+        person.vectors = np.concatenate([vector[None], person.vectors])[: self.settings.exemplars]
+        person.last_seen = now
+
+    def release(self, key: tuple[int, int], track: Track | None) -> None:
+        """A track ended (or restarted): its person is free to be matched again, with
+        the labels it ended with."""
+        pid = self.of_track.pop(key, None)
+        if pid is None or pid not in self.people:
+            return
+        person = self.people[pid]
+        person.track = None
+        if track is not None and track.age_sum is not None:
+            person.label = (track.age_sum.copy(), track.gender_sum.copy(), track.years_sum, track.weight)
+
+    def seen(self, key: tuple[int, int], now: float) -> int:
+        """The person of a live track (-1: none yet), marked as seen ``now``."""
+        pid = self.of_track.get(key, -1)
+        if pid >= 0:
+            self.people[pid].last_seen = now
+        return pid
+
+    def forget(self) -> None:
+        """Drop every free person not seen for ``window`` seconds (of their source's
+        clock): their embeddings are gone."""
+        window = self.settings.window
+        for pid in [p.id for p in self.people.values()
+                    if p.track is None and self.clock.get(p.source, p.last_seen) - p.last_seen > window]:
+            del self.people[pid]
+
+
+class SceneCut:
+    """A cut in edited video: the frame's hue-saturation histogram (of every k-th
+    pixel, about 96 a row) far from the previous frame's (Bhattacharyya distance
+    above ``threshold``)."""
+
+    def __init__(self, threshold: float = 0.3):
+        self.threshold = threshold
+        self._last: np.ndarray | None = None
+
+    def __call__(self, image: np.ndarray) -> bool:
+        step = max(1, image.shape[1] // 96)
+        small = np.ascontiguousarray(image[::step, ::step])
+        hist = cv2.calcHist([cv2.cvtColor(small, cv2.COLOR_BGR2HSV)], [0, 1], None, [16, 8], [0, 180, 0, 256])
+        cv2.normalize(hist, hist, 1.0, 0.0, cv2.NORM_L1)
+        last, self._last = self._last, hist
+        return last is not None and cv2.compareHist(last, hist, cv2.HISTCMP_BHATTACHARYYA) > self.threshold
+
+
+class ReIdentifier:
+    """Embedder + gallery + a scene-cut detector per source: tracked Faces in, Faces
+    with ``person_ids`` out. ``cut(source, image, tracker)`` before the tracker's
+    match (a cut ends the source's tracks), ``update(source, image, time, faces,
+    tracker)`` after it."""
+
+    def __init__(self, settings: ReidSettings, embedder: Embedder | None = None):
+        self.settings = settings
+        self.embedder = embedder if embedder is not None else create_embedder(settings.model)
+        threshold = settings.threshold if settings.threshold is not None else getattr(self.embedder, "threshold", 0.5)
+        self.gallery = Gallery(threshold, settings)
+        self.cuts: dict[int, SceneCut] = {}
+        self._embedded: dict[tuple[int, int], float] = {}
+        self._held: dict[tuple[int, int], Track] = {}
+        self.embeddings = 0
+
+    @property
+    def active(self) -> bool:
+        return self.embedder is not None
+
+    def close(self) -> None:
+        """Forget every person now (their embeddings with them)."""
+        self.gallery.people.clear()
+        self.gallery.of_track.clear()
+        self._held.clear()
+
+    def cut(self, source: int, image: np.ndarray, tracker: Tracker) -> bool:
+        """Check ``image`` for a scene cut; on one, end every track of ``source``."""
+        detector = self.cuts.setdefault(source, SceneCut(self.settings.scene_cut))
+        if not detector(image):
+            return False
+        log.debug("scene cut in source %d: %d tracks end", source, len(tracker.tracks))
+        tracker.end_all()
+        return True
+
+    def update(self, source: int, image: np.ndarray, now: float, faces: Faces, tracker: Tracker) -> Faces:
+        """Embed the tracks that are due (detected, confirmed, big enough, not embedded
+        for ``refresh`` s), match them, and return ``faces`` with ``person_ids`` (-1: a
+        track not embedded yet)."""
+        g = self.gallery
+        g.clock[source] = now
+        live = {t.id: t for t in tracker.tracks}
+        for key in [k for k in g.of_track if k[0] == source and k[1] not in live]:
+            g.release(key, self._held.pop(key, None))  # ended: its person is free again
+            self._embedded.pop(key, None)
+        g.forget()
+        if faces.track_ids is None:
+            return faces
+        due = self._due(source, faces, live, now, tracker.settings.min_hits)
+        if due:
+            vectors = self.embedder.embed(image, faces.boxes[due])
+            self.embeddings += len(due)
+            for i, vector in zip(due, vectors):
+                track = live[int(faces.track_ids[i])]
+                self._embedded[(source, track.id)] = now
+                self._held[(source, track.id)] = track  # the tracker forgets ended tracks; its labels go to the person
+                pid, restart = g.update(source, track, vector, now)
+                if restart:
+                    log.debug("track %d no longer shows person %d: restarted", track.id, pid)
+                    self._embedded.pop((source, track.id), None)
+                    self._held.pop((source, track.id), None)
+                    tracker.restart(track)
+        ids = np.array([g.seen((source, int(t)), now) for t in faces.track_ids], np.int64)
+        return faces.with_people(ids)
+
+    def _due(self, source: int, faces: Faces, live: dict[int, Track], now: float, min_hits: int) -> list[int]:
+        s = self.settings
+        side = np.minimum(faces.boxes[:, 2] - faces.boxes[:, 0], faces.boxes[:, 3] - faces.boxes[:, 1])
+        new, old = [], []
+        for i, tid in enumerate(faces.track_ids.tolist()):
+            track = live.get(tid)
+            if track is None or faces.predicted[i] or side[i] < s.min_side or track.hits < min_hits:
+                continue
+            last = self._embedded.get((source, tid))
+            if last is None:
+                new.append(i)
+            elif now - last >= s.refresh:
+                old.append((last, i))
+        return (new + [i for _, i in sorted(old)])[: s.max_per_frame]
