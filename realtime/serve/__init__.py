@@ -16,7 +16,6 @@ import threading
 import time
 from dataclasses import dataclass
 from urllib.parse import quote
-from pathlib import Path
 from typing import TYPE_CHECKING, Callable
 
 from realtime.errors import RealtimeError
