@@ -32,6 +32,9 @@ _EXPORTS = {
     "Source": "realtime.frames",
     "open_source": "realtime.sources",
     "TrackerSettings": "realtime.tracker",
+    "Integrations": "realtime.integrations",
+    "IntegrationSettings": "realtime.integrations",
+    "TrackEvents": "realtime.events",
 }
 
 __all__ = ["RealtimeError", "__version__", *_EXPORTS]

@@ -12,6 +12,7 @@ import numpy as np
 
 from engines.meta import ModelMeta
 from realtime.faces import Faces
+from realtime.layout import place_labels
 
 #: BGR colours by gender label; unknown labels get the fallback.
 GENDER_COLORS = {"female": (180, 80, 255), "male": (255, 160, 40)}
@@ -45,15 +46,31 @@ def face_colors(faces: Faces, meta: ModelMeta) -> list[tuple[int, int, int]]:
             for g, u in zip(faces.gender_classes, unsure)]
 
 
-def _text_box(frame: np.ndarray, text: str, x: int, y: int, color, scale: float, thick: int, below: bool = False) -> None:
-    """Filled label with ``text`` whose bottom-left corner is (x, y) (top-left if below)."""
+def _label_size(text: str, scale: float, thick: int) -> tuple[int, int]:
+    """Width and height in pixels of the filled label that holds ``text``."""
     (w, h), base = cv2.getTextSize(text, _FONT, scale, thick)
     pad = max(2, thick * 2)
-    x = int(np.clip(x, 0, max(0, frame.shape[1] - w - 2 * pad)))
-    top = y if below else y - h - base - 2 * pad
-    top = int(np.clip(top, 0, max(0, frame.shape[0] - h - base - 2 * pad)))
-    cv2.rectangle(frame, (x, top), (x + w + 2 * pad, top + h + base + 2 * pad), color, cv2.FILLED)
-    cv2.putText(frame, text, (x + pad, top + pad + h), _FONT, scale, (255, 255, 255), thick, cv2.LINE_AA)
+    return w + 2 * pad + 1, h + base + 2 * pad + 1
+
+
+def _draw_label(frame: np.ndarray, text: str, x: int, y: int, color, scale: float, thick: int,
+                size: tuple[int, int] | None = None) -> None:
+    """The filled label of ``text`` with its top-left corner at (x, y) (``size``: its
+    :func:`_label_size`, when known)."""
+    w, h = size or _label_size(text, scale, thick)
+    pad = max(2, thick * 2)
+    text_h = cv2.getTextSize(text, _FONT, scale, thick)[0][1]
+    cv2.rectangle(frame, (x, y), (x + w - 1, y + h - 1), color, cv2.FILLED)
+    cv2.putText(frame, text, (x + pad, y + pad + text_h), _FONT, scale, (255, 255, 255), thick, cv2.LINE_AA)
+
+
+def _text_box(frame: np.ndarray, text: str, x: int, y: int, color, scale: float, thick: int, below: bool = False) -> None:
+    """Filled label with ``text`` whose bottom-left corner is (x, y) (top-left if below),
+    kept inside the frame."""
+    w, h = _label_size(text, scale, thick)
+    x = int(np.clip(x, 0, max(0, frame.shape[1] - w)))
+    top = int(np.clip(y if below else y - h, 0, max(0, frame.shape[0] - h)))
+    _draw_label(frame, text, x, top, color, scale, thick)
 
 
 class BoxAnnotator(Annotator):
@@ -70,8 +87,10 @@ class BoxAnnotator(Annotator):
 
 
 class LabelAnnotator(Annotator):
-    """``25-32 female 97%`` above each box (labels from ``meta``); ``25-32 ? 61%``
-    where the gender's probability is under ``meta.min_gender_confidence``."""
+    """``#6 25-32 female 97%`` by each box (labels from ``meta``; ``25-32 ? 61%`` where the
+    gender's probability is under ``meta.min_gender_confidence``), placed so that no
+    label covers another (:func:`realtime.layout.place_labels`: above the box where
+    there is room, else below, inside, shifted; largest faces first)."""
 
     def __init__(self, meta: ModelMeta):
         self.meta = meta
@@ -87,12 +106,49 @@ class LabelAnnotator(Annotator):
             text = f"#{faces.track_ids[i]} {text}"
         return text
 
+    def rectangles(self, frame: np.ndarray, faces: Faces) -> tuple[list[str], np.ndarray]:
+        """Each face's label text and its (N, 4) int64 rectangle x1, y1, x2, y2
+        (half-open; -1 rows: no room)."""
+        t = _thickness(frame)
+        texts = [self.label(faces, i) for i in range(len(faces))]
+        sizes = np.array([_label_size(text, 0.45 * t, max(1, t - 1)) for text in texts], np.int64).reshape(-1, 2)
+        return texts, place_labels(faces.boxes, sizes, frame.shape[1], frame.shape[0])
+
     def annotate(self, frame: np.ndarray, faces: Faces) -> np.ndarray:
         t = _thickness(frame)
-        scale = 0.45 * t
-        for i, color in enumerate(face_colors(faces, self.meta)):
-            x1, y1 = faces.boxes[i, :2].astype(int)
-            _text_box(frame, self.label(faces, i), x1, y1, color, scale, max(1, t - 1))
+        texts, rects = self.rectangles(frame, faces)
+        for text, rect, color in zip(texts, rects, face_colors(faces, self.meta)):
+            if rect[0] >= 0:
+                x1, y1, x2, y2 = (int(v) for v in rect)
+                _draw_label(frame, text, x1, y1, color, 0.45 * t, max(1, t - 1), (x2 - x1, y2 - y1))
+        return frame
+
+
+class BlurAnnotator(Annotator):
+    """Blurs every face box, detected or coasting, widened by ``margin`` x its side
+    on each edge: the region is shrunk to ``cells`` pixels across (area average) and
+    scaled back up (bilinear), so what is left of a face is a smooth blend of a few
+    colours whatever the face's size. Draw it first: boxes and labels go on top."""
+
+    def __init__(self, margin: float = 0.2, cells: int = 6):
+        self.margin, self.cells = margin, cells
+
+    def regions(self, faces: Faces, width: int, height: int) -> np.ndarray:
+        """(N, 4) int64 blurred rectangles x1, y1, x2, y2 (half-open), inside the frame."""
+        boxes = faces.boxes.astype(np.float64)
+        grow = np.stack([boxes[:, 2] - boxes[:, 0], boxes[:, 3] - boxes[:, 1]] * 2, 1) * self.margin * [-1, -1, 1, 1]
+        out = np.round(boxes + grow).astype(np.int64)
+        return np.clip(out, 0, [width, height, width, height])
+
+    def annotate(self, frame: np.ndarray, faces: Faces) -> np.ndarray:
+        for x1, y1, x2, y2 in self.regions(faces, frame.shape[1], frame.shape[0]).tolist():
+            if x2 - x1 < 1 or y2 - y1 < 1:
+                continue
+            roi = frame[y1:y2, x1:x2]
+            across = max(1, min(self.cells, x2 - x1))
+            down = max(1, round(across * (y2 - y1) / (x2 - x1)))
+            small = cv2.resize(roi, (across, down), interpolation=cv2.INTER_AREA)
+            roi[:] = cv2.resize(small, (x2 - x1, y2 - y1), interpolation=cv2.INTER_LINEAR)
         return frame
 
 
@@ -130,9 +186,11 @@ class FpsAnnotator(Annotator):
         return f"{self.fps:5.1f} fps  {faces} {'face' if faces == 1 else 'faces'}"
 
 
-def default_annotators(meta: ModelMeta, fps: bool = False) -> list[Annotator]:
-    """Boxes and labels, a warning banner for an untrained model, optionally FPS."""
-    annotators: list[Annotator] = [BoxAnnotator(meta), LabelAnnotator(meta)]
+def default_annotators(meta: ModelMeta, fps: bool = False, blur: bool = False) -> list[Annotator]:
+    """Boxes and labels, a warning banner for an untrained model, optionally FPS;
+    ``blur``: every face blurred first."""
+    annotators: list[Annotator] = [BlurAnnotator()] if blur else []
+    annotators += [BoxAnnotator(meta), LabelAnnotator(meta)]
     if not meta.trained:
         annotators.append(BannerAnnotator("UNTRAINED MODEL: labels are not predictions"))
     if fps:

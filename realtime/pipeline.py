@@ -30,7 +30,8 @@ log = logging.getLogger(__name__)
 def _run(sources: list[Source], settings: AnalyzerSettings, sinks: list[SinkFactory],
          summary_path: str | Path | None, fps_overlay: bool,
          on_start: Callable[[Source], None] | None, on_frame: FrameCallback | None,
-         timer: StageTimer | None = None, analyzer: Analyzer | None = None) -> RunStats:
+         timer: StageTimer | None = None, analyzer: Analyzer | None = None,
+         blur: bool = False) -> RunStats:
     """``analyzer``: one already loaded (its trackers start again), kept open; else
     one is loaded from ``settings`` and closed at the end."""
     stop = threading.Event()
@@ -61,7 +62,7 @@ def _run(sources: list[Source], settings: AnalyzerSettings, sinks: list[SinkFact
         if on_start is not None:
             for source in sources:
                 on_start(source)
-        annotators = [default_annotators(analyzer.meta, fps=fps_overlay) for _ in sources]
+        annotators = [default_annotators(analyzer.meta, fps=fps_overlay, blur=blur) for _ in sources]
         running()
         stats = process(sources, analyzer.analyze, annotators, opened, on_frame, [s.live for s in sources], stop=stop, timer=timer)
     stats.source = ", ".join(s.name for s in sources)
@@ -87,7 +88,8 @@ def annotate(
     (JSON). ``output`` is an :class:`OutputSettings`, or just the annotated output's
     path. For callers that annotate many files (``realtime archive``): ``sinks`` are
     more sink factories, ``analyzer`` one already loaded (kept open), ``wrap(source)``
-    may replace the opened source (e.g. to sample it)."""
+    may replace the opened source (e.g. to sample it); ``sinks`` may also be
+    :attr:`realtime.integrations.Integrations.sinks`."""
     out = output if isinstance(output, OutputSettings) else OutputSettings(media=output)
 
     def check(source: Source) -> None:
@@ -104,7 +106,7 @@ def annotate(
     source = wrap(source) if wrap is not None else source
     with claim([source], out.media, out.json, out.summary, out.table):
         return _run([source], settings, data_sinks(out) + list(sinks), out.summary, False,
-                    on_start, on_frame, analyzer=analyzer)
+                    on_start, on_frame, analyzer=analyzer, blur=out.blur)
 
 
 def run(
@@ -164,4 +166,4 @@ def run(
     window = [lambda src, an, k, analytics: WindowSink(f"realtime {k} - {src.name}")] if show else []
     with claim(sources, output, json_path, summary_path):
         return _run(sources, settings, window + data_sinks(out, n) + list(sinks), summary_path,
-                    True, on_start, on_frame, timer)
+                    True, on_start, on_frame, timer, blur=out.blur)

@@ -40,6 +40,8 @@ class OutputSettings:
             every frame; 0 = x264's own frame threads (1.5 per core: ~65 MB more at 1080p).
         encoder_lookahead: frames libx264 looks ahead for rate control; None = the
             preset's (10; what each costs: README, Memory).
+        blur: blur every face in everything drawn (the media, the window, what a sink
+            shows); the JSONL and the counts are unchanged.
     """
 
     media: str | Path | None = None
@@ -49,6 +51,7 @@ class OutputSettings:
     show: bool | None = None
     encoder_threads: int = ENCODER_THREADS
     encoder_lookahead: int | None = ENCODER_LOOKAHEAD
+    blur: bool = False
 
 
 def numbered(path: str | Path | None, k: int, n: int) -> str | Path | None:

@@ -10,6 +10,8 @@ from realtime.cli.options import (
     analyzer_settings,
     encoder_options,
     finish,
+    integration_options,
+    integrations,
     live_options,
     output_settings,
     progress,
@@ -27,6 +29,7 @@ from realtime.cli.options import (
 @click.option("--table", "table_path", type=click.Path(dir_okay=False), default=None,
               help="One row per face per frame, the JSON fields: .parquet (needs pyarrow) or .csv.")
 @encoder_options
+@integration_options
 @analyzer_options
 def annotate(input: str, output: str, json_path: str | None, summary_path: str | None, table_path: str | None, **kw) -> None:
     """Annotate a video file, an image or a folder of images."""
@@ -34,8 +37,8 @@ def annotate(input: str, output: str, json_path: str | None, summary_path: str |
 
     settings = analyzer_settings(kw)
     outputs = output_settings(kw, media=output, json=json_path, summary=summary_path, table=table_path)
-    with progress("annotate") as (on_start, on_frame):
-        stats = annotate_(input, outputs, settings, on_start, on_frame)
+    with integrations(kw) as connected, progress("annotate") as (on_start, on_frame):
+        stats = annotate_(input, outputs, settings, on_start, on_frame, sinks=connected.sinks)
     finish(stats, json_path == "-")
 
 
@@ -53,8 +56,8 @@ def run(sources: tuple[str, ...], output: str | None, json_path: str | None, sho
 
     settings = analyzer_settings(kw)
     outputs = output_settings(kw, media=output, json=json_path, summary=summary_path, show=show)
-    with progress("run") as (on_start, on_frame):
-        stats = run_(list(sources), outputs, settings, on_start, on_frame, reconnect_timeout)
+    with integrations(kw) as connected, progress("run") as (on_start, on_frame):
+        stats = run_(list(sources), outputs, settings, on_start, on_frame, reconnect_timeout, sinks=connected.sinks)
     finish(stats, json_path == "-")
 
 
@@ -73,10 +76,12 @@ def run(sources: tuple[str, ...], output: str | None, json_path: str | None, sho
 @click.option("--stream-fps", type=FiniteFloat(0.5, 240), default=30.0, show_default=True,
               help="Most frames a second sent to each video viewer.")
 @click.option("--jpeg-quality", type=click.IntRange(10, 100), default=80, show_default=True, help="Quality of the video stream.")
+@click.option("--video/--no-video", default=True, show_default=True,
+              help="Serve the annotated video (stream, snapshots); --no-video: counts and the API only.")
 @analyzer_options
 def serve(sources: tuple[str, ...], output: str | None, json_path: str | None, reconnect_timeout: float, summary_path: str | None,
           source_file: str | None, host: str, port: int, token: str | None, loop: bool, pace: bool, stall_timeout: float,
-          stream_fps: float, jpeg_quality: int, **kw) -> None:
+          stream_fps: float, jpeg_quality: int, video: bool, **kw) -> None:
     """Live analysis with a web page and an HTTP API (for machines with no display)."""
     from realtime import signals
     from realtime.serve import ServeSettings, serve as serve_
@@ -84,7 +89,7 @@ def serve(sources: tuple[str, ...], output: str | None, json_path: str | None, r
 
     sources = source_specs(sources, source_file)
 
-    settings = ServeSettings(host, port, token, loop, pace, stall_timeout, stream_fps, jpeg_quality)
+    settings = ServeSettings(host, port, token, loop, pace, stall_timeout, stream_fps, jpeg_quality, video)
 
     def ready(url: str) -> None:
         signals.run_started()
@@ -93,7 +98,9 @@ def serve(sources: tuple[str, ...], output: str | None, json_path: str | None, r
             click.echo("(listening on every address: open it with this machine's name or address)", err=json_path == "-")
 
     outputs = output_settings(kw, media=output, json=json_path, summary=summary_path)
-    stats = serve_(list(sources), settings, analyzer_settings(kw), outputs, reconnect_timeout, ready)
+    analysis = analyzer_settings(kw)
+    with integrations(kw) as connected:
+        stats = serve_(list(sources), settings, analysis, outputs, reconnect_timeout, ready, connected)
     finish(stats, json_path == "-")
 
 

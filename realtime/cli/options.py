@@ -168,16 +168,47 @@ def live_options(command):
                      help="Seconds to keep reconnecting a camera or stream that dropped (0: never)."),
         summary_option,
         encoder_options,
+        integration_options,
     ]
     return functools.reduce(lambda c, option: option(c), reversed(options), command)
 
 
+def integration_options(command):
+    """--mqtt, --webhook (realtime.integrations) and --blur, for annotate, run and serve."""
+    options = [
+        click.option("--mqtt", envvar="REALTIME_MQTT", default=None, metavar="URL",
+                     help="Publish track events and counts: mqtt://[user:pass@]HOST[:PORT][/PREFIX] "
+                          "(mqtts:// for TLS; env REALTIME_MQTT keeps a password out of ps)."),
+        click.option("--mqtt-interval", type=FiniteFloat(0), default=10.0, show_default=True,
+                     help="Seconds between PREFIX/SOURCE/counts messages (0: none)."),
+        click.option("--mqtt-ca", type=click.Path(dir_okay=False), default=None,
+                     help="CA certificates for mqtts:// (default: the system's)."),
+        click.option("--webhook", default=None, metavar="URL", help="POST track events as signed JSON batches to this URL."),
+        click.option("--webhook-secret", envvar="REALTIME_WEBHOOK_SECRET", default=None,
+                     help="HMAC-SHA256 key of the X-Realtime-Signature header (env REALTIME_WEBHOOK_SECRET)."),
+        click.option("--blur", is_flag=True, default=False,
+                     help="Blur every face in the video, window, stream and snapshots (JSONL and counts unchanged)."),
+    ]
+    return functools.reduce(lambda c, option: option(c), reversed(options), command)
+
+
+def integrations(kw: dict):
+    """The connected :class:`realtime.integrations.Integrations` of the options (popped
+    from ``kw``), to use in ``with``."""
+    from realtime.integrations import IntegrationSettings, Integrations
+
+    return Integrations(IntegrationSettings(
+        mqtt=kw.pop("mqtt"), mqtt_interval=kw.pop("mqtt_interval"), mqtt_ca=kw.pop("mqtt_ca"),
+        webhook=kw.pop("webhook"), webhook_secret=kw.pop("webhook_secret")))
+
+
 def output_settings(kw: dict, **where):
-    """OutputSettings of ``where`` (media, json, summary, show) and the encoder options
-    (popped from ``kw``)."""
+    """OutputSettings of ``where`` (media, json, summary, show), the encoder options and
+    --blur (popped from ``kw``)."""
     from realtime.wiring import OutputSettings
 
-    return OutputSettings(**where, encoder_threads=kw.pop("encoder_threads"), encoder_lookahead=kw.pop("encoder_lookahead"))
+    return OutputSettings(**where, encoder_threads=kw.pop("encoder_threads"), encoder_lookahead=kw.pop("encoder_lookahead"),
+                          blur=kw.pop("blur"))
 
 
 def analyzer_settings(kw: dict):

@@ -199,8 +199,11 @@ def eval_command(fmt, json_path, markdown_path, old_range, **options):
 @click.option("--max-faces", type=int, default=120, show_default=True)
 @click.option("--columns", type=int, default=12, show_default=True)
 @click.option("--scale", type=float, default=1.0, show_default=True, help="Draw each crop at this multiple of the model's input size.")
-def sheet_command(source, output, every, max_faces, columns, scale, **options):
+@click.option("--blur", is_flag=True, default=False, help="Refused: a contact sheet is made of faces.")
+def sheet_command(source, output, every, max_faces, columns, scale, blur, **options):
     """A contact sheet of the face crops the classifier sees in SOURCE, with their labels."""
+    if blur:
+        raise click.UsageError("a contact sheet shows the faces themselves: it cannot be blurred (--blur is for annotate, run and serve)")
     from realtime.cli.options import analyzer_settings
     from train.sheet import SheetSettings, contact_sheet
 

@@ -16,12 +16,12 @@ import threading
 import time
 from dataclasses import dataclass
 from urllib.parse import quote
-from pathlib import Path
 from typing import TYPE_CHECKING, Callable
 
 from realtime.errors import RealtimeError
 
 if TYPE_CHECKING:
+    from realtime.integrations import Integrations
     from realtime.analyzer import AnalyzerSettings
     from realtime.wiring import OutputSettings
 
@@ -44,6 +44,8 @@ class ServeSettings:
         stall_timeout: seconds a viewer may take no data before it is dropped.
         stream_fps: the most frames a second sent to video viewers.
         jpeg_quality: of the video stream, 1-100.
+        video: serve the annotated video (stream, snapshots); False: the counts and
+            the API only (no pixels leave the process).
     """
 
     host: str = "127.0.0.1"
@@ -54,6 +56,7 @@ class ServeSettings:
     stall_timeout: float = 10.0
     stream_fps: float = 30.0
     jpeg_quality: int = 80
+    video: bool = True
 
 
 def is_loopback(host: str) -> bool:
@@ -102,12 +105,15 @@ def serve(
     output: OutputSettings | None = None,
     reconnect: float | None = 300.0,
     on_ready: Callable[[str], None] | None = None,
+    integrations: Integrations | None = None,
 ):
     """Run the live loop on ``source_spec`` (one or several sources, as
     :func:`realtime.pipeline.run`) and serve its page and API until Ctrl-C/SIGTERM.
     When every source has ended (a file without ``loop``) the server goes on showing
     the last frame and the final counts until stopped. ``on_ready(url)`` is called
     once the analysis starts (the URL carries the token when there is one).
+    ``integrations``: connected MQTT/webhook outboxes, fed by the same loop (their
+    counters go to /metrics).
     Returns the run's :class:`~realtime.loop.RunStats`."""
     import uvicorn
 
@@ -121,7 +127,8 @@ def serve(
     settings = settings or ServeSettings()
     token = resolve_token(settings)
     sock = _listen(settings.host, settings.port)
-    hub = Hub(settings.jpeg_quality, stall_timeout=settings.stall_timeout, stream_fps=settings.stream_fps)
+    hub = Hub(settings.jpeg_quality, stall_timeout=settings.stall_timeout, stream_fps=settings.stream_fps,
+              video=settings.video, outboxes=integrations.outboxes if integrations is not None else [])
     host, port = sock.getsockname()[:2]
     shown = f"[{host}]" if ":" in host else host
     # a request whose headers do not arrive within the stall timeout is closed too
@@ -148,7 +155,7 @@ def serve(
     try:
         outputs = dataclasses.replace(output or OutputSettings(), show=False)
         stats = run(source_spec, outputs, analyzer_settings, on_start, None, reconnect,
-                    sinks=[hub.sink], wrap=replay(settings.pace, settings.loop), timer=hub.timer)
+                    sinks=[hub.sink, *(integrations.sinks if integrations is not None else [])], wrap=replay(settings.pace, settings.loop), timer=hub.timer)
         if not stats.interrupted:
             log.warning("the source ended: still serving the last frame and the final counts; Ctrl-C stops")
             stop = threading.Event()

@@ -167,6 +167,26 @@ class _Metrics:
                 fps.add_metric([stage], 1.0 / values)
         yield seconds
         yield fps
+        yield from _outbox_metrics(self.hub.outboxes)
+
+
+#: /metrics of each outbox kind (mqtt, webhook): its stats() key -> (suffix, help, counter?)
+_OUTBOX_METRICS = {
+    "sent": ("sent", "Messages (MQTT, acknowledged) or events (webhook) delivered", True),
+    "dropped": ("dropped", "Dropped: the queue was full (oldest first), or a webhook answered 4xx", True),
+    "failures": ("failures", "Failed connections or deliveries (each retried with backoff)", True),
+    "queued": ("queued", "Waiting to be delivered", False),
+    "reachable": ("connected", "1 while the broker or webhook answers", False),
+}
+
+
+def _outbox_metrics(outboxes: list):
+    for outbox in outboxes:
+        stats = outbox.stats()
+        for key, (suffix, text, counter) in _OUTBOX_METRICS.items():
+            family = (CounterMetricFamily if counter else GaugeMetricFamily)(f"realtime_{outbox.kind}_{suffix}", text)
+            family.add_metric([], stats[key])
+            yield family
 
 
 def create_app(hub: Hub, token: str | None = None, hosts: tuple[str, ...] = (),
@@ -204,13 +224,20 @@ def create_app(hub: Hub, token: str | None = None, hosts: tuple[str, ...] = (),
         record = feed_of(request).record()
         return JSONResponse(record) if record is not None else JSONResponse({"error": "no frame yet"}, 404)
 
+    def no_video() -> Response:
+        return JSONResponse({"error": "the video is off (serve --no-video): counts and the API only"}, 404)
+
     async def snapshot(request: Request) -> Response:
+        if not hub.video:
+            return no_video()
         data = await run_in_threadpool(feed_of(request).encode, hub.jpeg_quality)
         if data is None:
             return JSONResponse({"error": "no frame yet"}, 404)
         return Response(data, media_type="image/jpeg", headers={"Cache-Control": "no-store"})
 
     async def mjpeg(request: Request) -> Response:
+        if not hub.video:
+            return no_video()
         return PushResponse(hub, feed_of(request), VIDEO, f"multipart/x-mixed-replace; boundary={BOUNDARY}", abort)
 
     async def events(request: Request) -> Response:

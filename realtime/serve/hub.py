@@ -119,6 +119,7 @@ class Feed:
     meta: ModelMeta
     analytics: Analytics | None
     history_minutes: int = 10
+    video: bool = True
     state: str = "running"
     frames: int = 0
     faces_total: int = 0
@@ -149,7 +150,7 @@ class Feed:
                 self._minutes.setdefault(minute, set()).update(faces.track_ids.tolist())
                 for old in [m for m in self._minutes if m <= minute - self.history_minutes]:
                     del self._minutes[old]
-        self.latest = (self.frames, frame, faces, annotated)
+        self.latest = (self.frames, frame, faces, annotated if self.video else None)
         if self.viewers[EVENTS]:
             self._events.append((frame, faces))
 
@@ -163,7 +164,7 @@ class Feed:
     def encode(self, quality: int) -> bytes | None:
         """The newest annotated frame as JPEG, encoded once per frame and shared."""
         latest, cached = self.latest, self.jpeg
-        if latest is None:
+        if latest is None or latest[3] is None:
             return None
         if cached is not None and cached[0] == latest[0]:
             return cached[1]
@@ -196,7 +197,7 @@ class Feed:
             "id": self.index, "name": self.source.name, "kind": self.source.kind, "live": self.source.live,
             "state": self.state, "fps": round(self.fps, 2), "frames": self.frames, "faces": self.faces_total,
             "in_view": len(faces), "dropped": self.dropped, "reconnects": getattr(self.source, "reconnects", 0),
-            "size": list(latest[3].shape[1::-1]) if latest else self.source.size,
+            "size": list(latest[1].image.shape[1::-1]) if latest else self.source.size, "video": self.video,
             "viewers": {kind: len(v) for kind, v in self.viewers.items()},
             "tracking": self.analytics is not None,
         }
@@ -248,11 +249,15 @@ class Hub:
         stall_timeout: a viewer that takes no data for this many seconds is dropped.
         stream_fps: at most this many frames a second are encoded and sent to video
             viewers (a file analysed faster than real time is not streamed faster).
+        video: False: no frame is kept, encoded or served (``--no-video``).
+        outboxes: the run's MQTT/webhook outboxes, for /metrics.
     """
 
-    def __init__(self, jpeg_quality: int = 80, queue_size: int = 2, stall_timeout: float = 10.0, stream_fps: float = 30.0):
+    def __init__(self, jpeg_quality: int = 80, queue_size: int = 2, stall_timeout: float = 10.0, stream_fps: float = 30.0,
+                 video: bool = True, outboxes: list | None = None):
         self.jpeg_quality, self.queue_size, self.stall_timeout = jpeg_quality, queue_size, stall_timeout
-        self.stream_fps = stream_fps
+        self.stream_fps, self.video = stream_fps, video
+        self.outboxes = outboxes or []
         self.feeds: list[Feed] = []
         self.timer = StageTimer()
         self.wake = threading.Event()
@@ -263,7 +268,7 @@ class Hub:
     def sink(self, source: Source, analyzer, k: int, analytics: Analytics | None) -> Sink:
         """A :data:`realtime.wiring.SinkFactory`: the feed of source ``k``, reading the
         run's own ``analytics`` of it (written by the loop, read here under its lock)."""
-        feed = Feed(k, source, analyzer.meta, analytics)
+        feed = Feed(k, source, analyzer.meta, analytics, video=self.video)
         self.feeds.append(feed)
         return _ServeSink(self, feed)
 

@@ -23,7 +23,8 @@ function text(root, selector, value) {
 function panel(source) {
   if (panels.has(source.id)) return panels.get(source.id);
   const node = document.getElementById("source-template").content.firstElementChild.cloneNode(true);
-  node.querySelector(".stream").src = "api/sources/" + source.id + "/stream.mjpg";
+  if (source.video === false) node.querySelector(".stream").remove();  // serve --no-video
+  else node.querySelector(".stream").src = "api/sources/" + source.id + "/stream.mjpg";
   document.getElementById("sources").appendChild(node);
   panels.set(source.id, node);
   return node;
