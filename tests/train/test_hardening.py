@@ -239,8 +239,9 @@ def _labels(faces: Path, text: str, encoding: str = "utf-8") -> Path:
 ])
 def test_bad_label_rows_are_one_line(faces, tmp_path, checkpoint, text, message):
     labels = _labels(faces, text)
-    for command in (("eval", "--model", checkpoint, "--cropped", "--predictions", tmp_path / "p.csv"), (*TRAIN, "--out", tmp_path / "run")):
-        code, _, err = run(*command, "--data", labels, "--format", "csv")
+    for command in (("eval", "--model", checkpoint, "--cropped", "--predictions", tmp_path / "p.csv", "--format", "csv"),
+                    (*TRAIN, "--out", tmp_path / "run")):  # TRAIN names its --format (one per --data)
+        code, _, err = run(*command, "--data", labels)
         assert code == 1, err
         one_line(err, message)
 
