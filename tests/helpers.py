@@ -4,6 +4,7 @@ checking its records); fixtures stay in the conftest files."""
 from __future__ import annotations
 
 import csv
+import hashlib
 import http.client
 import http.server
 import json
@@ -319,3 +320,21 @@ def read_jpegs(response: http.client.HTTPResponse, n: int) -> list[bytes]:
         assert headers["content-type"] == "image/jpeg"
         parts.append(response.read(int(headers["content-length"])))
     return parts
+
+
+def run_cli(*args, timeout: float = 600, **kw) -> tuple[int, str, str]:
+    """Run ``realtime ARGS`` to its end (names that are not UTF-8 pass through): code, stdout, stderr."""
+    proc = realtime(*args, errors="surrogateescape", **kw)
+    out, err = proc.communicate(timeout=timeout)
+    return proc.returncode, out, err
+
+
+def one_line(err: str, message: str) -> None:
+    """No traceback, and exactly one ``error:`` line, holding ``message``."""
+    assert "Traceback" not in err, err
+    errors = [line for line in err.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and message in errors[0], err
+
+
+def digest(path: Path) -> str:
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()

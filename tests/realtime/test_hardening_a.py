@@ -5,7 +5,6 @@ bytes afterwards, one error line, the exit status)."""
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import shutil
@@ -15,26 +14,10 @@ from pathlib import Path
 
 import pytest
 
-from tests.helpers import SAMPLES, realtime
+from tests.helpers import digest, one_line, run_cli as run, SAMPLES, realtime
 
 
 pytestmark = pytest.mark.slow  # real processes: not in the quick run
-
-
-def run(*args, timeout: float = 300, **kw):
-    proc = realtime(*args, errors="surrogateescape", **kw)
-    out, err = proc.communicate(timeout=timeout)
-    return proc.returncode, out, err
-
-
-def one_line(err: str, message: str) -> None:
-    assert "Traceback" not in err, err
-    errors = [line for line in err.splitlines() if line.startswith("error:")]
-    assert len(errors) == 1 and message in errors[0], err
-
-
-def digest(path: Path) -> str:
-    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
 
 
 def photos(folder: Path, *names: str) -> Path:

@@ -6,7 +6,6 @@ real files."""
 from __future__ import annotations
 
 import csv
-import hashlib
 import json
 import os
 import resource
@@ -19,26 +18,10 @@ import torch
 
 from engines.model import create_model, save_checkpoint
 from engines.meta import ModelMeta
-from tests.helpers import face_image, realtime
+from tests.helpers import digest, face_image, one_line, run_cli as run
 
 
 pytestmark = pytest.mark.slow  # real processes: not in the quick run
-
-
-def run(*args, timeout: float = 600, **kw):
-    proc = realtime(*args, errors="surrogateescape", **kw)
-    out, err = proc.communicate(timeout=timeout)
-    return proc.returncode, out, err
-
-
-def one_line(err: str, message: str) -> None:
-    assert "Traceback" not in err, err
-    errors = [line for line in err.splitlines() if line.startswith("error:")]
-    assert len(errors) == 1 and message in errors[0], err
-
-
-def digest(path: Path) -> str:
-    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
 
 
 @pytest.fixture
