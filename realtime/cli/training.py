@@ -98,7 +98,15 @@ def data_options(command, multiple: bool = False):
 )
 @click.option(
     "--distill", type=Limited("distill"), default=0.5, show_default=True,
-    help="With --teacher: weight of the teachers' soft targets against the labels (0-1).",
+    help="With --teacher or --teacher-cache: weight of the teachers' soft targets against the labels (0-1).",
+)
+@click.option(
+    "--teacher-cache", type=click.Path(dir_okay=False, path_type=Path), default=None,
+    help="Distil from teachers trained on other faces, their outputs cached by `realtime teach` (.npz).",
+)
+@click.option(
+    "--feature-weight", type=Limited("feature_weight"), default=0.0, show_default=True,
+    help="With --teacher-cache: weight of matching faceres' 1024-d face feature (through a projection; 0: off).",
 )
 @click.option(
     "--age-groups", default="adience", show_default=True,
