@@ -67,6 +67,7 @@ LIMITS: dict[str, Limit] = {
     "drop_rate": Limit(0, 1, high_open=True),
     "distill": Limit(0, 1),
     "feature_weight": Limit(0, 100),
+    "init_member": Limit(0, 64, integer=True),
     "workers": Limit(0, 256, integer=True),
     "threads": Limit(1, 1024, integer=True),
     "limit": Limit(1, 10**9, integer=True),

@@ -100,7 +100,7 @@ def fit(
 
     net = build_net(meta, settings.pretrained, settings.drop_rate)
     if settings.init is not None:
-        init_weights(net, settings.init)
+        init_weights(net, settings.init, settings.init_member)
     net = net.to(device).to(memory_format=torch.channels_last)
     cache = TeacherCache(settings.teacher_cache, meta.age_labels, meta.gender_labels) if settings.teacher_cache else None
     feature = FeatureMatch(net.age_head.in_features, FEATURE_DIM).to(device) if settings.feature_weight > 0 else None

@@ -87,7 +87,8 @@ class TrainSettings:
             into the same ``out``; folds not listed count only once finished there.
         init: start from this checkpoint's weights (fine-tuning, e.g. the default model
             on your own data) instead of a random or ImageNet initialisation; its age
-            and gender labels must be the run's.
+            and gender labels must be the run's. ``init_member``: which network of an
+            ensemble (``realtime ensemble``) to start from.
         teachers: checkpoints to distil from: their averaged predictions on each
             augmented batch are soft targets (knowledge distillation), weighted
             ``distill`` (0-1) against the labels.
@@ -129,6 +130,7 @@ class TrainSettings:
     save: Path | None = None
     only_folds: tuple[int, ...] = ()
     init: Path | None = None
+    init_member: int = 0
     teachers: tuple[Path, ...] = ()
     distill: float = 0.5
     teacher_cache: Path | None = None
@@ -288,14 +290,18 @@ def to_input(rgb: torch.Tensor, cropper: Cropper, device: torch.device, channels
     return x.contiguous(memory_format=torch.channels_last if channels_last else torch.contiguous_format)
 
 
-def init_weights(net: AgeGenderNet, path: Path) -> None:
+def init_weights(net: AgeGenderNet, path: Path, member: int = 0) -> None:
     """Copy a checkpoint's weights into ``net`` (fine-tuning); same architecture and
     labels. A years head of another kind (``years_bins``) is left as initialised; an
-    ensemble gives its first member."""
+    ensemble gives its member number ``member`` (the first by default)."""
     source = load_checkpoint(path)
-    if isinstance(source, Ensemble):  # e.g. the default model: fine-tune its first member
-        log.info("%s is an ensemble of %d networks: starting from its first", path, len(source.members))
-        source = source.members[0]
+    if isinstance(source, Ensemble):  # e.g. the default model: fine-tune one of its members
+        if not 0 <= member < len(source.members):
+            raise RealtimeError(f"--init-member {member}: {path} has members 0 to {len(source.members) - 1}")
+        log.info("%s is an ensemble of %d networks: starting from member %d", path, len(source.members), member)
+        source = source.members[member]
+    elif member:
+        raise RealtimeError(f"--init-member {member}: {path} is one network, not an ensemble")
     if (source.meta.arch, source.meta.age_labels, source.meta.gender_labels) != (net.meta.arch, net.meta.age_labels, net.meta.gender_labels):
         raise RealtimeError(
             f"--init {path}: its architecture ({source.meta.arch}) or age/gender labels differ from the run's "

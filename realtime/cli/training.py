@@ -70,6 +70,8 @@ def data_options(command, multiple: bool = False):
 )
 @click.option("--drop-rate", type=Limited("drop_rate"), default=0.2, show_default=True, help="Dropout before the heads.")
 @click.option("--no-augment", is_flag=True, help="Train on the plain app crops.")
+@click.option("--wild-augment", is_flag=True,
+              help="Augment also for faces in the wild: looser, off-centre framing, grayscale, motion blur, occlusion, hard light.")
 @click.option("--pretrained", is_flag=True, help="Start from timm's ImageNet weights (needs the internet).")
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--workers", type=Limited("workers", integer=True), default=0, show_default=True, help="DataLoader worker processes.")
@@ -92,6 +94,8 @@ def data_options(command, multiple: bool = False):
     "--init", type=click.Path(path_type=Path), default=None,
     help="Start from this checkpoint's weights (fine-tuning), e.g. engines/weights/default.safetensors.",
 )
+@click.option("--init-member", type=Limited("init_member", integer=True), default=0, show_default=True,
+              help="With an ensemble as --init: which of its networks to start from.")
 @click.option(
     "--teacher", "teachers", type=click.Path(path_type=Path), multiple=True,
     help="Distil from this trained model (repeatable: their predictions are averaged) on every augmented batch.",
@@ -117,19 +121,18 @@ def data_options(command, multiple: bool = False):
     help="Draw so that genders and UTKFace race groups come equally often within each set "
     "(default: on with several --data, off with one).",
 )
-def train_command(fmt, no_augment, no_amp, **options):
+def train_command(fmt, no_augment, wild_augment, no_amp, **options):
     """Train age/gender models with k-fold cross-validation (or one held-out run)."""
     from engines.errors import require
 
     for module in ("torch", "timm"):
         require(module, "realtime train")
-    from train.augment import AugmentSettings
     from train.fit import cross_validate
     from train.trainer import TrainSettings
 
     settings = TrainSettings(
         format=tuple(fmt),
-        augment=AugmentSettings.off() if no_augment else AugmentSettings(),
+        augment=_augment(no_augment, wild_augment),
         amp=not no_amp,
         **{**options, "data": tuple(options["data"])},
     )
@@ -149,6 +152,14 @@ def train_command(fmt, no_augment, no_amp, **options):
         click.echo((settings.out / "summary.md").read_text())
         if "saved" in summary:
             click.echo(f"model written to {summary['saved']}")
+
+
+def _augment(no_augment: bool, wild_augment: bool):
+    from train.augment import AugmentSettings
+
+    if no_augment and wild_augment:
+        raise click.UsageError("--no-augment and --wild-augment contradict each other; give one")
+    return AugmentSettings.off() if no_augment else AugmentSettings.wild() if wild_augment else AugmentSettings()
 
 
 @click.command("eval")
