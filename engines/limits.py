@@ -68,6 +68,7 @@ LIMITS: dict[str, Limit] = {
     "distill": Limit(0, 1),
     "feature_weight": Limit(0, 100),
     "init_member": Limit(0, 64, integer=True),
+    "image_side": Limit(16, 4096, integer=True),
     "workers": Limit(0, 256, integer=True),
     "threads": Limit(1, 1024, integer=True),
     "limit": Limit(1, 10**9, integer=True),
