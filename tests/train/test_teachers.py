@@ -140,3 +140,15 @@ def test_wild_augmentations_change_the_face_and_repeat_by_seed():
     shade = Augmenter(64, dataclasses.replace(AugmentSettings.off(), shade=1.0))(chip, np.random.default_rng(1))
     assert shade.astype(int).sum() < off(chip, np.random.default_rng(1)).astype(int).sum()  # light falls off
     assert not (plain(chip, np.random.default_rng(5)) == wild(chip, np.random.default_rng(5))).all()
+
+
+def test_eval_reports_each_gender_and_their_mean(sets, tmp_path):
+    import json
+
+    result = invoke("eval", "--data", sets / "crops", "--format", "csv", "--cropped", "--predictions", tmp_path / "p.csv",
+                    "--json", tmp_path / "m.json", "--bootstrap", 0)
+    assert result.exit_code == 0, result.output
+    metrics = json.loads((tmp_path / "m.json").read_text())
+    each = [metrics["by_gender"][g]["gender_acc"] for g in ("female", "male")]
+    assert metrics["overall"]["gender_balanced"] == pytest.approx(sum(each) / 2)
+    assert "gender by true gender: female" in result.output and "(8)" in result.output and "balanced" in result.output
