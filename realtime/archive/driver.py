@@ -1,22 +1,20 @@
 """The driver of ``realtime archive``: plan (resume), run one Ray task per file with
 backpressure, retry workers that died, time out hung files, keep the manifest.
 
-Ray is imported here only, inside :func:`connect`: the runtime install (no Ray) never
-loads it. A local cluster (no ``address``) listens on 127.0.0.1 only and has no dashboard.
+Ray is imported only in :mod:`~realtime.archive.cluster` (when there is work to do): the
+runtime install (no Ray) never loads it.
 """
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import logging
-import os
-import signal
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
+from realtime.archive.cluster import connect, require_cluster, stop
 from realtime.archive.inputs import Input, expand_inputs
 from realtime.archive.results import (
     FOLDERS,
@@ -31,7 +29,6 @@ from realtime.archive.results import (
 from realtime.archive.scheduler import Scheduler
 from realtime.archive.settings import ArchiveSettings
 from realtime.errors import RealtimeError
-from realtime.tables import INSTALL_HINT
 
 log = logging.getLogger(__name__)
 
@@ -129,54 +126,6 @@ def plan(specs: list[str], settings: ArchiveSettings) -> tuple[list[Input], list
     return inputs, todo, rows, record
 
 
-def _loopback(address: str) -> bool:
-    """A cluster on this machine's loopback (``127.0.0.1:PORT``, ``localhost:PORT``)."""
-    host = address.split("://")[-1].rsplit(":", 1)[0].strip("[]")
-    return host in ("127.0.0.1", "localhost", "::1")
-
-
-def connect(settings: ArchiveSettings, slots_wanted: int | None):
-    """Ray, started locally (127.0.0.1, no dashboard) or joined at ``settings.address``.
-    Returns (ray, started_here)."""
-    # Ray's usage statistics are sent to its makers unless this is off: off, unless the user says otherwise
-    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
-    if settings.address is None or _loopback(settings.address):
-        # Ray resolves 127.0.0.1 to this machine's outside address on Linux unless this
-        # is off; with it off the node (raylet, object store, workers) binds loopback only
-        os.environ["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = "0"
-    try:
-        import ray
-    except ImportError:
-        raise RealtimeError(f"realtime archive needs Ray: {INSTALL_HINT}") from None
-    if ray.is_initialized():
-        return ray, False
-    sigterm = signal.getsignal(signal.SIGTERM)  # ray.init replaces it: Ctrl-C and SIGTERM stay ours
-    try:
-        if settings.address is None:
-            cpus = (slots_wanted or max(1, int((os.cpu_count() or 1) // settings.cpus_per_worker))) * settings.cpus_per_worker
-            ray.init(num_cpus=cpus, include_dashboard=False, _node_ip_address="127.0.0.1", log_to_driver=False,
-                     logging_level=logging.WARNING, configure_logging=False)
-        else:
-            ray.init(address=settings.address, log_to_driver=False, logging_level=logging.WARNING, configure_logging=False)
-    except (ConnectionError, ValueError, RuntimeError) as e:
-        raise RealtimeError(f"cannot {'start' if settings.address is None else 'join'} Ray "
-                            f"{settings.address or ''}: {str(e).splitlines()[0]}") from None
-    finally:
-        if signal.getsignal(signal.SIGTERM) is not sigterm and sigterm is not None:
-            with contextlib.suppress(ValueError):
-                signal.signal(signal.SIGTERM, sigterm)
-    return ray, True
-
-
-def require_cluster() -> None:
-    """One line naming the extra when Ray or pyarrow is missing (the runtime install)."""
-    import importlib.util
-
-    missing = [name for name, module in (("Ray", "ray"), ("pyarrow", "pyarrow")) if importlib.util.find_spec(module) is None]
-    if missing:
-        raise RealtimeError(f"realtime archive needs {' and '.join(missing)}: {INSTALL_HINT}")
-
-
 def archive(specs: list[str], settings: ArchiveSettings, progress: Callable | None = None) -> ArchiveReport:
     """Archive every INPUT (see :mod:`realtime.archive`). ``progress(report)`` returns a
     :class:`Progress`-like object (files and frames), or None for none."""
@@ -200,7 +149,7 @@ def archive(specs: list[str], settings: ArchiveSettings, progress: Callable | No
                 report.interrupted = True
             finally:
                 if ours:
-                    ray.shutdown()
+                    stop(ray)
         report.seconds = time.perf_counter() - start
         report.rows = {i.key: rows[i.key] for i in todo if i.key in rows}
     return report

@@ -14,12 +14,14 @@ This module imports no Ray at import time; only :func:`_node_name` asks it where
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import logging
 import os
 import resource
 import signal
 import socket
+import sys
 import threading
 import time
 from dataclasses import dataclass, field
@@ -102,13 +104,16 @@ def _analyzer(settings: AnalyzerSettings) -> Analyzer:
     return _loaded[1]
 
 
+@functools.lru_cache(maxsize=1)
 def _node_name() -> str:
-    try:
-        import ray
-
-        return f"{socket.gethostname()} {ray.util.get_node_ip_address()} {ray.get_runtime_context().get_node_id()[:8]}"
-    except Exception:  # not inside Ray (a direct call)
+    """``HOST ADDRESS NODE_ID`` of the Ray node this worker runs on (a direct call, outside
+    Ray: the host name; Ray is never started from here)."""
+    ray = sys.modules.get("ray")
+    if ray is None or not ray.is_initialized():
         return socket.gethostname()
+    node_id = ray.get_runtime_context().get_node_id()
+    address = next((n["NodeManagerAddress"] for n in ray.nodes() if n["NodeID"] == node_id), "?")
+    return f"{socket.gethostname()} {address} {node_id[:8]}"
 
 
 def _fault(job: Job) -> tuple[str, int] | None:
