@@ -68,6 +68,10 @@ def connect(settings: ArchiveSettings, slots_wanted: int | None):
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
     if settings.address is None or loopback_address(settings.address):
         _pin_loopback()
+    if settings.address is None:
+        # Ray's default for a new local cluster, said explicitly: token authentication on,
+        # without its line on stderr at every run
+        os.environ.setdefault("RAY_AUTH_MODE", "token")
     try:
         import ray
     except ImportError:
