@@ -9,8 +9,9 @@ start-up and shut-down included, rounds alternated A B C A B C ... (the README's
 Both write the annotated mp4s (A: ``-o``, ``--json``, ``--summary``; B, C: ``--media``).
 Each run is timed inside its own process (``--wrap`` may wait for its turn first), with
 the 1-minute load average before and after; B and C add each file's seconds and the
-worker's peak RSS (the manifest's ``peak_rss_mb``) and check that no Ray process of the
-run is left once the command has returned.
+worker's peak RSS (the manifest's ``peak_rss_mb``) and check that no process of the run
+(Ray's included: they inherit a mark in their environment) is left once the command has
+returned.
 """
 
 from __future__ import annotations
@@ -26,23 +27,24 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-RAY_PROCESSES = ("raylet", "gcs_server", "ray::", "ray/dashboard", "ray/autoscaler", "ray/_private")
+#: set in each run's environment: every process of the run (Ray's included) inherits it
+MARK = "ARCHIVE_COST_RUN"
 
 
 def _load() -> float:
     return float(Path("/proc/loadavg").read_text().split()[0])
 
 
-def _ray_pids() -> dict[int, str]:
-    found = {}
+def _processes_of(mark: str) -> list[str]:
+    """Processes whose environment holds ``MARK=mark`` (the run's, Ray's included), but this one."""
+    found = []
     for proc in Path("/proc").iterdir():
-        if proc.name.isdigit():
+        if proc.name.isdigit() and int(proc.name) != os.getpid():
             try:
-                cmd = (proc / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+                if f"{MARK}={mark}".encode() in (proc / "environ").read_bytes().split(b"\0"):
+                    found.append((proc / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")[:120])
             except OSError:
                 continue
-            if any(name in cmd for name in RAY_PROCESSES):
-                found[int(proc.name)] = cmd[:120]
     return found
 
 
@@ -52,11 +54,12 @@ def _cli(*args: str) -> list[str]:
 
 def one(kind: str, videos: Path, out: Path) -> dict:
     """One timed run (in this process): ``A``, or ``B1``/``B2`` (archive with 1 or 2 workers)."""
-    env = {**os.environ, "PYTHONPATH": f"{ROOT}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"}
+    mark = f"{os.getpid()}-{time.time_ns()}"
+    env = {**os.environ, "PYTHONPATH": f"{ROOT}{os.pathsep}{os.environ.get('PYTHONPATH', '')}", MARK: mark}
     shutil.rmtree(out, ignore_errors=True)
     out.mkdir(parents=True)
     files = sorted(videos.glob("*.mp4"))
-    before, load = _ray_pids(), _load()
+    load = _load()
     start = time.perf_counter()
     if kind == "A":
         for i, f in enumerate(files):
@@ -75,8 +78,7 @@ def one(kind: str, videos: Path, out: Path) -> dict:
         record["file_seconds"] = [round(r["seconds"], 2) for r in rows]
         record["peak_rss_mb"] = max(r["peak_rss_mb"] for r in rows)
         record["statuses"] = sorted({r["status"] for r in rows})
-        left = {pid: cmd for pid, cmd in _ray_pids().items() if pid not in before}
-        record["ray_processes_left"] = list(left.values())
+        record["processes_left"] = _processes_of(mark)  # the command has returned: none may be left
     return record
 
 

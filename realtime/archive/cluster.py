@@ -86,9 +86,12 @@ def connect(settings: ArchiveSettings, slots_wanted: int | None):
                      object_store_memory=LOCAL_OBJECT_STORE_BYTES, _system_config={"worker_niceness": 0}, **quiet)
         else:
             ray.init(address=settings.address, **quiet)
-    except (ConnectionError, ValueError, RuntimeError) as e:
+    except Exception as e:  # Ray raises plain Exception too (a raylet that did not start in 30 s on a loaded machine)
+        with contextlib.suppress(Exception):
+            ray.shutdown()  # what did start goes; Ray's reaper ends the rest with this process
+        first = str(e).splitlines()[0] if str(e) else type(e).__name__
         raise RealtimeError(f"cannot {'start' if settings.address is None else 'join'} Ray "
-                            f"{settings.address or ''}: {str(e).splitlines()[0]}") from None
+                            f"{settings.address or ''}: {first}") from None
     finally:
         if signal.getsignal(signal.SIGTERM) is not sigterm and sigterm is not None:
             with contextlib.suppress(ValueError):
