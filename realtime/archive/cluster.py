@@ -90,8 +90,8 @@ def connect(settings: ArchiveSettings, slots_wanted: int | None):
         with contextlib.suppress(Exception):
             ray.shutdown()  # what did start goes; Ray's reaper ends the rest with this process
         first = str(e).splitlines()[0] if str(e) else type(e).__name__
-        raise RealtimeError(f"cannot {'start' if settings.address is None else 'join'} Ray "
-                            f"{settings.address or ''}: {first}") from None
+        what = "start Ray" if settings.address is None else f"join Ray at {settings.address}"
+        raise RealtimeError(f"cannot {what}: {first}") from None
     finally:
         if signal.getsignal(signal.SIGTERM) is not sigterm and sigterm is not None:
             with contextlib.suppress(ValueError):
