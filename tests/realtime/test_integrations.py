@@ -115,7 +115,7 @@ class Subscriber:
 def events_from_jsonl(path: Path) -> list[tuple]:
     """The track events a JSONL implies, worked out from it alone: per frame the tracks
     gone since the previous frame (end, by id), the new ones (in the file's order), the
-    ones whose label changed; at the end, every track still in view."""
+    ones whose label or person changed; at the end, every track still in view."""
     out, last, labels = [], {}, {}
     for line in path.read_text().splitlines():
         record = json.loads(line)
@@ -124,7 +124,7 @@ def events_from_jsonl(path: Path) -> list[tuple]:
             out.append(("end", tid, last[tid][0], labels.pop(tid)))
         changed = []
         for tid, face in faces.items():
-            label = (face["age_group"], face["gender"])
+            label = (face["age_group"], face["gender"], face.get("person_id"))
             if tid not in labels:
                 out.append(("new", tid, record["frame"], label))
             elif labels[tid] != label:
@@ -137,7 +137,7 @@ def events_from_jsonl(path: Path) -> list[tuple]:
 
 
 def as_tuples(events: list[dict]) -> list[tuple]:
-    return [(e["event"], e["track_id"], e["frame"], (e["age_group"], e["gender"])) for e in events]
+    return [(e["event"], e["track_id"], e["frame"], (e["age_group"], e["gender"], e["person_id"])) for e in events]
 
 
 @needs_mosquitto
