@@ -2,7 +2,8 @@
 
 :class:`ReIdentifier` sits after the tracker (one ``update`` per frame). A track is
 embedded (:mod:`realtime.embedders`) once it is confirmed and again every
-``refresh`` seconds, never every frame; its embedding is matched against a
+``refresh`` seconds, never every frame, on a worker thread: the analysis thread
+goes on with the next frame and matches the embeddings at its update; its embedding is matched against a
 :class:`Gallery` of the people seen in the last ``window`` seconds. A match makes the
 track that person again (``Faces.person_ids``), and its age and gender start from the
 person's; no match makes a new person. The gallery is memory only: a person's
@@ -26,6 +27,7 @@ refreshed embedding that no longer matches its track's person restarts the track
 from __future__ import annotations
 
 import logging
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -266,6 +268,10 @@ class ReIdentifier:
         self._embedded: dict[tuple[int, int], float] = {}
         self._held: dict[tuple[int, int], Track] = {}
         self.embeddings = 0
+        # embeddings run on one worker thread, off the analysis thread: a frame's are
+        # matched at the source's next update (one job in flight per source)
+        self._worker = ThreadPoolExecutor(1, thread_name_prefix="reid")
+        self._pending: dict[int, tuple[Future, list[Track], float]] = {}
 
     @property
     def active(self) -> bool:
@@ -273,6 +279,8 @@ class ReIdentifier:
 
     def close(self) -> None:
         """Forget every person now (their embeddings with them)."""
+        self._worker.shutdown(wait=True, cancel_futures=True)
+        self._pending.clear()
         self.gallery.people.clear()
         self.gallery.of_track.clear()
         self._held.clear()
@@ -283,6 +291,7 @@ class ReIdentifier:
         if not detector(image):
             return False
         log.debug("scene cut in source %d: %d tracks end", source, len(tracker.tracks))
+        self._apply(source, tracker)  # the previous frame's embeddings, before its tracks end
         tracker.end_all()
         self._release_ended(source, set())
         self.gallery.cut(source)
@@ -299,6 +308,7 @@ class ReIdentifier:
         track not embedded yet)."""
         g = self.gallery
         g.clock[source] = now
+        self._apply(source, tracker)
         live = {t.id: t for t in tracker.tracks}
         self._release_ended(source, set(live))
         g.forget()
@@ -310,20 +320,32 @@ class ReIdentifier:
                 self._held[(source, tid)] = track
         due = self._due(source, image, faces, live, now, tracker.settings.min_hits)
         if due:
-            vectors = self.embedder.embed(image, faces.boxes[due])
-            self.embeddings += len(due)
-            for i, vector in zip(due, vectors):
-                track = live[int(faces.track_ids[i])]
+            tracks = [live[int(faces.track_ids[i])] for i in due]
+            for track in tracks:
                 self._embedded[(source, track.id)] = now
                 self._held[(source, track.id)] = track  # the tracker forgets ended tracks; its labels go to the person
-                pid, restart = g.update(source, track, vector, now)
-                if restart:
-                    log.debug("track %d no longer shows person %d: restarted", track.id, pid)
-                    self._embedded.pop((source, track.id), None)
-                    self._held.pop((source, track.id), None)
-                    tracker.restart(track)
+            self.embeddings += len(due)
+            # the frame is drawn on after this: the worker gets its own copy
+            job = self._worker.submit(self.embedder.embed, image.copy(), faces.boxes[due].copy())
+            self._pending[source] = (job, tracks, now)
         ids = np.array([g.seen((source, int(t)), now) for t in faces.track_ids], np.int64)
         return faces.with_people(ids)
+
+    def _apply(self, source: int, tracker: Tracker) -> None:
+        """Match the embeddings the worker computed for ``source``'s previous frame
+        (waiting for them if it is not done: every run gives the same people)."""
+        pending = self._pending.pop(source, None)
+        if pending is None:
+            return
+        job, tracks, when = pending
+        live = {t.id for t in tracker.tracks}
+        for track, vector in zip(tracks, job.result()):
+            pid, restart = self.gallery.update(source, track, vector, when)
+            if restart and track.id in live:
+                log.debug("track %d no longer shows person %d: restarted", track.id, pid)
+                self._embedded.pop((source, track.id), None)
+                self._held.pop((source, track.id), None)
+                tracker.restart(track)
 
     def _due(self, source: int, image: np.ndarray, faces: Faces, live: dict[int, Track], now: float,
              min_hits: int) -> list[int]:
