@@ -140,6 +140,7 @@ class Gallery:
             person = self.people[pid]
             if float((person.vectors @ vector).max()) < self.threshold - self.settings.split_margin:
                 self.release(key, track)
+                person.box = None  # the face there now is someone else's: never stitched back
                 return pid, True
             if person.tracks == 1:  # a new person so far: a better look may recognise them
                 other, score = self._best(vector, source, exclude=pid)

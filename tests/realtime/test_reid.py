@@ -257,6 +257,7 @@ def test_a_track_that_changes_face_restarts():
     assert not restart and g.update(0, track, a, 2.0) == (pid, False)
     assert g.update(0, track, b, 4.0) == (pid, True)
     assert g.people[pid].track is None
+    assert g.stitch(0, _track(2), 4.1) is None  # its restarted track is not stitched back to the person
 
 
 @pytest.mark.slow
