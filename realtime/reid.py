@@ -2,9 +2,9 @@
 
 :class:`ReIdentifier` sits after the tracker (one ``update`` per frame). A track is
 embedded (:mod:`realtime.embedders`) once it is confirmed and again every
-``refresh`` seconds, never every frame, on a worker thread: the analysis thread
-goes on with the next frame and matches the embeddings at its update; its embedding is matched against a
-:class:`Gallery` of the people seen in the last ``window`` seconds. A match makes the
+``refresh`` seconds, never every frame, on a worker thread (the analysis thread goes
+on with the next frame and matches the embeddings at its update); its embedding is
+matched against a :class:`Gallery` of the people seen in the last ``window`` seconds. A match makes the
 track that person again (``Faces.person_ids``), and its age and gender start from the
 person's; no match makes a new person. The gallery is memory only: a person's
 embeddings are forgotten ``window`` seconds after they were last seen, and nothing
@@ -59,11 +59,12 @@ class ReidSettings:
         min_side: faces whose shorter side is smaller (px) are not embedded.
         min_contrast: faces whose grey-level standard deviation (in a 32 px view of
             the box, :func:`contrast`) is lower are not embedded: too dark or blurred.
-            The stage clip's blurred background faces measure 4-13, its sharp ones 16-50.
+            The stage clip's blurred background faces measure 4-13, its sharp ones 14.8-57.
         stitch: seconds after a track ends in which a new track close to where it
             was last seen is the same person, without an embedding (0 = never).
         max_per_frame: embeddings computed per frame at most (the rest wait a frame).
-        exemplars: embeddings kept per person (the most recent).
+        exemplars: embeddings kept per person (when full, a new one replaces the one
+            most like it: different views are kept).
         across_sources: match people seen by other sources too.
         scene_cut: histogram (Bhattacharyya) distance between consecutive frames from
             which the frame is a cut and every track ends; 1 = never. The cuts of
@@ -87,7 +88,7 @@ class ReidSettings:
 
     def __post_init__(self) -> None:
         if self.window <= 0 or self.refresh <= 0 or self.stitch < 0:
-            raise ValueError("reid window and refresh must be > 0 seconds")
+            raise ValueError("reid window and refresh must be > 0 seconds, stitch >= 0")
         if self.max_per_frame < 1 or self.exemplars < 1:
             raise ValueError("reid max_per_frame and exemplars must be >= 1")
 
@@ -304,9 +305,10 @@ class ReIdentifier:
             self._embedded.pop(key, None)
 
     def update(self, source: int, image: np.ndarray, now: float, faces: Faces, tracker: Tracker) -> Faces:
-        """Embed the tracks that are due (detected, confirmed, big enough, not embedded
-        for ``refresh`` s), match them, and return ``faces`` with ``person_ids`` (-1: a
-        track not embedded yet)."""
+        """Match the previous frame's embeddings, stitch new tracks that resume
+        another, send the tracks that are due (detected, confirmed, big enough, a
+        usable view, not embedded for ``refresh`` s) to the worker, and return
+        ``faces`` with ``person_ids`` (-1: a track not recognised yet)."""
         g = self.gallery
         g.clock[source] = now
         self._apply(source, tracker)
