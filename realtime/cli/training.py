@@ -10,7 +10,7 @@ from pathlib import Path
 import click
 
 from realtime.cli.options import Limited
-from train.data import FORMATS
+from train.formats import FORMATS
 
 _FORMAT = click.Choice(FORMATS)
 

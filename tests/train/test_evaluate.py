@@ -12,7 +12,7 @@ from engines.meta import AGE_LABELS, ModelMeta
 from engines.model import create_model, save_checkpoint
 from realtime.errors import RealtimeError
 from realtime.cli.training import eval_command
-from train.data import age_group_of
+from train.labels import age_group_of
 from train.evaluate import EvalSettings, evaluate
 
 

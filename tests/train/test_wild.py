@@ -13,7 +13,9 @@ import torch
 from engines.meta import AGE_LABELS, ModelMeta
 from tests.helpers import SAMPLES, invoke, shared_path, tiny
 from train.ages import AgeScheme, parse_scheme, relabel
-from train.data import age_group_of, holdout_mask, load_sets
+from train.data import holdout_mask
+from train.formats import load_sets
+from train.labels import age_group_of
 
 
 @pytest.fixture(scope="module")
