@@ -164,6 +164,7 @@ def _analyzer(**kw):
     return AnalyzerSettings(**kw)
 
 
+@pytest.mark.slow  # real worker deaths and retries
 def test_worker_killed_mid_file_is_retried_and_complete(baseline, tmp_path):
     out = tmp_path / "out"
     report = _archive([PEOPLE], out, media=True, faults={"people": "kill-once@30"})
@@ -174,6 +175,7 @@ def test_worker_killed_mid_file_is_retried_and_complete(baseline, tmp_path):
     assert not _partials(out)
 
 
+@pytest.mark.slow  # crashes, hangs and their timeouts (about 20 s)
 def test_poison_crashes_damaged_fails_hang_times_out_others_ok(ray_address, tmp_path):
     videos = tmp_path / "in"
     videos.mkdir()
@@ -226,6 +228,7 @@ def test_cli_exit_codes_and_inputs(ray_address, tmp_path):
     assert result.exit_code == 1 and "failed" in result.output
 
 
+@pytest.mark.slow  # a driver process, a SIGINT and a rerun
 def test_sigint_driver_exits_130_leaves_no_partial_and_rerun_completes(ray_address, tmp_path):
     stage = shared_path("media", "stage_360p.mp4")
     out = tmp_path / "out"

@@ -56,6 +56,7 @@ def test_eval_cropped_cli_on_real_faces(shared_faces, checkpoint, tmp_path):
     assert size["flops"] > 1e6 and size["input_size"] == 64
 
 
+@pytest.mark.slow  # three evaluations through the detector
 def test_eval_with_detector_finds_faces(shared_faces, checkpoint, tmp_path):
     pytest.importorskip("mediapipe")
     try:

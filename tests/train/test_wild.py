@@ -26,6 +26,12 @@ def two_sets():
 
 
 @pytest.fixture(scope="module")
+def both(two_sets):
+    """The two sets read once for the tests that only read them (labels, no pixels)."""
+    return load_sets(two_sets)
+
+
+@pytest.fixture(scope="module")
 def five_year_model(tmp_path_factory, two_sets):
     """A real two-set training run (60 faces of each set, 1 epoch, 32 px) with the 5y scheme."""
     out = tmp_path_factory.mktemp("wild")
@@ -58,8 +64,9 @@ def test_adience_relabel_is_todays_mapping(two_sets):
 
 
 # ----------------------------------------------------------------------------- two sets
-def test_two_sets_keep_their_labels_and_split_by_their_key(two_sets):
-    data = load_sets(two_sets)
+@pytest.mark.slow  # hashes the bytes of all 35k images (about 15 s)
+def test_two_sets_keep_their_labels_and_split_by_their_key(both):
+    data = both
     lfw = data.source == 1
     assert lfw.sum() == 13225 and (~lfw).sum() == 21716
     assert (data.age_group[lfw] == -1).all() and np.isnan(data.age_years[lfw]).all()  # LFW has no ages
@@ -71,14 +78,14 @@ def test_two_sets_keep_their_labels_and_split_by_their_key(two_sets):
         assert 0.12 < side.mean() < 0.18
 
 
-def test_age_loss_masked_on_lfw_rows(two_sets):
+def test_age_loss_masked_on_lfw_rows(both):
     """On real crops of both sets: LFW rows add nothing to the age and years losses (and
     no gradient to the age head); a mixed batch's age loss is its UTKFace rows' alone."""
     from train.losses import MaskedLoss
     from train.trainer import build_net
     from train.data import read_images
 
-    data = load_sets(two_sets)
+    data = both
     pick = np.concatenate([np.flatnonzero(data.source == 0)[:8], np.flatnonzero(data.source == 1)[:8]])
     labels, images = read_images(data[pick], 32)
     torch.manual_seed(0)
@@ -101,10 +108,10 @@ def test_age_loss_masked_on_lfw_rows(two_sets):
     assert float(net.gender_head.weight.grad.abs().max()) > 0.0
 
 
-def test_balanced_sampler_evens_genders_and_races(two_sets):
+def test_balanced_sampler_evens_genders_and_races(both):
     from train.sampling import BalancedSampler, balance_weights
 
-    data = load_sets(two_sets)
+    data = both
     sampler = BalancedSampler(balance_weights(data), seed=0)
     drawn = data[np.array(list(sampler))]
     female = drawn.gender == 0
@@ -151,6 +158,7 @@ def test_five_year_labels_in_jsonl_and_overlay(five_year_model, backend, tmp_pat
 
 
 # ----------------------------------------------------------------------------- calibration
+@pytest.mark.slow  # 600 real chips through the model
 def test_temperature_lowers_ece_on_real_validation():
     """The default model on 600 UTKFace held-out chips: a temperature fitted on one half
     lowers the gender calibration error on the other half."""
