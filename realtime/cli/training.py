@@ -31,6 +31,25 @@ def data_options(command, multiple: bool = False):
     )(command)
 
 
+def scoring_options(command):
+    """The options of a pass of a model over a labelled set as the app sees it, shared by
+    eval and calibrate: --cropped, --context, --detector-range, --flip, --holdout,
+    --limit, --batch-size (each checked against the one table of limits)."""
+    options = [
+        click.option("--cropped", is_flag=True, help="Each image is already one face crop (no detector)."),
+        click.option("--context", type=Limited("context"), default=1.0, show_default=True,
+                     help="With the detector: set each image in a frame this many times its side first (tight chips: 2)."),
+        click.option("--detector-range", type=click.Choice(["full", "short"]), default="full", show_default=True,
+                     help="MediaPipe detector model, as in the app (full: crowds, faces up to ~5 m; short: close faces)."),
+        click.option("--flip/--no-flip", default=True, show_default=True, help="Test-time flip, as in the app."),
+        click.option("--holdout", type=Limited("holdout"), default=None,
+                     help="Only the share held out by `train --folds 1 --holdout` with this fraction (the model's validation)."),
+        click.option("--limit", type=Limited("limit", integer=True), default=None, help="Only the first N images."),
+        click.option("--batch-size", type=Limited("batch_size", integer=True), default=64, show_default=True),
+    ]
+    return functools.reduce(lambda c, option: option(c), reversed(options), command)
+
+
 @click.command("train")
 @functools.partial(data_options, multiple=True)
 @click.option(
@@ -150,8 +169,7 @@ def train_command(fmt, no_augment, no_amp, **options):
     help="Checkpoint (.safetensors) or .onnx; default: the app's default model.",
 )
 @click.option("--backend", default="auto", show_default=True, help="Engine backend, as in the app.")
-@click.option("--cropped", is_flag=True, help="Each image is already one face crop (no detector).")
-@click.option("--flip/--no-flip", default=True, show_default=True, help="Test-time flip, as in the app.")
+@scoring_options
 @click.option(
     "--predictions", type=click.Path(path_type=Path), required=True,
     help="CSV to write: file, age_group, age, gender, gender_prob.",
@@ -160,22 +178,8 @@ def train_command(fmt, no_augment, no_amp, **options):
     "--json", "json_path", type=click.Path(path_type=Path), default=None,
     help="Also write all metrics as JSON.",
 )
-@click.option(
-    "--detector-range", type=click.Choice(["full", "short"]), default="full", show_default=True,
-    help="MediaPipe detector model, as in the app (full: crowds, faces up to ~5 m; short: close faces).",
-)
 @click.option("--range", "old_range", type=click.Choice(["full", "short"]), default=None, hidden=True,
               help="Deprecated: --detector-range.")
-@click.option(
-    "--context", type=Limited("context"), default=1.0, show_default=True,
-    help="With the detector: set each image in a frame this many times its side first (tight chips: 2).",
-)
-@click.option("--batch-size", type=Limited("batch_size", integer=True), default=64, show_default=True)
-@click.option("--limit", type=Limited("limit", integer=True), default=None, help="Only the first N images.")
-@click.option(
-    "--holdout", type=Limited("holdout"), default=None,
-    help="Only the share held out by `train --folds 1 --holdout` with this fraction.",
-)
 @click.option(
     "--markdown", "markdown_path", type=click.Path(path_type=Path), default=None,
     help="Also write the metric tables as Markdown.",
@@ -195,10 +199,10 @@ def eval_command(fmt, json_path, markdown_path, old_range, **options):
 @click.command("sheet")
 @click.argument("source")
 @click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path), required=True, help="Image to write (.jpg/.png).")
-@click.option("--every", type=int, default=4, show_default=True, help="Take every N-th frame.")
-@click.option("--max-faces", type=int, default=120, show_default=True)
-@click.option("--columns", type=int, default=12, show_default=True)
-@click.option("--scale", type=float, default=1.0, show_default=True, help="Draw each crop at this multiple of the model's input size.")
+@click.option("--every", type=Limited("every", integer=True), default=4, show_default=True, help="Take every N-th frame.")
+@click.option("--max-faces", type=Limited("max_faces", integer=True), default=120, show_default=True)
+@click.option("--columns", type=Limited("columns", integer=True), default=12, show_default=True)
+@click.option("--scale", type=Limited("scale"), default=1.0, show_default=True, help="Draw each crop at this multiple of the model's input size.")
 @click.option("--blur", is_flag=True, default=False, help="Refused: a contact sheet is made of faces.")
 def sheet_command(source, output, every, max_faces, columns, scale, blur, **options):
     """A contact sheet of the face crops the classifier sees in SOURCE, with their labels."""
@@ -218,15 +222,9 @@ def sheet_command(source, output, every, max_faces, columns, scale, blur, **opti
 @data_options
 @click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path), required=True,
               help="The calibrated copy of MODEL to write (.safetensors; same weights, new metadata).")
-@click.option("--holdout", type=float, default=None, help="Only the share held out by `train --folds 1 --holdout` (the model's validation).")
-@click.option("--cropped", is_flag=True, help="Each image is already one face crop (no detector).")
-@click.option("--context", type=float, default=1.0, show_default=True, help="With the detector: as in `realtime eval`.")
-@click.option("--detector-range", type=click.Choice(["full", "short"]), default="full", show_default=True)
-@click.option("--flip/--no-flip", default=True, show_default=True, help="Test-time flip, as the app runs it.")
-@click.option("--target", type=float, default=0.97, show_default=True,
+@scoring_options
+@click.option("--target", type=Limited("target"), default=0.97, show_default=True,
               help="Shown genders must be right at least this often: sets the model's --min-gender-confidence.")
-@click.option("--limit", type=int, default=None, help="Only the first N images.")
-@click.option("--batch-size", type=int, default=64, show_default=True)
 @click.option("--json", "json_path", type=click.Path(path_type=Path), default=None, help="Also write the report as JSON.")
 def calibrate_command(model, fmt, output, target, json_path, **options):
     """Fit MODEL's temperatures (gender and age) on a validation set, choose the gender
