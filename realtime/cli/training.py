@@ -13,6 +13,9 @@ from realtime.cli.options import Limited
 from train.formats import FORMATS
 
 _FORMAT = click.Choice(FORMATS)
+_PATH = click.Path(path_type=Path)
+#: an option naming a file or folder, given to the library as a Path
+path_option = functools.partial(click.option, type=_PATH)
 
 
 def _tqdm_progress(total: int, desc: str):
@@ -26,7 +29,7 @@ def data_options(command, multiple: bool = False):
     more = " Repeat with --data for several sets, paired in order (one --format: the same for all)." if multiple else ""
     command = click.option("--format", "fmt", type=_FORMAT, required=True, multiple=multiple, help="Layout of --data." + more)(command)
     return click.option(
-        "--data", type=click.Path(path_type=Path), required=True, multiple=multiple,
+        "--data", type=_PATH, required=True, multiple=multiple,
         help="Labelled face set (folder, or CSV file for --format csv)." + (" Repeatable." if multiple else ""),
     )(command)
 
@@ -52,10 +55,7 @@ def scoring_options(command):
 
 @click.command("train")
 @functools.partial(data_options, multiple=True)
-@click.option(
-    "--out", type=click.Path(path_type=Path), default=Path("runs/train"), show_default=True,
-    help="Folder for folds, logs, summary, plots.",
-)
+@path_option("--out", default=Path("runs/train"), show_default=True, help="Folder for folds, logs, summary, plots.")
 @click.option(
     "--folds", type=Limited("folds", integer=True), default=5, show_default=True,
     help="k-fold cross-validation (Adience: official folds); 1: one run with --holdout.",
@@ -98,23 +98,14 @@ def scoring_options(command):
 @click.option("--threads", type=Limited("threads", integer=True), default=None, help="torch CPU threads.")
 @click.option("--limit", type=Limited("limit", integer=True), default=None, help="Use only the first N images of each set (quick checks).")
 @click.option("--trained-on", default="", help="Text for the model's meta: the data and its terms.")
-@click.option(
-    "--save", type=click.Path(path_type=Path), default=None,
-    help="Also write the (last fold's) final model here, float16.",
-)
+@path_option("--save", default=None, help="Also write the (last fold's) final model here, float16.")
 @click.option(
     "--fold", "only_folds", type=int, multiple=True,
     help="Train only this fold of --folds (repeatable), e.g. one fold per process or GPU into the same --out; "
     "the summary counts the folds finished there.",
 )
-@click.option(
-    "--init", type=click.Path(path_type=Path), default=None,
-    help="Start from this checkpoint's weights (fine-tuning), e.g. engines/weights/default.safetensors.",
-)
-@click.option(
-    "--teacher", "teachers", type=click.Path(path_type=Path), multiple=True,
-    help="Distil from this trained model (repeatable: their predictions are averaged) on every augmented batch.",
-)
+@path_option("--init", default=None, help="Start from this checkpoint's weights (fine-tuning), e.g. engines/weights/default.safetensors.")
+@path_option("--teacher", "teachers", multiple=True, help="Distil from this trained model (repeatable: their predictions are averaged) on every augmented batch.")
 @click.option(
     "--distill", type=Limited("distill"), default=0.5, show_default=True,
     help="With --teacher: weight of the teachers' soft targets against the labels (0-1).",
@@ -164,26 +155,14 @@ def train_command(fmt, no_augment, no_amp, **options):
 
 @click.command("eval")
 @data_options
-@click.option(
-    "--model", type=click.Path(path_type=Path), default=None,
-    help="Checkpoint (.safetensors) or .onnx; default: the app's default model.",
-)
+@path_option("--model", default=None, help="Checkpoint (.safetensors) or .onnx; default: the app's default model.")
 @click.option("--backend", default="auto", show_default=True, help="Engine backend, as in the app.")
 @scoring_options
-@click.option(
-    "--predictions", type=click.Path(path_type=Path), required=True,
-    help="CSV to write: file, age_group, age, gender, gender_prob.",
-)
-@click.option(
-    "--json", "json_path", type=click.Path(path_type=Path), default=None,
-    help="Also write all metrics as JSON.",
-)
+@path_option("--predictions", required=True, help="CSV to write: file, age_group, age, gender, gender_prob.")
+@path_option("--json", "json_path", default=None, help="Also write all metrics as JSON.")
 @click.option("--range", "old_range", type=click.Choice(["full", "short"]), default=None, hidden=True,
               help="Deprecated: --detector-range.")
-@click.option(
-    "--markdown", "markdown_path", type=click.Path(path_type=Path), default=None,
-    help="Also write the metric tables as Markdown.",
-)
+@path_option("--markdown", "markdown_path", default=None, help="Also write the metric tables as Markdown.")
 @click.option("--bootstrap", type=Limited("bootstrap", integer=True), default=1000, show_default=True, help="Resamples for 95% intervals (0: none).")
 def eval_command(fmt, json_path, markdown_path, old_range, **options):
     """Score a model on a labelled set through the app's own preprocessing."""
@@ -225,7 +204,7 @@ def sheet_command(source, output, every, max_faces, columns, scale, blur, **opti
 @scoring_options
 @click.option("--target", type=Limited("target"), default=0.97, show_default=True,
               help="Shown genders must be right at least this often: sets the model's --min-gender-confidence.")
-@click.option("--json", "json_path", type=click.Path(path_type=Path), default=None, help="Also write the report as JSON.")
+@path_option("--json", "json_path", default=None, help="Also write the report as JSON.")
 def calibrate_command(model, fmt, output, target, json_path, **options):
     """Fit MODEL's temperatures (gender and age) on a validation set, choose the gender
     confidence the overlay shows `?` under, and write them into a copy of MODEL."""
