@@ -138,6 +138,7 @@ def test_sample_fps_analyses_five_frames_a_second(baseline, tmp_path):
     assert all(r["track_id"] in (1, 2) for r in _faces(out))  # the two people tracked across the gaps
 
 
+@pytest.mark.slow  # three archive runs
 def test_rerun_submits_nothing_force_redoes_other_settings_refused(baseline, tmp_path):
     from realtime.errors import RealtimeError
 
@@ -202,6 +203,7 @@ def test_poison_crashes_damaged_fails_hang_times_out_others_ok(ray_address, tmp_
     assert not _partials(out)
 
 
+@pytest.mark.slow  # archive processes, one per exit code
 def test_cli_exit_codes_and_inputs(ray_address, tmp_path):
     """The command: @list.txt and a folder, a usage error (2), a failed file (1), a dry run."""
     from click.testing import CliRunner

@@ -120,6 +120,7 @@ def test_secrets_in_urls_are_masked(url, shown):
     assert mask_credentials(f"error: cannot open {url}: refused") == f"error: cannot open {shown}: refused"
 
 
+@pytest.mark.slow  # a real process per URL
 @pytest.mark.parametrize("url", ["http://127.0.0.1:9/cam.ts?pw=hunter2#access_token=hunter2",
                                  "rtmp://127.0.0.1:9/live/hunter2", "http://viewer:hunter2@127.0.0.1:9/cam.ts"])
 def test_no_secret_reaches_the_error_line(url, detector_models):
@@ -129,6 +130,7 @@ def test_no_secret_reaches_the_error_line(url, detector_models):
     assert "hunter2" not in err, err
 
 
+@pytest.mark.slow  # real processes
 def test_a_source_can_come_from_the_environment_or_a_file(tmp_path, detector_models, monkeypatch):
     url = "http://viewer:hunter2@127.0.0.1:9/cam.ts"
     monkeypatch.setenv("REALTIME_SOURCE", url)
