@@ -28,6 +28,7 @@ def read_rows(path):
         return list(csv.DictReader(fh))
 
 
+@pytest.mark.slow  # the whole eval command with bootstrap intervals
 def test_eval_cropped_cli_on_real_faces(shared_faces, checkpoint, tmp_path):
     pred, out_json = tmp_path / "pred.csv", tmp_path / "m.json"
     args = ["--data", str(shared_faces), "--format", "utkface", "--cropped", "--model", str(checkpoint),

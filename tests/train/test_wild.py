@@ -55,9 +55,9 @@ def test_schemes_parse_and_bin_ages():
             parse_scheme(bad)
 
 
-def test_adience_relabel_is_todays_mapping(two_sets):
+def test_adience_relabel_is_todays_mapping(both):
     """Relabelling into adience changes no UTKFace label (the default stays as it was)."""
-    data = load_sets(two_sets[:1])
+    data = both[both.source == 0]
     again = relabel(data.age_group, data.age_years, AgeScheme.from_labels(AGE_LABELS))
     assert (again == data.age_group).all()
     assert (data.age_group == np.array([age_group_of(a) for a in data.age_years])).all()
