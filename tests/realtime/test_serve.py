@@ -316,3 +316,26 @@ def test_the_viewer_benchmark_reports_its_figures(detector_models, capsys):
     assert "dropped:" in numbers, line  # (3 s of --stall-timeout may outlast one short round)
     assert main([str(shared_path("media")) + "/missing.mp4"]) == 1
     assert capsys.readouterr().err.strip().count("\n") == 0
+
+
+def test_a_source_given_up_ends_serve_with_exit_1(tmp_path, detector_models):
+    """Its only source given up (no frames for --reconnect-timeout), serve stops by
+    itself, as `run` does: exit 1, the reason in one line, the summary, no traceback."""
+    from tests.helpers import SAMPLES, FlakyServer, realtime
+
+    server = FlakyServer(remux(SAMPLES / "people.mp4", tmp_path / "people.ts"), outage=10**6)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        proc = realtime("serve", "--port", "0", "--source", f"http://127.0.0.1:{server.server_address[1]}/live.ts",
+                        "--reconnect-timeout", "2")
+        try:
+            out, err = proc.communicate(timeout=120)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.communicate()
+    finally:
+        server.shutdown()
+    assert proc.returncode == 1, err
+    assert len([line for line in err.splitlines() if "gave up after" in line]) == 1, err
+    assert "frames in" in out and "Traceback" not in err and "still serving" not in err
