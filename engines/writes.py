@@ -128,7 +128,8 @@ def atomic_path(path: str | Path, what: str = "output") -> Iterator[Path]:
         return
     check_name(path, what)
     try:
-        fd, name = tempfile.mkstemp(prefix=f".{path.name[:200]}.", suffix=".partial" + path.suffix, dir=path.parent or ".")
+        hidden = "" if path.name.startswith(".") else "."  # a hidden name's temporary keeps its one dot (globs find both)
+        fd, name = tempfile.mkstemp(prefix=f"{hidden}{path.name[:200]}.", suffix=".partial" + path.suffix, dir=path.parent or ".")
     except OSError as e:
         raise RealtimeError(f"{what} {path}: cannot be written ({_reason(e)})") from None
     os.close(fd)
