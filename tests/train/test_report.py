@@ -11,7 +11,7 @@ import pytest
 
 from engines.meta import ModelMeta
 from train.reid_pairs import best_threshold, draw_pairs, rates
-from train.report import mean_std, write_summary
+from train.report import HEADLINE, markdown, mean_std, write_summary
 
 
 def fold(k: int, age_exact: float, mae: float | None) -> dict:
@@ -26,6 +26,19 @@ def test_mean_and_sample_std_skip_what_is_not_a_number():
     assert all(math.isnan(v) for v in mean_std([None]))
 
 
+def test_the_markdown_table(tmp_path):
+    meta = ModelMeta()
+    table = {key: {"mean": 0.6, "std": 0.1, "per_fold": [0.5, 0.7]} for key in HEADLINE}
+    table["mae"] = {"mean": 6.0, "std": math.nan, "per_fold": [6.0, None]}
+    summary = {"folds": [0, 1], "epochs": 2, "data": "a test set", "metrics": table,
+               "age_confusion": np.eye(8, dtype=int), "gender_confusion": [[6, 2], [0, 8]]}
+    text = markdown(summary, meta)
+    assert "Folds: 2 (0, 1); epochs: 2; data: a test set" in text
+    assert "| age group exact | 60.0% ± 10.0 | 50.0%, 70.0% |" in text and "| age MAE (years) | 6.00 | 6.00, n/a |" in text
+    assert "| male | 0 | 8 |" in text
+
+
+@pytest.mark.slow  # matplotlib and three plots
 def test_the_summary_of_two_folds(tmp_path):
     pytest.importorskip("matplotlib")
     summary = write_summary([fold(0, 0.5, 6.0), fold(1, 0.7, None)], tmp_path, ModelMeta(), "a test set")
