@@ -281,7 +281,9 @@ def test_twenty_viewers_and_a_stalled_one_do_not_stop_analysis(detector_models):
     forgotten when they go. (What viewers cost in fps is the benchmark command's to
     measure: ``python -m realtime.serve.viewerbench``, README "Viewers never slow the
     analysis".)"""
-    server = Served("--source", shared_path("media", "stage_360p.mp4"), "--loop", "--no-pace", "--stall-timeout", "2")
+    # large JPEGs fill the never-read socket's kernel buffers sooner (a loaded machine analyses slowly)
+    server = Served("--source", shared_path("media", "stage_360p.mp4"), "--loop", "--no-pace", "--stall-timeout", "2",
+                    "--jpeg-quality", "100")
     key = ("realtime_frames_total", (("source", "0"),))
     stalled_key = ("realtime_stalled_viewers_total", (("source", "0"),))
     try:
@@ -291,7 +293,7 @@ def test_twenty_viewers_and_a_stalled_one_do_not_stop_analysis(detector_models):
         try:
             start = server.metrics()[key]
             server.wait_for(lambda: min(viewers.parts.values()) >= 3, 60, "every viewer to get 3 frames")
-            server.wait_for(lambda: server.metrics()[stalled_key] >= 1, 60, "the viewer that never reads to be dropped")
+            server.wait_for(lambda: server.metrics()[stalled_key] >= 1, 180, "the viewer that never reads to be dropped")
             assert server.metrics()[key] > start, "analysis stopped while watched"
             assert server.json("/api/sources/0")["viewers"]["video"] == 20
         finally:
