@@ -30,6 +30,7 @@ from engines.crops import IMAGE_SUFFIXES, Cropper
 from engines.errors import RealtimeError, require
 from engines.files import cached_path, checkpoint_file, file_sha256
 from engines.images import is_regular, read_image
+from engines.limits import check_fields
 from engines.resolve import onnx_for
 from engines.registry import create_engine
 from engines.writes import check_distinct, check_name, is_device
@@ -110,6 +111,7 @@ class ConvertSettings:
             raise RealtimeError(f"converter {self.converter!r}: choose onnx or torch2trt")
         if self.converter == "torch2trt" and self.format != "tensorrt":
             raise RealtimeError("--converter torch2trt builds TensorRT engines; drop it for --format " + self.format)
+        check_fields(self, ("max_batch", "opt_batch"))  # the one table of limits
         if not 1 <= self.opt_batch <= self.max_batch:
             raise RealtimeError(f"--opt-batch {self.opt_batch} / --max-batch {self.max_batch}: need 1 <= opt <= max")
         for name in ("calib", "check_images"):

@@ -25,12 +25,3 @@ def require(module: str, what: str, hint: str = "") -> None:
         extra = EXTRAS.get(module)
         fix = f"pip install 'realtime[{extra}]'" if extra else f"pip install {module}"
         raise RealtimeError(f"{what} needs {module}, which is not installed: {fix}{f' {hint}' if hint else ''}")
-
-
-def require_at_least(settings: object, names: tuple[str, ...], minimum: int = 1) -> None:
-    """Each of ``settings``' fields ``names`` must be at least ``minimum``; the error names
-    the CLI option (``max_faces`` -> ``--max-faces``)."""
-    for name in names:
-        value = getattr(settings, name)
-        if value < minimum:
-            raise RealtimeError(f"--{name.replace('_', '-')} must be at least {minimum}, got {value}")

@@ -72,9 +72,18 @@ LIMITS: dict[str, Limit] = {
     "workers": Limit(0, 256, integer=True),
     "threads": Limit(1, 1024, integer=True),
     "limit": Limit(1, 10**9, integer=True),
-    # evaluation (realtime eval)
+    # evaluation (realtime eval, realtime calibrate)
     "context": Limit(1, 8),
     "bootstrap": Limit(0, 100_000, integer=True),
+    "target": Limit(0.5, 1, high_open=True),  # calibrate: how often a shown gender must be right
+    # contact sheets (realtime sheet)
+    "every": Limit(1, 10**6, integer=True),
+    "max_faces": Limit(1, 10**6, integer=True),
+    "columns": Limit(1, 1000, integer=True),
+    "scale": Limit(0.25, 8),
+    # TensorRT's optimization profile (realtime convert)
+    "max_batch": Limit(1, 4096, integer=True),
+    "opt_batch": Limit(1, 4096, integer=True),
     # the app
     "min_score": Limit(0, 1),
     "smoothing": Limit(0, 0.99),

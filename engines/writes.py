@@ -128,7 +128,8 @@ def atomic_path(path: str | Path, what: str = "output") -> Iterator[Path]:
         return
     check_name(path, what)
     try:
-        fd, name = tempfile.mkstemp(prefix=f".{path.name[:200]}.", suffix=".partial" + path.suffix, dir=path.parent or ".")
+        hidden = "" if path.name.startswith(".") else "."  # a hidden name's temporary keeps its one dot (globs find both)
+        fd, name = tempfile.mkstemp(prefix=f"{hidden}{path.name[:200]}.", suffix=".partial" + path.suffix, dir=path.parent or ".")
     except OSError as e:
         raise RealtimeError(f"{what} {path}: cannot be written ({_reason(e)})") from None
     os.close(fd)
@@ -160,11 +161,16 @@ def _disk_error(e: BaseException) -> bool:
 
 def write_atomic(path: str | Path, data: bytes | str, what: str = "output") -> Path:
     """Write ``data`` (str: UTF-8; a file name that was not UTF-8 goes back as its own
-    bytes) as the whole new content of ``path`` (see :func:`atomic_path`)."""
+    bytes) as the whole new content of ``path``, on disk before the rename (see
+    :func:`atomic_path`: complete or not at all; a full disk or a refused write is one
+    RealtimeError naming ``what``, and no temporary file is left). The one way the
+    project writes a whole file from memory."""
     data = data.encode("utf-8", "surrogateescape") if isinstance(data, str) else data
     with atomic_path(path, what) as tmp:
         with open(tmp, "wb") as f:
             f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
     return Path(path)
 
 

@@ -13,7 +13,7 @@ realtime`` stays light)::
 
 from __future__ import annotations
 
-import importlib
+from engines.lazy import lazy_exports
 
 from realtime.errors import RealtimeError
 
@@ -39,14 +39,4 @@ _EXPORTS = {
 
 __all__ = ["RealtimeError", "__version__", *_EXPORTS]
 
-
-def __getattr__(name: str):
-    if name in _EXPORTS:
-        value = getattr(importlib.import_module(_EXPORTS[name]), name)
-        globals()[name] = value
-        return value
-    raise AttributeError(f"module 'realtime' has no attribute {name!r}")
-
-
-def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(_EXPORTS))
+__getattr__, __dir__ = lazy_exports(globals(), _EXPORTS)

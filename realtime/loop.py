@@ -85,10 +85,11 @@ def process(
     timer: StageTimer | None = None,
 ) -> RunStats:
     """The loop, for one or several sources, on threads joined by bounded queues:
-    decode (a thread per source) -> analyze (one thread, one frame of every source per
-    step, one classifier batch) -> draw and write (this thread, so windows and Ctrl-C
-    live here). ``annotators[k]`` and ``sinks[k]`` belong to ``streams[k]``. Each stage
-    is timed per step (``stats.timer``).
+    decode (:func:`_decode`, a thread per source) -> analyze (:func:`_analyze`, one
+    thread, one frame of every source per step, one classifier batch) -> draw and write
+    (:func:`_draw_and_write`, this thread, so windows and Ctrl-C live here).
+    ``annotators[k]`` and ``sinks[k]`` belong to ``streams[k]``. Each stage is timed per
+    step (``stats.timer``).
 
     Files go through every frame in order; a ``live`` source keeps only its newest
     frames (``stats.dropped`` counts the rest), so latency stays bounded. Frames are 6
@@ -101,10 +102,7 @@ def process(
     ``stop`` owns the signals (its handler sets ``stop``, as :func:`finishing_signals`
     does); otherwise the loop turns them into ``stop`` itself (:func:`graceful_stop`).
     ``timer``: where the stage times go (default: a new one), for a caller that reads
-    them while the loop runs.
-
-    (Over 80 lines on purpose: its three stages are closures over the same queues,
-    ``stop`` and stats, and read in one place as the data flow they are.)"""
+    them while the loop runs."""
     stats = RunStats(timer=timer) if timer is not None else RunStats()
     signals = graceful_stop if stop is None else lambda event: contextlib.nullcontext(event)
     stop = stop or threading.Event()
@@ -112,60 +110,15 @@ def process(
     # a live source keeps at most 2 frames waiting: what is shown is at most ~2 frames old
     decoded = [FrameQueue(2 if is_live else 1, stop, drop_oldest=is_live) for is_live in live]
     analyzed = FrameQueue(queue_size, stop)
-
-    def reader(frames: Iterable[Frame], out: FrameQueue) -> Callable[[], None]:
-        def read() -> None:
-            timer = StageTimer()
-            items = timed_iter(frames, timer, "decode")
-            while out.wait_for_room():  # room first, then decode: no frame waits here
-                frame = next(items, None)
-                if frame is None or not out.put((frame, timer.take_frame())):
-                    return
-                del frame
-
-        return read
-
-    def analyze_frames() -> None:
-        timer = StageTimer()
-        active = {k: iter(q) for k, q in enumerate(decoded)}
-        while active:
-            if not analyzed.wait_for_room():  # then take a frame: none waits here
-                return
-            step, times = [], {}
-            for k, queue in list(active.items()):
-                item = next(queue, None)
-                if item is None:
-                    del active[k]
-                    continue
-                step.append((k, item[0]))
-                times = {s: max(t, times.get(s, 0.0)) for s, t in item[1].items()}
-            if not step:
-                return
-            faces = analyze(step, timer)
-            if not analyzed.put((step, faces, {**times, **timer.take_frame()})):
-                return
-            del step, faces, item  # handed on
-
-    workers = [start_worker(reader(frames, q), q) for frames, q in zip(streams, decoded)]
-    workers.append(start_worker(analyze_frames, analyzed))
+    workers = [start_worker(_decode, q, frames, q) for frames, q in zip(streams, decoded)]
+    workers.append(start_worker(_analyze, analyzed, decoded, analyzed, analyze))
     start = time.perf_counter()
     try:
         with signals(stop):
             for step, found, times in analyzed:
-                for (k, frame), faces in zip(step, found):
-                    annotated = frame.image
-                    with stats.timer("draw"):
-                        for annotator in annotators[k]:
-                            annotated = annotator.annotate(annotated, faces)
-                    with stats.timer("encode"):
-                        for sink in sinks[k]:
-                            sink.write(frame, faces, annotated)
-                    stats.frames += 1
-                    stats.faces_per_frame.append(len(faces))
-                    if on_frame is not None:
-                        on_frame(frame, faces)
+                _draw_and_write(step, found, annotators, sinks, stats, on_frame)
                 stats.timer.add_frame({**times, **stats.timer.take_frame()})
-                del step, frame, annotated  # drawn and written: no longer held while the next is awaited
+                del step, found  # drawn and written: no longer held while the next is awaited
                 if stop.is_set() or any(sink.stop_requested for group in sinks for sink in group):
                     break
         stats.interrupted = stop.is_set()  # only signals set stop before the finally
@@ -184,3 +137,57 @@ def process(
     stats.seconds = time.perf_counter() - start
     stats.dropped = sum(q.dropped for q in decoded)
     return stats
+
+
+def _decode(frames: Iterable[Frame], out: FrameQueue) -> None:
+    """The decode stage of one source: (frame, its decode times) into ``out``, each
+    decoded only once there is room for it, so no frame waits here."""
+    timer = StageTimer()
+    items = timed_iter(frames, timer, "decode")
+    while out.wait_for_room():
+        frame = next(items, None)
+        if frame is None or not out.put((frame, timer.take_frame())):
+            return
+        del frame
+
+
+def _analyze(decoded: list[FrameQueue], analyzed: FrameQueue, analyze: AnalyzeMany) -> None:
+    """The analysis stage: one frame of every source still going per step, taken only
+    once there is room downstream -> (step, faces, the step's stage times) into ``analyzed``."""
+    timer = StageTimer()
+    active = {k: iter(q) for k, q in enumerate(decoded)}
+    while active:
+        if not analyzed.wait_for_room():
+            return
+        step, times = [], {}
+        for k, queue in list(active.items()):
+            item = next(queue, None)
+            if item is None:
+                del active[k]
+                continue
+            step.append((k, item[0]))
+            times = {s: max(t, times.get(s, 0.0)) for s, t in item[1].items()}
+        if not step:
+            return
+        faces = analyze(step, timer)
+        if not analyzed.put((step, faces, {**times, **timer.take_frame()})):
+            return
+        del step, faces, item  # handed on
+
+
+def _draw_and_write(step: list[tuple[int, Frame]], found: list[Faces], annotators: list[list[Annotator]],
+                    sinks: list[list[Sink]], stats: RunStats, on_frame: FrameCallback | None) -> None:
+    """The last stage, for one step: each frame's overlays drawn, then written to its
+    source's sinks, counted in ``stats`` and passed to ``on_frame``."""
+    for (k, frame), faces in zip(step, found):
+        annotated = frame.image
+        with stats.timer("draw"):
+            for annotator in annotators[k]:
+                annotated = annotator.annotate(annotated, faces)
+        with stats.timer("encode"):
+            for sink in sinks[k]:
+                sink.write(frame, faces, annotated)
+        stats.frames += 1
+        stats.faces_per_frame.append(len(faces))
+        if on_frame is not None:
+            on_frame(frame, faces)

@@ -51,21 +51,6 @@ def require_pyarrow(what: str):
     return pyarrow
 
 
-def write_atomic(path: str | Path, data: bytes) -> None:
-    """``data`` to ``path`` through a temporary file and a rename."""
-    tmp = partial_path(path)
-    try:
-        with open(tmp, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            tmp.unlink()
-        raise
-
-
 def check_table(path: str | Path) -> Path:
     """Fail before any work if ``path`` is not a writable .parquet or .csv (or pyarrow is missing)."""
     path = check_writable(Path(path), TABLE_SUFFIXES, "--table")

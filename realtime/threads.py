@@ -86,13 +86,13 @@ class FrameQueue:
             del item  # not held while waiting for the next
 
 
-def start_worker(target: Callable[[], None], out: FrameQueue) -> threading.Thread:
-    """Run ``target`` on a daemon thread; when it returns, ``out`` is closed, and an
-    exception it raises is passed on through ``out``."""
+def start_worker(target: Callable[..., None], out: FrameQueue, *args) -> threading.Thread:
+    """Run ``target(*args)`` on a daemon thread named after it; when it returns, ``out``
+    is closed, and an exception it raises is passed on through ``out``."""
 
     def run() -> None:
         try:
-            target()
+            target(*args)
         except BaseException as e:  # handed to the consumer, which re-raises it
             out.close(e)
         else:

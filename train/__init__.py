@@ -7,22 +7,18 @@ package (e.g. for the CLI) does not import torch.
 
 from __future__ import annotations
 
-import importlib
+from engines.lazy import lazy_exports
 
 _EXPORTS = {
     "TrainSettings": "train.trainer",
-    "cross_validate": "train.trainer",
-    "fit": "train.trainer",
+    "cross_validate": "train.fit",
+    "fit": "train.fit",
     "EvalSettings": "train.evaluate",
     "evaluate": "train.evaluate",
     "AugmentSettings": "train.augment",
     "LabelledSet": "train.data",
-    "load_dataset": "train.data",
+    "load_dataset": "train.formats",
 }
 __all__ = sorted(_EXPORTS)
 
-
-def __getattr__(name: str):
-    if name not in _EXPORTS:
-        raise AttributeError(f"module 'train' has no attribute {name!r}")
-    return getattr(importlib.import_module(_EXPORTS[name]), name)
+__getattr__, __dir__ = lazy_exports(globals(), _EXPORTS)

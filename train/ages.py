@@ -12,7 +12,7 @@ labels fix the scheme everywhere it goes: ``"0-2"`` is the whole years 0 to 2 an
 
 An age goes to the nearest group, ties to the younger one (for schemes without gaps:
 the group it falls in). An age known only as a range (Adience's ``(25, 32)``) goes by its
-midpoint, as in :mod:`train.data`.
+midpoint, as in :mod:`train.labels`.
 """
 
 from __future__ import annotations
@@ -100,7 +100,7 @@ def scheme_name(labels: tuple[str, ...]) -> str:
 
 def relabel(age_group: np.ndarray, age_years: np.ndarray, scheme: AgeScheme) -> np.ndarray:
     """Adience group indices (N,) (-1 unknown) and exact ages (N,) (NaN unknown), as
-    :mod:`train.data` reads them -> (N,) int64 group in ``scheme``: from the exact age
+    :mod:`train.formats` reads them -> (N,) int64 group in ``scheme``: from the exact age
     where known, else from the middle of the Adience group (a range label)."""
     adience = AgeScheme.from_labels(AGE_LABELS)
     known_group = np.asarray(age_group) >= 0

@@ -11,6 +11,7 @@ from pathlib import Path
 
 from engines.errors import RealtimeError
 from engines.files import read_checkpoint_meta
+from engines.limits import check_fields
 from engines.model import load_checkpoint, save_checkpoint
 from train import metrics
 from train.calibration import GENDER_TARGET, calibration_report, fit_temperature, gender_threshold
@@ -30,6 +31,9 @@ class CalibrateSettings:
     eval: EvalSettings
     target: float = GENDER_TARGET
 
+    def __post_init__(self) -> None:
+        check_fields(self, ("target",))  # the one table of limits
+
 
 def calibrate_model(settings: CalibrateSettings, progress=None) -> dict:
     """Fit, choose, write; returns the report (temperatures, threshold, ECE before/after)."""
@@ -38,8 +42,6 @@ def calibrate_model(settings: CalibrateSettings, progress=None) -> dict:
         raise RealtimeError("calibrate reads and writes .safetensors checkpoints (then export it: realtime convert --model OUT --format onnx -o OUT.onnx)")
     if output.exists() and output.resolve() == model.resolve():
         raise RealtimeError(f"{output}: is the model itself; write the calibrated model to a new file")
-    if not 0.5 <= settings.target < 1.0:
-        raise RealtimeError(f"--target must be in [0.5, 1), got {settings.target}")
     read_checkpoint_meta(model)  # one line before the data is read, for a file that is not a model
     raw, engine, _ = run_model(dataclasses.replace(settings.eval, model=model), progress)
     lab = raw.labels

@@ -33,7 +33,9 @@ from realtime.errors import RealtimeError
 from train import metrics
 from train.ages import NAMED, AgeScheme, relabel, scheme_name
 from train.calibration import calibration_report
-from train.data import RACE_LABELS, LabelledSet, holdout_mask, label_files, load_dataset
+from train.data import LabelledSet, holdout_mask
+from train.formats import label_files, load_dataset
+from train.labels import RACE_LABELS
 
 log = logging.getLogger(__name__)
 

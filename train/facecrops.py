@@ -28,9 +28,10 @@ import numpy as np
 
 from engines.crops import warp_square
 from engines.images import read_image
+from engines.meta import AGE_LABELS, GENDER_LABELS
 from engines.writes import write_atomic
 from realtime.errors import RealtimeError
-from train.data import AGE_LABELS, GENDER_LABELS, load_dataset
+from train.formats import load_dataset
 
 log = logging.getLogger(__name__)
 

@@ -34,7 +34,8 @@ from train import metrics
 from train.augment import Augmenter
 from engines.meta import AGE_LABELS
 from train.ages import AgeScheme, relabel
-from train.data import LabelledSet, assign_folds, holdout_mask, load_sets, read_images
+from train.data import LabelledSet, assign_folds, holdout_mask, read_images
+from train.formats import load_sets
 from train.losses import FeatureMatch, MaskedLoss, Teachers, class_weights
 from train.sampling import BalancedSampler, balance_weights
 from train.teach import FEATURE_DIM, TeacherCache

@@ -17,7 +17,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from engines.errors import require_at_least
+from engines.limits import check_fields
 from realtime.errors import RealtimeError
 
 log = logging.getLogger(__name__)
@@ -49,9 +49,7 @@ class SheetSettings:
         self.output = Path(self.output)
         if self.output.suffix.lower() not in (".jpg", ".jpeg", ".png"):
             raise RealtimeError(f"{self.output}: a contact sheet is a .jpg or .png image")
-        require_at_least(self, ("every", "max_faces", "columns"))
-        if not 0.25 <= self.scale <= 8:
-            raise RealtimeError(f"--scale must be between 0.25 and 8, got {self.scale}")
+        check_fields(self, ("every", "max_faces", "columns", "scale"))  # the one table of limits
 
 
 @dataclass

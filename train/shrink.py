@@ -23,7 +23,7 @@ import cv2
 
 from engines.errors import RealtimeError
 from engines.images import read_image
-from train.data import load_dataset
+from train.formats import load_dataset
 
 
 def _shrink_one(job: tuple[Path, Path, int, int]) -> bool:

@@ -62,7 +62,7 @@ class TeachSettings:
     threads: int = 2
 
     def __post_init__(self) -> None:
-        from train.data import label_files, pair_sets
+        from train.formats import label_files, pair_sets
 
         self.sets = pair_sets(self.data, self.format)
         self.output = Path(self.output)
@@ -115,7 +115,7 @@ def build_cache(settings: TeachSettings, progress: Callable[[int, str], ContextM
     Returns counts (``faces``, ``unique``, ``unreadable``)."""
     from realtime.analyzer import AnalyzerSettings, make_engine
     from realtime.crops import Cropper
-    from train.data import load_sets
+    from train.formats import load_sets
     from train.trainer import _null_progress
 
     progress = progress or _null_progress

@@ -32,7 +32,8 @@ from realtime.crops import Cropper
 from realtime.errors import RealtimeError
 from train import metrics
 from train.augment import Augmenter, AugmentSettings
-from train.data import LabelledSet, label_files
+from train.data import LabelledSet
+from train.formats import label_files
 from train.losses import MaskedLoss
 
 log = logging.getLogger(__name__)
@@ -52,7 +53,7 @@ class TrainSettings:
     Attributes:
         data, format: the labelled set and its layout (``adience``, ``utkface``, ``csv``);
             or several sets at once, paired in order (one format may stand for all):
-            see :func:`train.data.load_sets`. Labels a set lacks (LFW's ages) are
+            see :func:`train.formats.load_sets`. Labels a set lacks (LFW's ages) are
             masked out of their head's loss.
         age_groups: the age head's scheme, ``adience`` (default), ``5y`` or lower
             bounds ``B1,B2,...`` (:mod:`train.ages`); it becomes the model's age labels.
@@ -141,7 +142,7 @@ class TrainSettings:
     def __post_init__(self) -> None:
         check_fields(self)  # the one table of limits: before anything is read
         from train.ages import parse_scheme
-        from train.data import pair_sets
+        from train.formats import pair_sets
 
         self.sets = pair_sets(self.data, self.format)
         self.data, self.format = (self.sets[0] if len(self.sets) == 1 else tuple(zip(*self.sets)))

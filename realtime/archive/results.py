@@ -20,9 +20,10 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
+from engines.writes import write_atomic
 from realtime import __version__
 from realtime.errors import RealtimeError
-from realtime.tables import require_pyarrow, write_atomic
+from realtime.tables import require_pyarrow
 
 try:  # POSIX: one driver per DIR at a time
     import fcntl
@@ -106,7 +107,7 @@ def run_record(model: dict, detector: dict, settings: dict) -> dict:
 
 
 def write_run(layout: Layout, record: dict) -> None:
-    write_atomic(layout.run_json, (json.dumps(record, indent=2) + "\n").encode())
+    write_atomic(layout.run_json, json.dumps(record, indent=2) + "\n", "archive run record")
 
 
 def _schema():
@@ -134,7 +135,7 @@ def write_manifest(layout: Layout, rows: dict[str, dict]) -> None:
     table = pa.Table.from_pylist([{c: r.get(c) for c in MANIFEST_COLUMNS} for r in rows.values()], schema=_schema())
     sink = pa.BufferOutputStream()
     pq.write_table(table, sink)
-    write_atomic(layout.manifest, sink.getvalue().to_pybytes())
+    write_atomic(layout.manifest, sink.getvalue().to_pybytes(), "archive manifest")
 
 
 @dataclass

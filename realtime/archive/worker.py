@@ -28,13 +28,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterator
 
+from engines.writes import write_atomic
 from realtime.archive.results import FOLDERS, FileResult, Layout
 from realtime.errors import RealtimeError
 from realtime.analyzer import Analyzer, AnalyzerSettings
 from realtime.pipeline import annotate
 from realtime.sinks import ENCODER_LOOKAHEAD, ENCODER_THREADS
 from realtime.sources import Frame, Source
-from realtime.tables import TRACK_COLUMNS, TableSink, partial_path, track_rows, track_schema, write_atomic, write_rows
+from realtime.tables import TRACK_COLUMNS, TableSink, partial_path, track_rows, track_schema, write_rows
 from realtime.wiring import OutputSettings
 
 log = logging.getLogger(__name__)
@@ -197,7 +198,7 @@ def archive_file(job: Job, progress: _Progress | None = None) -> FileResult:
         summary = json.loads(tmp["summary"].read_text()) if tmp["summary"].is_file() else None
         if summary is None:  # --no-track: no people, only counts
             summary = {"frames": stats.frames, "faces": stats.faces, "people": None, "tracks": []}
-            write_atomic(tmp["summary"], json.dumps(summary, indent=2).encode())
+            write_atomic(tmp["summary"], json.dumps(summary, indent=2), "archive summary")
         write_rows(tmp["tracks"], track_rows(summary, str(job.path), tables[0] if tables else None), TRACK_COLUMNS,
                    track_schema())
         for folder in ("faces", "tracks", "media", "summary"):  # the summary last: the file is done

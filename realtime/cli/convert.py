@@ -12,6 +12,7 @@ import click
 
 from engines.convert import FORMATS, ConvertSettings, convert
 from engines.errors import RealtimeError
+from realtime.cli.options import Limited
 
 _FILE = click.Path(path_type=Path, dir_okay=False)
 _DIR = click.Path(path_type=Path, file_okay=False)
@@ -26,8 +27,8 @@ _DIR = click.Path(path_type=Path, file_okay=False)
 @click.option("--fp16", is_flag=True, help="TensorRT fp16 engine; OpenVINO fp16 weights at reduced precision.")
 @click.option("--int8", is_flag=True, help="TensorRT INT8 engine, calibrated on --calib.")
 @click.option("--calib", type=_DIR, default=None, help="Folder of face crop images for INT8 calibration (and --check).")
-@click.option("--max-batch", type=int, default=32, show_default=True, help="Largest batch of the TensorRT profile.")
-@click.option("--opt-batch", type=int, default=8, show_default=True, help="Batch TensorRT tunes for (a typical face count).")
+@click.option("--max-batch", type=Limited("max_batch", integer=True), default=32, show_default=True, help="Largest batch of the TensorRT profile.")
+@click.option("--opt-batch", type=Limited("opt_batch", integer=True), default=8, show_default=True, help="Batch TensorRT tunes for (a typical face count).")
 @click.option("--converter", type=click.Choice(["onnx", "torch2trt"]), default="onnx", show_default=True,
               help="Build TensorRT engines from the ONNX export or with torch2trt.")
 @click.option("--check", is_flag=True, help="Compare the result with eager PyTorch on real face crops.")

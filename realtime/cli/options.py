@@ -93,7 +93,7 @@ def analyzer_options(command):
                      help="Label smoothing per track (forgetting factor; 0 = latest prediction only)."),
         click.option("--hysteresis", type=Limited("hysteresis"), default=TrackerSettings.hysteresis, show_default=True,
                      help="A track's shown label changes only when another leads by this probability margin."),
-        click.option("--min-gender-confidence", type=FiniteFloat(0, 1), default=None,
+        click.option("--min-gender-confidence", type=Limited("min_gender_confidence"), default=None,
                      help="Show ? instead of a gender whose calibrated probability is under this "
                           "(default: the model's own, chosen by `realtime calibrate`; 0: always show)."),
         click.option("--reclassify-every", type=click.IntRange(1), default=TrackerSettings.reclassify_every, show_default=True,

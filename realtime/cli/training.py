@@ -10,9 +10,12 @@ from pathlib import Path
 import click
 
 from realtime.cli.options import Limited
-from train.data import FORMATS
+from train.formats import FORMATS
 
 _FORMAT = click.Choice(FORMATS)
+_PATH = click.Path(path_type=Path)
+#: an option naming a file or folder, given to the library as a Path
+path_option = functools.partial(click.option, type=_PATH)
 
 
 def _tqdm_progress(total: int, desc: str):
@@ -26,17 +29,33 @@ def data_options(command, multiple: bool = False):
     more = " Repeat with --data for several sets, paired in order (one --format: the same for all)." if multiple else ""
     command = click.option("--format", "fmt", type=_FORMAT, required=True, multiple=multiple, help="Layout of --data." + more)(command)
     return click.option(
-        "--data", type=click.Path(path_type=Path), required=True, multiple=multiple,
+        "--data", type=_PATH, required=True, multiple=multiple,
         help="Labelled face set (folder, or CSV file for --format csv)." + (" Repeatable." if multiple else ""),
     )(command)
 
 
+def scoring_options(command):
+    """The options of a pass of a model over a labelled set as the app sees it, shared by
+    eval and calibrate: --cropped, --context, --detector-range, --flip, --holdout,
+    --limit, --batch-size (each checked against the one table of limits)."""
+    options = [
+        click.option("--cropped", is_flag=True, help="Each image is already one face crop (no detector)."),
+        click.option("--context", type=Limited("context"), default=1.0, show_default=True,
+                     help="With the detector: set each image in a frame this many times its side first (tight chips: 2)."),
+        click.option("--detector-range", type=click.Choice(["full", "short"]), default="full", show_default=True,
+                     help="MediaPipe detector model, as in the app (full: crowds, faces up to ~5 m; short: close faces)."),
+        click.option("--flip/--no-flip", default=True, show_default=True, help="Test-time flip, as in the app."),
+        click.option("--holdout", type=Limited("holdout"), default=None,
+                     help="Only the share held out by `train --folds 1 --holdout` with this fraction (the model's validation)."),
+        click.option("--limit", type=Limited("limit", integer=True), default=None, help="Only the first N images."),
+        click.option("--batch-size", type=Limited("batch_size", integer=True), default=64, show_default=True),
+    ]
+    return functools.reduce(lambda c, option: option(c), reversed(options), command)
+
+
 @click.command("train")
 @functools.partial(data_options, multiple=True)
-@click.option(
-    "--out", type=click.Path(path_type=Path), default=Path("runs/train"), show_default=True,
-    help="Folder for folds, logs, summary, plots.",
-)
+@path_option("--out", default=Path("runs/train"), show_default=True, help="Folder for folds, logs, summary, plots.")
 @click.option(
     "--folds", type=Limited("folds", integer=True), default=5, show_default=True,
     help="k-fold cross-validation (Adience: official folds); 1: one run with --holdout.",
@@ -83,25 +102,16 @@ def data_options(command, multiple: bool = False):
 @click.option("--image-side", type=Limited("image_side", integer=True), default=None,
               help="Hold the images in RAM at this side (default: the first set's image size); 128 holds 35,000 faces in 1.7 GB.")
 @click.option("--trained-on", default="", help="Text for the model's meta: the data and its terms.")
-@click.option(
-    "--save", type=click.Path(path_type=Path), default=None,
-    help="Also write the (last fold's) final model here, float16.",
-)
+@path_option("--save", default=None, help="Also write the (last fold's) final model here, float16.")
 @click.option(
     "--fold", "only_folds", type=int, multiple=True,
     help="Train only this fold of --folds (repeatable), e.g. one fold per process or GPU into the same --out; "
     "the summary counts the folds finished there.",
 )
-@click.option(
-    "--init", type=click.Path(path_type=Path), default=None,
-    help="Start from this checkpoint's weights (fine-tuning), e.g. engines/weights/default.safetensors.",
-)
+@path_option("--init", default=None, help="Start from this checkpoint's weights (fine-tuning), e.g. engines/weights/default.safetensors.")
 @click.option("--init-member", type=Limited("init_member", integer=True), default=0, show_default=True,
               help="With an ensemble as --init: which of its networks to start from.")
-@click.option(
-    "--teacher", "teachers", type=click.Path(path_type=Path), multiple=True,
-    help="Distil from this trained model (repeatable: their predictions are averaged) on every augmented batch.",
-)
+@path_option("--teacher", "teachers", multiple=True, help="Distil from this trained model (repeatable: their predictions are averaged) on every augmented batch.")
 @click.option(
     "--distill", type=Limited("distill"), default=0.5, show_default=True,
     help="With --teacher or --teacher-cache: weight of the teachers' soft targets against the labels (0-1).",
@@ -166,41 +176,14 @@ def _augment(no_augment: bool, wild_augment: bool):
 
 @click.command("eval")
 @data_options
-@click.option(
-    "--model", type=click.Path(path_type=Path), default=None,
-    help="Checkpoint (.safetensors) or .onnx; default: the app's default model.",
-)
+@path_option("--model", default=None, help="Checkpoint (.safetensors) or .onnx; default: the app's default model.")
 @click.option("--backend", default="auto", show_default=True, help="Engine backend, as in the app.")
-@click.option("--cropped", is_flag=True, help="Each image is already one face crop (no detector).")
-@click.option("--flip/--no-flip", default=True, show_default=True, help="Test-time flip, as in the app.")
-@click.option(
-    "--predictions", type=click.Path(path_type=Path), required=True,
-    help="CSV to write: file, age_group, age, gender, gender_prob.",
-)
-@click.option(
-    "--json", "json_path", type=click.Path(path_type=Path), default=None,
-    help="Also write all metrics as JSON.",
-)
-@click.option(
-    "--detector-range", type=click.Choice(["full", "short"]), default="full", show_default=True,
-    help="MediaPipe detector model, as in the app (full: crowds, faces up to ~5 m; short: close faces).",
-)
+@scoring_options
+@path_option("--predictions", required=True, help="CSV to write: file, age_group, age, gender, gender_prob.")
+@path_option("--json", "json_path", default=None, help="Also write all metrics as JSON.")
 @click.option("--range", "old_range", type=click.Choice(["full", "short"]), default=None, hidden=True,
               help="Deprecated: --detector-range.")
-@click.option(
-    "--context", type=Limited("context"), default=1.0, show_default=True,
-    help="With the detector: set each image in a frame this many times its side first (tight chips: 2).",
-)
-@click.option("--batch-size", type=Limited("batch_size", integer=True), default=64, show_default=True)
-@click.option("--limit", type=Limited("limit", integer=True), default=None, help="Only the first N images.")
-@click.option(
-    "--holdout", type=Limited("holdout"), default=None,
-    help="Only the share held out by `train --folds 1 --holdout` with this fraction.",
-)
-@click.option(
-    "--markdown", "markdown_path", type=click.Path(path_type=Path), default=None,
-    help="Also write the metric tables as Markdown.",
-)
+@path_option("--markdown", "markdown_path", default=None, help="Also write the metric tables as Markdown.")
 @click.option("--bootstrap", type=Limited("bootstrap", integer=True), default=1000, show_default=True, help="Resamples for 95% intervals (0: none).")
 def eval_command(fmt, json_path, markdown_path, old_range, **options):
     """Score a model on a labelled set through the app's own preprocessing."""
@@ -216,10 +199,10 @@ def eval_command(fmt, json_path, markdown_path, old_range, **options):
 @click.command("sheet")
 @click.argument("source")
 @click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path), required=True, help="Image to write (.jpg/.png).")
-@click.option("--every", type=int, default=4, show_default=True, help="Take every N-th frame.")
-@click.option("--max-faces", type=int, default=120, show_default=True)
-@click.option("--columns", type=int, default=12, show_default=True)
-@click.option("--scale", type=float, default=1.0, show_default=True, help="Draw each crop at this multiple of the model's input size.")
+@click.option("--every", type=Limited("every", integer=True), default=4, show_default=True, help="Take every N-th frame.")
+@click.option("--max-faces", type=Limited("max_faces", integer=True), default=120, show_default=True)
+@click.option("--columns", type=Limited("columns", integer=True), default=12, show_default=True)
+@click.option("--scale", type=Limited("scale"), default=1.0, show_default=True, help="Draw each crop at this multiple of the model's input size.")
 @click.option("--blur", is_flag=True, default=False, help="Refused: a contact sheet is made of faces.")
 def sheet_command(source, output, every, max_faces, columns, scale, blur, **options):
     """A contact sheet of the face crops the classifier sees in SOURCE, with their labels."""
@@ -239,16 +222,10 @@ def sheet_command(source, output, every, max_faces, columns, scale, blur, **opti
 @data_options
 @click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path), required=True,
               help="The calibrated copy of MODEL to write (.safetensors; same weights, new metadata).")
-@click.option("--holdout", type=float, default=None, help="Only the share held out by `train --folds 1 --holdout` (the model's validation).")
-@click.option("--cropped", is_flag=True, help="Each image is already one face crop (no detector).")
-@click.option("--context", type=float, default=1.0, show_default=True, help="With the detector: as in `realtime eval`.")
-@click.option("--detector-range", type=click.Choice(["full", "short"]), default="full", show_default=True)
-@click.option("--flip/--no-flip", default=True, show_default=True, help="Test-time flip, as the app runs it.")
-@click.option("--target", type=float, default=0.97, show_default=True,
+@scoring_options
+@click.option("--target", type=Limited("target"), default=0.97, show_default=True,
               help="Shown genders must be right at least this often: sets the model's --min-gender-confidence.")
-@click.option("--limit", type=int, default=None, help="Only the first N images.")
-@click.option("--batch-size", type=int, default=64, show_default=True)
-@click.option("--json", "json_path", type=click.Path(path_type=Path), default=None, help="Also write the report as JSON.")
+@path_option("--json", "json_path", default=None, help="Also write the report as JSON.")
 def calibrate_command(model, fmt, output, target, json_path, **options):
     """Fit MODEL's temperatures (gender and age) on a validation set, choose the gender
     confidence the overlay shows `?` under, and write them into a copy of MODEL."""

@@ -110,7 +110,9 @@ def serve(
     """Run the live loop on ``source_spec`` (one or several sources, as
     :func:`realtime.pipeline.run`) and serve its page and API until Ctrl-C/SIGTERM.
     When every source has ended (a file without ``loop``) the server goes on showing
-    the last frame and the final counts until stopped. ``on_ready(url)`` is called
+    the last frame and the final counts until stopped; when a source was given up (no
+    frames for ``reconnect`` seconds) it stops at once, and the run's ``gave_up`` says
+    so (the CLI exits 1, as ``realtime run`` does). ``on_ready(url)`` is called
     once the analysis starts (the URL carries the token when there is one).
     ``integrations``: connected MQTT/webhook outboxes, fed by the same loop (their
     counters go to /metrics).
@@ -156,7 +158,7 @@ def serve(
         outputs = dataclasses.replace(output or OutputSettings(), show=False)
         stats = run(source_spec, outputs, analyzer_settings, on_start, None, reconnect,
                     sinks=[hub.sink, *(integrations.sinks if integrations is not None else [])], wrap=replay(settings.pace, settings.loop), timer=hub.timer)
-        if not stats.interrupted:
+        if not stats.interrupted and not stats.gave_up:
             log.warning("the source ended: still serving the last frame and the final counts; Ctrl-C stops")
             stop = threading.Event()
             with graceful_stop(stop):

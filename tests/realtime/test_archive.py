@@ -190,6 +190,7 @@ def test_sample_fps_analyses_five_frames_a_second(baseline, tmp_path):
     assert all(r["track_id"] in (1, 2) for r in _faces(out))  # the two people tracked across the gaps
 
 
+@pytest.mark.slow  # three archive runs
 def test_rerun_submits_nothing_force_redoes_other_settings_refused(baseline, tmp_path):
     from realtime.errors import RealtimeError
 
@@ -218,6 +219,7 @@ def _analyzer(**kw):
     return AnalyzerSettings(reid=ReidSettings(model=shared_path("models", "teachers", "hse_faceres.onnx")), **kw)
 
 
+@pytest.mark.slow  # real worker deaths and retries
 def test_worker_killed_mid_file_is_retried_and_complete(baseline, tmp_path):
     out = tmp_path / "out"
     report = _archive([PEOPLE], out, media=True, faults={"people": "kill-once@30"})
@@ -228,6 +230,7 @@ def test_worker_killed_mid_file_is_retried_and_complete(baseline, tmp_path):
     assert not _partials(out)
 
 
+@pytest.mark.slow  # crashes, hangs and their timeouts (about 20 s)
 def test_poison_crashes_damaged_fails_hang_times_out_others_ok(ray_address, tmp_path):
     videos = tmp_path / "in"
     videos.mkdir()
@@ -254,6 +257,7 @@ def test_poison_crashes_damaged_fails_hang_times_out_others_ok(ray_address, tmp_
     assert not _partials(out)
 
 
+@pytest.mark.slow  # archive processes, one per exit code
 def test_cli_exit_codes_and_inputs(ray_address, tmp_path):
     """The command: @list.txt and a folder, a usage error (2), a failed file (1), a dry run."""
     from click.testing import CliRunner
@@ -280,6 +284,7 @@ def test_cli_exit_codes_and_inputs(ray_address, tmp_path):
     assert result.exit_code == 1 and "failed" in result.output
 
 
+@pytest.mark.slow  # a driver process, a SIGINT and a rerun
 def test_sigint_driver_exits_130_leaves_no_partial_and_rerun_completes(ray_address, tmp_path):
     stage = shared_path("media", "stage_360p.mp4")
     out = tmp_path / "out"

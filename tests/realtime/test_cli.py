@@ -132,6 +132,7 @@ def test_models_list_shows_where(detector_models):
     assert "face_detection_full_range_sparse.tflite" in result.stdout and "$REALTIME_MODELS" in result.stdout
 
 
+@pytest.mark.slow  # a run over several sources
 def test_run_several_sources_writes_each_separately(tmp_path, detector_models):
     result = invoke("run", "--source", SAMPLES / "people.mp4", "--source", SAMPLES / "people.mp4", "--no-show",
                     "--output", tmp_path / "out_{source}.mp4", "--json", tmp_path / "r_{source}.jsonl",

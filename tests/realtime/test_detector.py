@@ -102,6 +102,7 @@ def test_fetch_refuses_a_file_with_the_wrong_hash(tmp_path, monkeypatch):
     assert not any((tmp_path / "cache" / "models").iterdir())
 
 
+@pytest.mark.slow  # the crowd clip, tiled
 def test_tiles_find_more_small_faces_in_the_crowd(detector_models):
     with open_source(shared_path("media", "crowd_1080p.mp4")) as source:
         frames = [f.image for f in source if f.index % 10 == 0]

@@ -70,6 +70,7 @@ def serve_folder(folder: Path) -> tuple[http.server.ThreadingHTTPServer, list[st
 
 # -- 5. a file over HTTP is a file ------------------------------------------------------
 
+@pytest.mark.slow  # a real process reading a served video
 def test_a_video_file_over_http_is_read_once_every_frame(tmp_path, detector_models):
     (tmp_path / "www").mkdir()
     (tmp_path / "www" / "people.mp4").write_bytes((SAMPLES / "people.mp4").read_bytes())
@@ -88,6 +89,7 @@ def test_a_video_file_over_http_is_read_once_every_frame(tmp_path, detector_mode
     assert frames == list(range(75)) and "dropped" not in out
 
 
+@pytest.mark.slow  # a real process on a live stream
 def test_a_live_stream_over_http_stays_live(tmp_path, detector_models):
     server = FlakyServer(remux(SAMPLES / "people.mp4", tmp_path / "people.ts"), outage=0)
     threading.Thread(target=server.serve_forever, daemon=True).start()
@@ -118,6 +120,7 @@ def test_secrets_in_urls_are_masked(url, shown):
     assert mask_credentials(f"error: cannot open {url}: refused") == f"error: cannot open {shown}: refused"
 
 
+@pytest.mark.slow  # a real process per URL
 @pytest.mark.parametrize("url", ["http://127.0.0.1:9/cam.ts?pw=hunter2#access_token=hunter2",
                                  "rtmp://127.0.0.1:9/live/hunter2", "http://viewer:hunter2@127.0.0.1:9/cam.ts"])
 def test_no_secret_reaches_the_error_line(url, detector_models):
@@ -127,6 +130,7 @@ def test_no_secret_reaches_the_error_line(url, detector_models):
     assert "hunter2" not in err, err
 
 
+@pytest.mark.slow  # real processes
 def test_a_source_can_come_from_the_environment_or_a_file(tmp_path, detector_models, monkeypatch):
     url = "http://viewer:hunter2@127.0.0.1:9/cam.ts"
     monkeypatch.setenv("REALTIME_SOURCE", url)
@@ -155,6 +159,7 @@ def _warnings_about(err: str, name: str) -> list[str]:
     return [line for line in err.splitlines() if name in line and line.startswith("WARNING")]
 
 
+@pytest.mark.slow  # encodes and annotates a clip in a process
 def test_an_intact_mkv_that_starts_late_is_not_called_damaged(tmp_path, clip_frames, detector_models):
     late = encode(tmp_path / "late.mkv", clip_frames, [0.85 + i / 25 for i in range(len(clip_frames))])
     proc = realtime("annotate", late, "-o", tmp_path / "o.mp4", "--json", tmp_path / "o.jsonl")
@@ -164,6 +169,7 @@ def test_an_intact_mkv_that_starts_late_is_not_called_damaged(tmp_path, clip_fra
     assert len((tmp_path / "o.jsonl").read_text().splitlines()) == len(clip_frames)
 
 
+@pytest.mark.slow  # encodes and annotates a clip in a process
 def test_frames_lost_in_the_middle_are_named_and_the_end_is_not_called_unreadable(tmp_path, clip_frames, detector_models):
     clip = encode(tmp_path / "clip.mp4", clip_frames)
     with av.open(str(clip)) as c:
@@ -187,6 +193,7 @@ def test_frames_lost_in_the_middle_are_named_and_the_end_is_not_called_unreadabl
 
 # -- 7. a video cut by a write error claims what plays ----------------------------------
 
+@pytest.mark.slow  # a real write error mid-video (about 10 s each)
 @pytest.mark.parametrize("suffix", [".mkv", ".mp4"])
 def test_a_write_error_claims_what_plays_and_the_jsonl_agrees(tmp_path, clip_frames, detector_models, suffix):
     import resource
@@ -237,6 +244,7 @@ def _sockets(pid: int) -> int:
     return count
 
 
+@pytest.mark.slow  # a real server and 25 stalled clients
 def test_stalled_viewers_and_unfinished_headers_are_disconnected(detector_models):
     if not Path("/proc/self/fd").exists():
         pytest.skip("counts the server's sockets in /proc (Linux)")
@@ -277,6 +285,7 @@ def test_stalled_viewers_and_unfinished_headers_are_disconnected(detector_models
 
 # -- 13. the smaller edges ---------------------------------------------------------------
 
+@pytest.mark.slow  # a real server process
 def test_serve_answers_at_its_own_loopback_address_and_quotes_an_odd_token(detector_models):
     from urllib.parse import parse_qs, urlsplit
 
@@ -312,6 +321,7 @@ def test_a_bad_tiles_value_is_a_usage_error_before_any_work(tmp_path):
     assert "detector:" not in err and "Traceback" not in err, err  # nothing was loaded
 
 
+@pytest.mark.slow  # waits out a reconnect timeout
 def test_a_stream_given_up_ends_the_run_on_time_and_non_zero(tmp_path, detector_models):
     import re
 
@@ -329,6 +339,7 @@ def test_a_stream_given_up_ends_the_run_on_time_and_non_zero(tmp_path, detector_
     assert "frames in" in out and "Traceback" not in err  # the summary is still printed
 
 
+@pytest.mark.slow  # a real process and a SIGKILL
 def test_sigkill_before_the_first_fragment_leaves_no_empty_mp4(tmp_path, clip_frames, detector_models):
     clip = encode(tmp_path / "clip.mp4", clip_frames)
     out = tmp_path / "o.mp4"
@@ -382,6 +393,7 @@ def long_clip(clip_frames, tmp_path_factory):
     return encode(tmp_path_factory.mktemp("long") / "long.mp4", clip_frames * 2)  # 450 frames, 18 s
 
 
+@pytest.mark.slow  # a real process on an 18 s clip
 def test_sighup_finishes_the_outputs_like_sigterm(tmp_path, long_clip, detector_models):
     proc, out, results = _annotating(tmp_path, long_clip)
     proc.send_signal(signal.SIGHUP)
@@ -391,6 +403,7 @@ def test_sighup_finishes_the_outputs_like_sigterm(tmp_path, long_clip, detector_
     assert 30 <= len(outputs_agree(out, results)) < 450
 
 
+@pytest.mark.slow  # a real process on an 18 s clip
 def test_a_storm_of_signals_keeps_the_summary_line(tmp_path, long_clip, detector_models):
     proc, out, results = _annotating(tmp_path, long_clip)
     storm = [signal.SIGINT, signal.SIGTERM, signal.SIGHUP]

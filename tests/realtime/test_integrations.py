@@ -265,6 +265,7 @@ def test_mqtts_with_a_private_ca(tmp_path, detector_models):
         broker.stop()
 
 
+@pytest.mark.slow  # waits out a broker that never answers
 def test_an_unreachable_broker_never_blocks_the_loop(detector_models):
     """Nothing listens on the port: every put returns at once, the queue stays at its
     capacity and the oldest are dropped and counted; closing does not wait."""
@@ -354,6 +355,7 @@ def test_webhook_batches_are_signed_and_hold_the_runs_events(tmp_path, detector_
     assert secret not in err
 
 
+@pytest.mark.slow  # waits out a retry
 def test_a_batch_answered_500_is_retried_and_delivered_once():
     from realtime.webhook import WebhookOutbox, verify
 

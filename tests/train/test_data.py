@@ -6,16 +6,9 @@ import pytest
 
 from engines.meta import AGE_LABELS, GENDER_LABELS
 from realtime.errors import RealtimeError
-from train.data import (
-    age_group_of,
-    assign_folds,
-    gender_index,
-    holdout_mask,
-    load_dataset,
-    parse_age,
-    read_images,
-    square,
-)
+from train.data import assign_folds, holdout_mask, read_images, square
+from train.formats import load_dataset
+from train.labels import age_group_of, gender_index, parse_age
 
 MALE, FEMALE = GENDER_LABELS.index("male"), GENDER_LABELS.index("female")
 

@@ -12,7 +12,7 @@ from engines.meta import AGE_LABELS, ModelMeta
 from engines.model import create_model, save_checkpoint
 from realtime.errors import RealtimeError
 from realtime.cli.training import eval_command
-from train.data import age_group_of
+from train.labels import age_group_of
 from train.evaluate import EvalSettings, evaluate
 
 
@@ -28,6 +28,7 @@ def read_rows(path):
         return list(csv.DictReader(fh))
 
 
+@pytest.mark.slow  # the whole eval command with bootstrap intervals
 def test_eval_cropped_cli_on_real_faces(shared_faces, checkpoint, tmp_path):
     pred, out_json = tmp_path / "pred.csv", tmp_path / "m.json"
     args = ["--data", str(shared_faces), "--format", "utkface", "--cropped", "--model", str(checkpoint),
@@ -56,6 +57,7 @@ def test_eval_cropped_cli_on_real_faces(shared_faces, checkpoint, tmp_path):
     assert size["flops"] > 1e6 and size["input_size"] == 64
 
 
+@pytest.mark.slow  # three evaluations through the detector
 def test_eval_with_detector_finds_faces(shared_faces, checkpoint, tmp_path):
     pytest.importorskip("mediapipe")
     try:

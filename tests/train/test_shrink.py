@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 
 from realtime.errors import RealtimeError
-from train.data import holdout_mask, load_dataset
+from train.data import holdout_mask
+from train.formats import load_dataset
 from train.shrink import shrink
 
 

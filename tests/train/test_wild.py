@@ -13,7 +13,9 @@ import torch
 from engines.meta import AGE_LABELS, ModelMeta
 from tests.helpers import SAMPLES, invoke, shared_path, tiny
 from train.ages import AgeScheme, parse_scheme, relabel
-from train.data import age_group_of, holdout_mask, load_sets
+from train.data import holdout_mask
+from train.formats import load_sets
+from train.labels import age_group_of
 
 
 @pytest.fixture(scope="module")
@@ -21,6 +23,12 @@ def two_sets():
     """UTKFace and LFW labels read as one set (no pixels)."""
     utk, lfw = shared_path("data", "utkface"), shared_path("data", "lfw")
     return (utk, "utkface"), (lfw, "csv")
+
+
+@pytest.fixture(scope="module")
+def both(two_sets):
+    """The two sets read once for the tests that only read them (labels, no pixels)."""
+    return load_sets(two_sets)
 
 
 @pytest.fixture(scope="module")
@@ -47,17 +55,18 @@ def test_schemes_parse_and_bin_ages():
             parse_scheme(bad)
 
 
-def test_adience_relabel_is_todays_mapping(two_sets):
+def test_adience_relabel_is_todays_mapping(both):
     """Relabelling into adience changes no UTKFace label (the default stays as it was)."""
-    data = load_sets(two_sets[:1])
+    data = both[both.source == 0]
     again = relabel(data.age_group, data.age_years, AgeScheme.from_labels(AGE_LABELS))
     assert (again == data.age_group).all()
     assert (data.age_group == np.array([age_group_of(a) for a in data.age_years])).all()
 
 
 # ----------------------------------------------------------------------------- two sets
-def test_two_sets_keep_their_labels_and_split_by_their_key(two_sets):
-    data = load_sets(two_sets)
+@pytest.mark.slow  # hashes the bytes of all 35k images (about 15 s)
+def test_two_sets_keep_their_labels_and_split_by_their_key(both, two_sets):
+    data = both
     lfw = data.source == 1
     assert lfw.sum() == 13225 and (~lfw).sum() == 21716
     assert (data.age_group[lfw] == -1).all() and np.isnan(data.age_years[lfw]).all()  # LFW has no ages
@@ -71,14 +80,14 @@ def test_two_sets_keep_their_labels_and_split_by_their_key(two_sets):
         assert (alone == side).all()
 
 
-def test_age_loss_masked_on_lfw_rows(two_sets):
+def test_age_loss_masked_on_lfw_rows(both):
     """On real crops of both sets: LFW rows add nothing to the age and years losses (and
     no gradient to the age head); a mixed batch's age loss is its UTKFace rows' alone."""
     from train.losses import MaskedLoss
     from train.trainer import build_net
     from train.data import read_images
 
-    data = load_sets(two_sets)
+    data = both
     pick = np.concatenate([np.flatnonzero(data.source == 0)[:8], np.flatnonzero(data.source == 1)[:8]])
     labels, images = read_images(data[pick], 32)
     torch.manual_seed(0)
@@ -101,10 +110,10 @@ def test_age_loss_masked_on_lfw_rows(two_sets):
     assert float(net.gender_head.weight.grad.abs().max()) > 0.0
 
 
-def test_balanced_sampler_evens_genders_and_races(two_sets):
+def test_balanced_sampler_evens_genders_and_races(both):
     from train.sampling import BalancedSampler, balance_weights
 
-    data = load_sets(two_sets)
+    data = both
     sampler = BalancedSampler(balance_weights(data), seed=0)
     drawn = data[np.array(list(sampler))]
     female = drawn.gender == 0
@@ -151,6 +160,7 @@ def test_five_year_labels_in_jsonl_and_overlay(five_year_model, backend, tmp_pat
 
 
 # ----------------------------------------------------------------------------- calibration
+@pytest.mark.slow  # 600 real chips through the model
 def test_temperature_lowers_ece_on_real_validation():
     """The default model on 600 UTKFace held-out chips: a temperature fitted on one half
     lowers the gender calibration error on the other half."""
