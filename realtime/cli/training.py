@@ -152,6 +152,8 @@ def train_command(fmt, no_augment, no_amp, **options):
 @click.option("--backend", default="auto", show_default=True, help="Engine backend, as in the app.")
 @click.option("--cropped", is_flag=True, help="Each image is already one face crop (no detector).")
 @click.option("--flip/--no-flip", default=True, show_default=True, help="Test-time flip, as in the app.")
+@click.option("--level-eyes/--no-level-eyes", default=None,
+              help="Level each face crop by its eyes, as in the app (default: the model's own level_eyes).")
 @click.option(
     "--predictions", type=click.Path(path_type=Path), required=True,
     help="CSV to write: file, age_group, age, gender, gender_prob.",
