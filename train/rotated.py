@@ -33,6 +33,9 @@ from train.evaluate import in_context
 
 log = logging.getLogger(__name__)
 
+#: Encoder settings by suffix: near-lossless, so the copy differs from the set by the turn.
+_QUALITY = {".jpg": [cv2.IMWRITE_JPEG_QUALITY, 95], ".jpeg": [cv2.IMWRITE_JPEG_QUALITY, 95], ".webp": [cv2.IMWRITE_WEBP_QUALITY, 95]}
+
 
 def rotate(image: np.ndarray, angle: float) -> np.ndarray:
     """BGR (H, W, 3) turned ``angle`` degrees counter-clockwise on screen about its
@@ -74,7 +77,7 @@ def write_rotated(src: Path, dst: Path, fmt: str = "utkface", holdout: float = 0
         angle = float(rng.uniform(-max_angle, max_angle))
         target = dst / row["file"]
         target.parent.mkdir(parents=True, exist_ok=True)
-        if not cv2.imwrite(str(target), rotate(in_context(image, context), angle), [cv2.IMWRITE_JPEG_QUALITY, 95]):
+        if not cv2.imwrite(str(target), rotate(in_context(image, context), angle), _QUALITY.get(target.suffix.lower(), [])):
             raise RealtimeError(f"{target}: could not be written")
         writer.writerow(row)
         turned.writerow([row["file"], f"{angle:.3f}"])
