@@ -75,14 +75,15 @@ class Faces:
             return cls.empty(frame_index)
         eyes = [p.eyes if p.eyes is not None else np.full((len(p), 2, 2), np.nan, np.float32) for p in parts]
         arrays = {name: np.concatenate([getattr(p, name) for p in parts])
-                  if all(getattr(p, name) is not None for p in parts) else None for name in cls._ARRAYS[:-1]}
+                  if all(getattr(p, name) is not None for p in parts) else None for name in cls._ARRAYS if name != "eyes"}
         return cls(**arrays, eyes=np.concatenate(eyes).astype(np.float32), frame_index=frame_index)
 
     @classmethod
     def from_mediapipe(cls, result: Any, frame_index: int = 0, size: tuple[int, int] = (1, 1)) -> "Faces":
         """Convert a MediaPipe Tasks ``FaceDetectorResult`` of a ``size`` = (width,
         height) image; its types stop here. Its first two keypoints (right eye, left
-        eye; normalised to the image) become :attr:`eyes` in pixels."""
+        eye; normalised to the image) become :attr:`eyes` in pixels (the default
+        size (1, 1) keeps them normalised)."""
         dets = result.detections
         if not dets:
             return cls.empty(frame_index)
