@@ -29,7 +29,8 @@ class AgeGenderNet(nn.Module):
     returns ``(age_logits (N, A), gender_logits (N, G), age_years (N,))``. With
     ``meta.years_bins`` > 0 the years head scores each whole age 0..bins-1 and the age
     is the expectation of their softmax; ``forward(x, years_logits=True)`` then also
-    returns those scores (N, bins) for training (``None`` for a linear years head).
+    returns those scores (N, bins) for training (``None`` for a linear years head), and
+    ``features=True`` appends the backbone's pooled feature (N, F) (feature distillation).
     """
 
     def __init__(self, meta: ModelMeta, pretrained: bool = False, drop_rate: float = 0.2):
@@ -54,12 +55,15 @@ class AgeGenderNet(nn.Module):
         else:
             nn.init.constant_(self.years_head.bias, 30.0)
 
-    def forward(self, x: torch.Tensor, years_logits: bool = False) -> tuple[torch.Tensor, ...]:
-        f = self.dropout(self.backbone(x))
+    def forward(self, x: torch.Tensor, years_logits: bool = False, features: bool = False) -> tuple[torch.Tensor, ...]:
+        pooled = self.backbone(x)
+        f = self.dropout(pooled)
         raw = self.years_head(f)
         years = raw.float().softmax(1) @ self.ages if self.meta.years_bins else raw.squeeze(1)
         outputs = (self.age_head(f), self.gender_head(f), years)
-        return outputs + ((raw if self.meta.years_bins else None),) if years_logits else outputs
+        if years_logits:
+            outputs += (raw if self.meta.years_bins else None,)
+        return outputs + (pooled,) if features else outputs
 
     def probabilities(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """``(age_probs (N, A), gender_probs (N, G), age_years (N,))``: the heads softmaxed."""

@@ -4,8 +4,9 @@
 summarises the run (``--summary SUMMARY.json`` and the end-of-run line). With
 re-identification (``Faces.person_ids``) several tracks can be one person: a person
 is counted once, with the label their tracks showed on the most frames; a track
-never embedded (too small, too short) counts as a person of its own, as every track
-does without it."""
+never recognised (no usable view of its face, not stitched to anyone) is not a person
+of its own: the summary counts it in ``unrecognised_tracks``. Without
+re-identification every track seen on enough frames is a person."""
 
 from __future__ import annotations
 
@@ -38,6 +39,13 @@ class TrackRecord:
     label_changes: int = 0
     age: float = float("nan")
     person_id: int = -1
+    reid: bool = False  # seen with re-identification on (its faces carry person ids)
+
+    @property
+    def counts(self) -> bool:
+        """Whether this track, seen on ``frames`` frames, can be (part of) a person:
+        with re-identification only once recognised."""
+        return not self.reid or self.person_id >= 0
 
     @property
     def person(self) -> tuple[str, int]:
@@ -117,12 +125,18 @@ class Analytics(Sink):
             rec.frames += 1
             rec.detected_frames += int(detected[i])
             rec.age = float(faces.age_years[i])
-            if faces.person_ids is not None and faces.person_ids[i] >= 0:
-                rec.person_id = int(faces.person_ids[i])
+            if faces.person_ids is not None:
+                rec.reid = True
+                if faces.person_ids[i] >= 0:
+                    rec.person_id = int(faces.person_ids[i])
 
     def counted(self) -> list[TrackRecord]:
-        """The tracks seen on enough frames to count."""
-        return [t for t in self.tracks.values() if t.frames >= self.min_frames]
+        """The tracks seen on enough frames to count (with re-identification:
+        recognised)."""
+        return [t for t in self.tracks.values() if self._counted(t)]
+
+    def _counted(self, t: TrackRecord) -> bool:
+        return t.frames >= self.min_frames and t.counts
 
     def people(self) -> list[PersonRecord]:
         """The people: counted tracks grouped by person (a track without one alone)."""
@@ -133,7 +147,7 @@ class Analytics(Sink):
 
     def count_people(self, track_ids) -> int:
         """How many people the given track ids are (those counted)."""
-        return len({self.tracks[t].person for t in track_ids if t in self.tracks and self.tracks[t].frames >= self.min_frames})
+        return len({self.tracks[t].person for t in track_ids if t in self.tracks and self._counted(self.tracks[t])})
 
     def summary(self) -> dict:
         """Unique people by age group and gender, dwell times, rates and flicker."""
@@ -151,6 +165,7 @@ class Analytics(Sink):
             "seconds": round(minutes * 60, 3),
             "people": len(people),
             "counted_tracks": sum(len(p.tracks) for p in people),
+            "unrecognised_tracks": sum(t.frames >= self.min_frames and not t.counts for t in self.tracks.values()),
             "by_age_group": {a: sum(t.label[0] == a for t in people) for a in self.meta.age_labels},
             "by_gender": {g: sum(t.label[1] == g for t in people) for g in self.meta.gender_labels},
             "by_age_group_and_gender": dict(Counter(f"{t.label[0]} {t.label[1]}" for t in people).most_common()),
@@ -167,8 +182,8 @@ class Analytics(Sink):
                 "changes_per_track_second": round(changes / track_seconds, 4) if track_seconds else 0.0,
             },
             "tracks": [
-                {**{k: v for k, v in asdict(t).items() if k != "label"}, "age_group": t.label[0], "gender": t.label[1],
-                 "dwell_seconds": round(t.dwell_seconds + self.frame_seconds, 3), "age": round(t.age, 1), "counted": t.frames >= self.min_frames,
+                {**{k: v for k, v in asdict(t).items() if k not in ("label", "reid")}, "age_group": t.label[0], "gender": t.label[1],
+                 "dwell_seconds": round(t.dwell_seconds + self.frame_seconds, 3), "age": round(t.age, 1), "counted": self._counted(t),
                  "person_id": t.person_id if t.person_id >= 0 else None}
                 for t in sorted(self.tracks.values(), key=lambda t: t.track_id)
             ],

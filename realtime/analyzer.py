@@ -108,6 +108,13 @@ class Analyzer:
         if not self.meta.trained:
             log.warning("the model is UNTRAINED: its age and gender labels are not predictions")
 
+    def restart(self) -> None:
+        """A new run on this loaded analyzer (``realtime archive``'s next file): track ids
+        start again and no person is known, as in a new process; the models stay loaded."""
+        self.trackers.clear()
+        if self.reid is not None:
+            self.reid = ReIdentifier(self.reid.settings, self.reid.embedder)
+
     def tracker(self, stream: int = 0) -> Tracker:
         if stream not in self.trackers:
             self.trackers[stream] = Tracker(self._tracker_settings)

@@ -2,7 +2,8 @@
 
 :class:`TrackEvents` turns each frame's tracked :class:`Faces` into a short list of
 events, ``new`` (a track id appears), ``update`` (its shown age group or gender
-changed) and ``end`` (the tracker dropped it), the one stream that every outside
+changed, or re-identification told whose face it is: ``person_id``) and ``end`` (the
+tracker dropped it), the one stream that every outside
 integration (MQTT, webhooks) publishes. :class:`EventSink` is the sink that derives
 them and hands them, with periodic people counts, to an outbox
 (:class:`realtime.delivery.Outbox`) that sends them on its own thread.
@@ -27,7 +28,7 @@ NEW, UPDATE, END = "new", "update", "end"
 @dataclass
 class _Track:
     first_time: float
-    label: tuple[str, str]
+    label: tuple[str, str, int | None]  # age group, gender, person id
     last: dict
 
 
@@ -36,10 +37,12 @@ class TrackEvents:
 
     ``update(frame, faces)`` returns, in this order: ``end`` for each track of the
     previous frame that is gone (its last frame, time and box), ``new`` for each track
-    seen for the first time, ``update`` for each track whose shown label changed.
-    ``finish()`` ends the tracks still in view (the source ended). Each event is a
-    JSON-ready dict: ``event, source, track_id, age_group, gender, age_prob,
-    gender_prob, age, dwell_seconds, box, predicted, frame, time``.
+    seen for the first time, ``update`` for each track whose shown label or person
+    changed. ``finish()`` ends the tracks still in view (the source ended). Each event
+    is a JSON-ready dict: ``event, source, track_id, person_id, age_group, gender,
+    age_prob, gender_prob, age, dwell_seconds, box, predicted, frame, time``;
+    ``person_id`` is None without re-identification and until the track's face has
+    been recognised (as in the JSONL), so a track's person comes in an ``update``.
     ``frame_seconds`` (1 / fps) is added to dwell times, as in the people counts.
     """
 
@@ -52,6 +55,7 @@ class TrackEvents:
         return {
             "source": self.source,
             "track_id": int(faces.track_ids[i]),
+            "person_id": int(faces.person_ids[i]) if faces.person_ids is not None and faces.person_ids[i] >= 0 else None,
             "age_group": self.meta.age_labels[age],
             "gender": self.meta.gender_labels[gender],
             "age_prob": round(float(faces.age_probs[i, age]), 4),
@@ -73,7 +77,7 @@ class TrackEvents:
         for i, tid in enumerate(ids):
             track = self.tracks.get(tid)
             state = self._state(frame, faces, i, frame.time if track is None else track.first_time)
-            label = (state["age_group"], state["gender"])
+            label = (state["age_group"], state["gender"], state["person_id"])
             if track is None:
                 self.tracks[tid] = _Track(frame.time, label, state)
                 events.append({"event": NEW, **state})

@@ -27,7 +27,7 @@ class Faces:
             (see :attr:`age_classes`, :attr:`gender_classes`).
         person_ids: (N,) int64 or None without re-identification; the person of each
             face's track (several tracks can be one person), -1 where the track has
-            not been embedded yet (see :mod:`realtime.reid`).
+            not been recognised (yet, or ever: no usable view; see :mod:`realtime.reid`).
         eyes: (N, 2, 2) float32 or None; the detector's eye keypoints in frame pixels,
             ``eyes[i, 0]`` the person's right eye (on the image's left in an upright
             face), ``eyes[i, 1]`` the left, each (x, y); NaN where unknown (a coasting

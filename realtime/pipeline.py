@@ -32,7 +32,7 @@ def _run(sources: list[Source], settings: AnalyzerSettings, sinks: list[SinkFact
          on_start: Callable[[Source], None] | None, on_frame: FrameCallback | None,
          timer: StageTimer | None = None, analyzer: Analyzer | None = None,
          blur: bool = False) -> RunStats:
-    """``analyzer``: one already loaded (its trackers start again), kept open; else
+    """``analyzer``: one already loaded (its tracks and people start again), kept open; else
     one is loaded from ``settings`` and closed at the end."""
     stop = threading.Event()
     with finishing_signals(stop) as running, contextlib.ExitStack() as stack:
@@ -46,7 +46,7 @@ def _run(sources: list[Source], settings: AnalyzerSettings, sinks: list[SinkFact
             analyzer = Analyzer(settings)
             stack.callback(analyzer.close)
         else:
-            analyzer.trackers.clear()  # a new run: track ids start again
+            analyzer.restart()  # a new run: track ids and people start again
         if summary_path is not None and not analyzer.tracking:
             why = "--no-track" if settings.track is False and not any(s.kind in ("image", "folder") for s in sources) else \
                 "images and folders of photos are not tracked (--track: an image sequence)"

@@ -65,17 +65,32 @@ class SinkChain(Sink):
                 stack.callback(sink.close)
 
 
-def follow(video: "VideoSink", lines) -> SinkChain:
-    """The explicit contract between a video and its JSON Lines: the video reports each
-    new count of durable frames (:attr:`VideoSink.on_durable`) and the JSONL is told
-    (:meth:`realtime.jsonl.JsonlSink.durable`); when the JSONL cannot be written, the video is cut back
-    to the frames it holds (``on_failure``). Returns both as one sink."""
-    lines.paced = True
-    if not video.fragmented:  # it may lose frames it had claimed (a write error): the lines follow it back
-        lines.keep_line_ends()
-    video.on_durable = lines.durable
-    lines.on_failure = lambda frames: (video.cut(frames), video.path.name)[1]
-    return SinkChain([video, lines])
+def follow(video: "VideoSink | None", lines=None, table=None) -> SinkChain:
+    """The explicit contract between a video and the records beside it, the JSON Lines
+    (:class:`realtime.jsonl.JsonlSink`) and the per-face table
+    (:class:`realtime.tables.TableSink`): the video reports each new count of durable
+    frames (:attr:`VideoSink.on_durable`) and both are told (``durable``), so they hold
+    the frames it plays; when the JSONL cannot be written, the video and the table are
+    cut back to the frames it holds (``on_failure``). A table that cannot be written is
+    left out whole (it is renamed into place only when complete) and cuts nothing.
+    Returns them as one sink."""
+    records = [r for r in (lines, table) if r is not None]
+    if video is not None:
+        for record in records:
+            record.paced = True
+        if lines is not None and not video.fragmented:  # it may lose frames it had claimed: the lines follow it back
+            lines.keep_line_ends()
+        video.on_durable = lambda frames: [record.durable(frames) for record in records]
+
+    def cut(frames: int) -> str:
+        held = [o for o in (video, table) if o is not None]
+        for other in held:
+            other.cut(frames)
+        return " and ".join(o.path.name for o in held)
+
+    if lines is not None and (video is not None or table is not None):
+        lines.on_failure = cut
+    return SinkChain(([video] if video is not None else []) + records)
 
 
 def partial_path(path: str | Path) -> Path:

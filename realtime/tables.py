@@ -14,6 +14,7 @@ import contextlib
 import csv
 import json
 import os
+from array import array
 from pathlib import Path
 
 from engines.meta import ModelMeta
@@ -25,11 +26,12 @@ from realtime.sources import Frame
 
 TABLE_SUFFIXES = frozenset({".parquet", ".csv"})
 
-#: the per-face columns, in order (JSONL names; ``box`` and ``age_probs`` are lists)
+#: the per-face columns, in order (JSONL names; ``box`` and ``age_probs`` are lists;
+#: ``person_id``: re-identification's person, empty while a track is not embedded yet or with --no-reid)
 FACE_COLUMNS = ("source", "frame", "time", "file", "box", "score", "age_group", "age_probs", "gender",
-                "gender_prob", "gender_unsure", "age", "track_id", "predicted")
+                "gender_prob", "gender_unsure", "age", "track_id", "person_id", "predicted")
 #: the per-track columns, in order
-TRACK_COLUMNS = ("source", "track_id", "first_frame", "last_frame", "first_time", "last_time", "dwell_seconds",
+TRACK_COLUMNS = ("source", "track_id", "person_id", "first_frame", "last_frame", "first_time", "last_time", "dwell_seconds",
                  "frames", "detected_frames", "label_changes", "age_group", "gender", "gender_prob", "mean_age",
                  "age", "counted")
 
@@ -78,7 +80,7 @@ def face_schema():
         ("source", pa.string()), ("frame", pa.int64()), ("time", pa.float64()), ("file", pa.string()),
         ("box", pa.list_(pa.int32())), ("score", pa.float64()), ("age_group", pa.string()),
         ("age_probs", pa.list_(pa.float64())), ("gender", pa.string()), ("gender_prob", pa.float64()),
-        ("gender_unsure", pa.bool_()), ("age", pa.float64()), ("track_id", pa.int64()), ("predicted", pa.bool_()),
+        ("gender_unsure", pa.bool_()), ("age", pa.float64()), ("track_id", pa.int64()), ("person_id", pa.int64()), ("predicted", pa.bool_()),
     ])
 
 
@@ -136,6 +138,27 @@ class _TableWriter:
             self._file.close()
         self._writer = self._file = None
 
+    def keep_frames(self, last: int) -> None:
+        """Rewrite the file with only the rows of frames up to index ``last`` (rare: a
+        video that lost frames it had said it held)."""
+        self._close()
+        try:
+            if self.parquet:
+                import pyarrow.compute as pc
+                import pyarrow.parquet as pq
+
+                table = pq.read_table(self.tmp)
+                pq.write_table(table.filter(pc.less_equal(table["frame"], last)), self.tmp)
+                return
+            with open(self.tmp, newline="", encoding="utf-8") as f:
+                rows = list(csv.reader(f))
+            frame = self.columns.index("frame")
+            with open(self.tmp, "w", newline="", encoding="utf-8") as f:
+                csv.writer(f).writerows(rows[:1] + [r for r in rows[1:] if int(r[frame]) <= last])
+        except OSError as e:
+            self.abandon()
+            raise RealtimeError(f"cannot write {self.path}: {e.strerror}") from None
+
     def commit(self) -> None:
         try:
             self._close()
@@ -169,19 +192,30 @@ class TableSink(Sink):
 
     ``source``: the ``source`` column's value. Rows go out in batches of
     :data:`BATCH_ROWS`; the table appears at ``path`` complete, on close, holding every
-    frame the run processed. It also keeps each track's last gender probability and
-    mean age for :func:`track_rows`."""
+    frame the run processed. ``paced`` (set by :func:`realtime.sinks.follow`, beside a
+    video): only the frames the video holds for good (:meth:`durable`) are kept, and
+    :meth:`cut` keeps the first N, so however the run ends (a full disk, a signal) the
+    table, the JSONL and the video hold the same frames. It also keeps each track's
+    last gender probability and mean age for :func:`track_rows`."""
 
     def __init__(self, path: str | Path, meta: ModelMeta, source: str = ""):
         self.path = check_table(path)
         self.meta, self.source = meta, source
         self._out = _TableWriter(self.path, FACE_COLUMNS, face_schema() if self.path.suffix.lower() == ".parquet" else None)
-        self._pending: list[dict] = []  # rows not yet written
+        self.paced = False
+        self._durable = 0  # frames the video holds for good (paced)
+        self._cap: int | None = None  # cut: at most this many frames
+        self._pending: list[list[dict]] = []  # rows of each frame not yet written
+        self._pending_rows = 0
+        self._indexes = array("q")  # each frame's index, in order (to cut back what was written)
+        self._written = 0  # frames written to the file
         self.frames = 0
         self.track_probs: dict[int, float] = {}
         self.track_ages: dict[int, list[float]] = {}  # [sum, count]
 
     def write(self, frame: Frame, faces: Faces, annotated=None) -> None:
+        if self._cap is not None:
+            return
         base = {"source": self.source, "frame": frame.index, "time": round(frame.time, 4), "file": frame.name or None}
         rows = [{**base, **record} for record in face_records(faces, self.meta)]
         for row in rows:
@@ -190,21 +224,45 @@ class TableSink(Sink):
                 total = self.track_ages.setdefault(row["track_id"], [0.0, 0])
                 total[0] += row["age"]
                 total[1] += 1
-        self._pending += rows
+        self._pending.append(rows)
+        self._pending_rows += len(rows)
+        self._indexes.append(frame.index)
         self.frames += 1
-        if len(self._pending) >= BATCH_ROWS:
-            self._drain()
+        self._drain(final=False)
 
-    def _drain(self) -> None:
-        self._out.write(self._pending)
-        self._pending = []
+    def durable(self, frames: int) -> None:
+        """The video beside it holds its first ``frames`` frames for good."""
+        self._durable = frames
+
+    def cut(self, frames: int) -> None:
+        """Keep only the first ``frames`` frames (the JSONL beside it holds no more)."""
+        self._cap = frames if self._cap is None else min(self._cap, frames)
+
+    def _kept(self) -> int:
+        kept = min(self._durable, self.frames) if self.paced else self.frames
+        return kept if self._cap is None else min(kept, self._cap)
+
+    def _drain(self, final: bool) -> None:
+        n = self._kept() - self._written
+        if n <= 0 or (not final and self._pending_rows < BATCH_ROWS):
+            return
+        rows = [row for frame in self._pending[:n] for row in frame]
+        if not final and len(rows) < BATCH_ROWS:
+            return
+        self._out.write(rows)
+        del self._pending[:n]
+        self._pending_rows -= len(rows)
+        self._written += n
 
     def close(self) -> None:
         if self._out is None:
             return
         out = self._out
         try:
-            self._drain()
+            self._drain(final=True)
+            kept = self._kept()
+            if kept < self._written:  # the video lost frames it had claimed (an .mkv's write error)
+                out.keep_frames(self._indexes[kept - 1] if kept else -1)
             out.commit()
         finally:
             out.abandon()

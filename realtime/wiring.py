@@ -16,7 +16,7 @@ from realtime.analyzer import Analyzer
 from realtime.errors import RealtimeError
 from realtime.jsonl import JsonlSink
 from realtime.outputs import OutputLock, claim_outputs
-from realtime.sinks import ENCODER_LOOKAHEAD, ENCODER_THREADS, VIDEO_SUFFIXES, ImageSink, Sink, SinkChain, VideoSink, check_writable, follow
+from realtime.sinks import ENCODER_LOOKAHEAD, ENCODER_THREADS, VIDEO_SUFFIXES, ImageSink, Sink, VideoSink, check_writable, follow
 from realtime.sources import IMAGE_SUFFIXES, Source, open_source
 
 #: (source, analyzer, source number, the run's Analytics of that source or None) -> Sink
@@ -83,9 +83,9 @@ def check_outputs(source: Source, output: str | Path | None, *data_paths: str | 
 
 
 def data_sinks(out: OutputSettings, n: int = 1) -> list[SinkFactory]:
-    """The annotated-output and JSONL sinks for each of ``n`` sources (one factory:
-    beside a video the JSONL follows it, see :func:`realtime.sinks.follow`), and the
-    per-face table (``out.table``)."""
+    """The annotated output, the JSONL and the per-face table (``out.table``) of each of
+    ``n`` sources, in one factory: beside a video the JSONL and the table follow it
+    (:func:`realtime.sinks.follow`)."""
 
     def media(source: Source, k: int) -> Sink:
         path = numbered(out.media, k, n)
@@ -95,25 +95,26 @@ def data_sinks(out: OutputSettings, n: int = 1) -> list[SinkFactory]:
 
     def data(source: Source, analyzer: Analyzer, k: int, analytics=None) -> Sink:
         made = media(source, k) if out.media is not None else None
-        if out.json is None:
-            return made
+        lines = table = None
         try:
-            lines = JsonlSink(numbered(out.json, k, n), analyzer.meta, source=k if n > 1 else None)
+            if out.json is not None:
+                lines = JsonlSink(numbered(out.json, k, n), analyzer.meta, source=k if n > 1 else None)
+            if out.table is not None:
+                from realtime.tables import TableSink
+
+                table = TableSink(numbered(out.table, k, n), analyzer.meta, source=source.name)
         except BaseException:
-            if made is not None:
-                made.close()
+            for opened in (made, lines):
+                if opened is not None:
+                    opened.close()
             raise
-        if made is None:
-            return lines
-        # lines follow the video's durable frames, so both always hold the same frames
-        return follow(made, lines) if isinstance(made, VideoSink) else SinkChain([made, lines])
+        # beside a video the lines and the table follow its durable frames: all hold the same frames
+        chain = follow(made if isinstance(made, VideoSink) else None, lines, table)
+        if made is not None and not isinstance(made, VideoSink):  # images: nothing to follow
+            chain.sinks.insert(0, made)
+        return chain
 
-    def table(source: Source, analyzer: Analyzer, k: int, analytics=None) -> Sink:
-        from realtime.tables import TableSink
-
-        return TableSink(numbered(out.table, k, n), analyzer.meta, source=source.name)
-
-    return ([data] if out.media is not None or out.json is not None else []) + ([table] if out.table is not None else [])
+    return [data] if out.media is not None or out.json is not None or out.table is not None else []
 
 
 def claim(sources: list[Source], output, json_path, summary_path, table_path=None) -> OutputLock:

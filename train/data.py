@@ -412,15 +412,16 @@ def pair_sets(data, formats) -> tuple[tuple[Path, str], ...]:
 def load_sets(sets: tuple[tuple[Path, str], ...]) -> LabelledSet:
     """Several labelled sets read as one (``source`` says which each image came from).
 
-    Each keeps its own split keys, prefixed by its place (``set1:capture:...``), so a
-    set is split by its own key (UTKFace by capture, a CSV such as LFW by ``group``)
-    and byte-identical images still go together across sets; official folds only
-    count when every set has them."""
+    Each keeps its own split keys unchanged, so a set is split by its own key
+    (UTKFace by capture, a CSV such as LFW by ``group``) exactly as when it is given
+    alone: ``realtime eval --holdout`` on one set sees the faces a several-set run
+    held out of it. Byte-identical images still go together across sets, and so do
+    images of two sets that share a key (the same person in two CSV sets); official
+    folds only count when every set has them."""
     parts = [load_dataset(root, fmt) for root, fmt in sets]
     if len(parts) == 1:
         return parts[0]
     for k, part in enumerate(parts):
-        part.groups = np.array([f"set{k}:{g}" if g else "" for g in part.groups], object)
         part.source = np.full(len(part), k, np.int64)
     arrays = {name: np.concatenate([getattr(p, name) for p in parts]) for name in LabelledSet._ARRAYS}
     if not all((p.folds >= 0).all() for p in parts):

@@ -267,6 +267,8 @@ def score(out: Outputs, meta: ModelMeta, bootstrap: int = 1000) -> dict:
         }
     result["by_age_group"] = {name: metrics.summary(*(c[lab.age_group == k] for c in cols)) for k, name in enumerate(meta.age_labels)}
     result["by_gender"] = {name: metrics.summary(*(c[lab.gender == k] for c in cols)) for k, name in enumerate(meta.gender_labels)}
+    each = [row["gender_acc"] for row in result["by_gender"].values() if row.get("n") and row.get("gender_acc") is not None]
+    result["overall"]["gender_balanced"] = float(np.mean(each)) if len(each) == len(meta.gender_labels) else None
     if (lab.race >= 0).any():
         result["by_race"] = {name: metrics.summary(*(c[lab.race == k] for c in cols)) for k, name in enumerate(RACE_LABELS)}
     result["age_confusion"] = metrics.confusion(cols[0], cols[1], len(meta.age_labels))
@@ -328,6 +330,16 @@ def _pct(value) -> str:
     return "n/a" if value is None else f"{100 * value:.1f}%"
 
 
+def _by_gender(result: dict) -> list[str]:
+    """One line of gender accuracy per true gender and their mean (balanced), when
+    every gender is present."""
+    rows, balanced = result.get("by_gender") or {}, result["overall"].get("gender_balanced")
+    if balanced is None:
+        return []
+    parts = [f"{name} {_pct(row['gender_acc'])} ({row['n']})" for name, row in rows.items()]
+    return [f"gender by true gender: {', '.join(parts)}; balanced {_pct(balanced)}"]
+
+
 def format_metrics(result: dict) -> str:
     """A few lines for the terminal."""
     o, ci = result["overall"], result.get("ci95", {})
@@ -344,6 +356,7 @@ def format_metrics(result: dict) -> str:
         f"{result['images']} images ({result['skipped']} skipped, {result['no_face']} without a detected face), backend {result['backend']}",
         f"age group exact {pct('age_exact')}, 1-off {pct('age_one_off')}",
         f"gender {pct('gender_acc')}, ages 13+ {pct('gender_acc_13plus')}",
+        *_by_gender(result),
         f"age MAE {'n/a' if mae is None or not math.isfinite(mae) else f'{mae:.2f} years'}",
     ]
     for name, row in (result.get("by_scheme") or {}).items():

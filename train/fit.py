@@ -35,8 +35,9 @@ from train.augment import Augmenter
 from engines.meta import AGE_LABELS
 from train.ages import AgeScheme, relabel
 from train.data import LabelledSet, assign_folds, holdout_mask, load_sets, read_images
-from train.losses import MaskedLoss, Teachers, class_weights
+from train.losses import FeatureMatch, MaskedLoss, Teachers, class_weights
 from train.sampling import BalancedSampler, balance_weights
+from train.teach import FEATURE_DIM, TeacherCache
 from train.trainer import (
     LOG_COLUMNS,
     FaceTrainSet,
@@ -99,8 +100,10 @@ def fit(
 
     net = build_net(meta, settings.pretrained, settings.drop_rate)
     if settings.init is not None:
-        init_weights(net, settings.init)
+        init_weights(net, settings.init, settings.init_member)
     net = net.to(device).to(memory_format=torch.channels_last)
+    cache = TeacherCache(settings.teacher_cache, meta.age_labels, meta.gender_labels) if settings.teacher_cache else None
+    feature = FeatureMatch(net.age_head.in_features, FEATURE_DIM).to(device) if settings.feature_weight > 0 else None
     run = _Run(
         settings, fold, device, ddp, net,
         model=nn.parallel.DistributedDataParallel(net) if ddp.world > 1 else net,
@@ -111,9 +114,12 @@ def fit(
             settings.label_smoothing,
             settings.years_weight,
         ).to(device),
-        optimizer=_optimizer(net, settings),
+        optimizer=_optimizer(net, settings, feature),
         use_amp=settings.amp and device.type == "cuda",
         cropper=Cropper(meta),
+        cache=cache,
+        cache_rows=None if cache is None else torch.from_numpy(cache.rows(train_labels.content_keys())),
+        feature=feature,
     )
     run.scaler = torch.amp.GradScaler("cuda", enabled=run.use_amp)
     dataset = FaceTrainSet(train_images, train_labels, Augmenter(meta.input_size, settings.augment), settings.seed + fold)
@@ -170,6 +176,9 @@ class _Run:
     optimizer: torch.optim.Optimizer
     use_amp: bool
     cropper: Cropper
+    cache: TeacherCache | None = None
+    cache_rows: torch.Tensor | None = None  # (N,) int64 cache row of each training image
+    feature: FeatureMatch | None = None
     scaler: object = None
 
     def train_epoch(self, loader, epoch: int, progress: ProgressFactory) -> dict:
@@ -181,16 +190,18 @@ class _Run:
         sums = torch.zeros(4, dtype=torch.float64)  # loss*n, age correct, gender correct, n
         counts = torch.zeros(2, dtype=torch.float64)  # known age, known gender
         with progress(steps_per_epoch, f"fold {self.fold} epoch {epoch + 1}/{s.epochs}") as bar:
-            for step, (rgb, age_group, age_years, gender) in enumerate(loader):
+            for step, (rgb, age_group, age_years, gender, index) in enumerate(loader):
                 lr = lr_at(epoch * steps_per_epoch + step, total_steps, s.lr, s.warmup)
                 for group in self.optimizer.param_groups:
                     group["lr"] = lr
                 x = to_input(rgb, self.cropper, device, channels_last=True)
                 age_group, age_years, gender = age_group.to(device), age_years.to(device), gender.to(device)
                 with torch.autocast(device.type, dtype=torch.float16, enabled=self.use_amp):
-                    outputs = self.model(x, years_logits=True)
-                    soft = self.teachers(x) if self.teachers is not None else None
+                    outputs = self.model(x, years_logits=True, features=self.feature is not None)
+                    soft, target = self._soft(x, index, age_group)
                     loss, _ = self.loss_fn(outputs, age_group, age_years, gender, soft, s.distill)
+                    if self.feature is not None:
+                        loss = loss + s.feature_weight * self.feature(outputs[-1], target)
                 value = float(loss.detach())
                 if not math.isfinite(value):
                     raise RealtimeError(f"fold {self.fold} epoch {epoch + 1} step {step + 1}: the training loss is {value}; "
@@ -221,10 +232,22 @@ class _Run:
         }
 
 
-def _optimizer(net: nn.Module, settings: TrainSettings) -> torch.optim.Optimizer:
-    """AdamW, weight decay on the weights only (not on biases and norms)."""
-    decay = [p for n, p in net.named_parameters() if p.ndim > 1]
-    no_decay = [p for n, p in net.named_parameters() if p.ndim <= 1]
+    def _soft(self, x: torch.Tensor, index: torch.Tensor, age_group: torch.Tensor):
+        """The batch's soft targets ``(age (N, A), gender (N, G), years (N,))`` or None,
+        and the teacher's feature (N, 1024) or None: from the cache, or the teacher
+        models run on ``x``."""
+        if self.cache is None:
+            return (self.teachers(x) if self.teachers is not None else None), None
+        age, gender, years, feature = self.cache.soft(self.cache_rows[index].numpy(), (age_group >= 0).cpu().numpy())
+        return tuple(torch.from_numpy(a).to(self.device) for a in (age, gender, years)), torch.from_numpy(feature).to(self.device)
+
+
+def _optimizer(net: nn.Module, settings: TrainSettings, extra: nn.Module | None = None) -> torch.optim.Optimizer:
+    """AdamW, weight decay on the weights only (not on biases and norms); ``extra``:
+    modules trained with the network but not part of it (a feature projection)."""
+    params = list(net.named_parameters()) + (list(extra.named_parameters()) if extra is not None else [])
+    decay = [p for n, p in params if p.ndim > 1]
+    no_decay = [p for n, p in params if p.ndim <= 1]
     return torch.optim.AdamW(
         [{"params": decay, "weight_decay": settings.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
         lr=settings.lr,
@@ -259,6 +282,8 @@ def _resume(state_path: Path, run: _Run, generator: torch.Generator) -> tuple[in
     try:  # weights_only: tensors and plain data, never a user's code
         state = torch.load(state_path, map_location="cpu", weights_only=True)
         run.net.load_state_dict(state["model"])
+        if run.feature is not None:
+            run.feature.load_state_dict(state["feature"])
         run.optimizer.load_state_dict(state["optimizer"])
         run.scaler.load_state_dict(state["scaler"])
         torch.set_rng_state(state["torch_rng"])
@@ -285,6 +310,7 @@ def _save_state(state_path: Path, run: _Run, epoch: int, history: list, best: fl
     torch.save(
         {
             "model": run.net.state_dict(),
+            **({"feature": run.feature.state_dict()} if run.feature is not None else {}),
             "optimizer": run.optimizer.state_dict(),
             "scaler": run.scaler.state_dict(),
             "epoch": epoch + 1,

@@ -121,6 +121,19 @@ class Teachers(nn.Module):
         return mean_outputs(outs)
 
 
+class FeatureMatch(nn.Module):
+    """Feature distillation: the student's pooled feature (N, F), through a linear
+    projection (trained with the student, not kept in the model), towards a teacher's
+    feature (N, D); the loss is the mean of ``1 - cosine``."""
+
+    def __init__(self, student_features: int, teacher_features: int):
+        super().__init__()
+        self.projection = nn.Linear(student_features, teacher_features)
+
+    def forward(self, student: torch.Tensor, teacher: torch.Tensor) -> torch.Tensor:
+        return (1 - F.cosine_similarity(self.projection(student.float()), teacher.float(), dim=1)).mean()
+
+
 def class_weights(labels: np.ndarray, classes: int) -> torch.Tensor:
     """Inverse-frequency weights (mean 1 over present classes) from (N,) int labels, -1 ignored."""
     counts = np.bincount(labels[labels >= 0], minlength=classes).astype(np.float64)

@@ -9,7 +9,8 @@ threshold is chosen on one half (best accuracy) and the accuracy, the false-matc
 an overcount) reported on the other. Each photo goes through the app's face detector
 (the detection nearest the centre; the centred half of the photo where none is found),
 so the boxes are the app's. Also the embedder's cost in ms per face (this process,
-one thread).
+one thread), and how many photos' faces the app's quality gate would not embed
+(``below_contrast``: :func:`realtime.reid.contrast` under ``ReidSettings.min_contrast``).
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ import numpy as np
 
 from realtime.detector import FaceDetector
 from realtime.embedders import create_embedder
+from realtime.reid import ReidSettings, contrast
 
 
 def draw_pairs(groups: dict[str, list[str]], n: int, rng: np.random.Generator) -> list[tuple[str, str, bool]]:
@@ -78,12 +80,14 @@ def evaluate(lfw: Path, embedders: list[str], pairs_per_kind: int, seed: int = 0
     fit, test = (draw_pairs(h, pairs_per_kind, rng) for h in halves)
     files = sorted({f for a, b, _ in fit + test for f in (a, b)})
     detector = FaceDetector(range="full", tiles="off")
-    boxes, found = {}, 0
+    boxes, found, dim = {}, 0, 0
     for f in files:
-        boxes[f], hit = centre_box(cv2.imread(str(lfw / f)), detector)
+        image = cv2.imread(str(lfw / f))
+        boxes[f], hit = centre_box(image, detector)
         found += hit
+        dim += contrast(image, boxes[f]) < ReidSettings().min_contrast
     detector.close()
-    report = {"pairs_per_kind": pairs_per_kind, "photos": len(files), "detected": found}
+    report = {"pairs_per_kind": pairs_per_kind, "photos": len(files), "detected": found, "below_contrast": dim}
     for spec in embedders:
         embedder = create_embedder(spec)
         vecs, seconds = {}, 0.0

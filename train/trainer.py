@@ -87,10 +87,15 @@ class TrainSettings:
             into the same ``out``; folds not listed count only once finished there.
         init: start from this checkpoint's weights (fine-tuning, e.g. the default model
             on your own data) instead of a random or ImageNet initialisation; its age
-            and gender labels must be the run's.
+            and gender labels must be the run's. ``init_member``: which network of an
+            ensemble (``realtime ensemble``) to start from.
         teachers: checkpoints to distil from: their averaged predictions on each
             augmented batch are soft targets (knowledge distillation), weighted
             ``distill`` (0-1) against the labels.
+        teacher_cache: instead, the outputs of teachers trained on other faces,
+            cached once by ``realtime teach`` (:mod:`train.teach`): soft targets
+            weighted ``distill``, and faceres' 1024-d feature matched through a
+            projection with weight ``feature_weight`` (0: off).
     """
 
     data: Path | tuple[Path, ...]
@@ -125,8 +130,11 @@ class TrainSettings:
     save: Path | None = None
     only_folds: tuple[int, ...] = ()
     init: Path | None = None
+    init_member: int = 0
     teachers: tuple[Path, ...] = ()
     distill: float = 0.5
+    teacher_cache: Path | None = None
+    feature_weight: float = 0.0
     age_groups: str = "adience"
     balance: bool | None = None
 
@@ -141,6 +149,13 @@ class TrainSettings:
         self.age_labels = parse_scheme(self.age_groups).labels  # fails before any data is read
         self.init = None if self.init is None else Path(self.init)
         self.teachers = tuple(Path(t) for t in self.teachers)
+        self.teacher_cache = None if self.teacher_cache is None else Path(self.teacher_cache)
+        if self.teacher_cache is not None and self.teachers:
+            raise RealtimeError("give --teacher (models run on every batch) or --teacher-cache (outputs cached by `realtime teach`), not both")
+        if self.feature_weight > 0 and self.teacher_cache is None:
+            raise RealtimeError("--feature-weight needs --teacher-cache (the teacher's features come from the cache)")
+        if self.teacher_cache is not None and not self.teacher_cache.is_file():
+            raise RealtimeError(f"--teacher-cache {self.teacher_cache}: no such file")
         if self.years_bins < 0 or self.years_bins == 1:
             raise RealtimeError(f"--years-bins must be 0 (a linear head) or at least 2, got {self.years_bins}")
         self.meta()  # a meta no reader would take fails now, not at the end of training
@@ -162,7 +177,8 @@ class TrainSettings:
 
     def inputs(self) -> list[Path]:
         """The files a run reads (besides the images): labels, --init, --teacher."""
-        return [*(f for data, _ in self.sets for f in label_files(data)), *([self.init] if self.init else []), *self.teachers]
+        cache = [self.teacher_cache] if self.teacher_cache else []
+        return [*(f for data, _ in self.sets for f in label_files(data)), *([self.init] if self.init else []), *self.teachers, *cache]
 
     def outputs(self) -> list[tuple[str, Path]]:
         """Every file a run writes: --save and those under ``out`` (none may be an input)."""
@@ -240,7 +256,7 @@ class _NullBar(contextlib.AbstractContextManager):
 
 
 class FaceTrainSet(torch.utils.data.Dataset):
-    """Preloaded BGR images -> augmented RGB uint8 crops and their labels.
+    """Preloaded BGR images -> augmented RGB uint8 crops, their labels and their index.
 
     Each item's randomness comes from ``(seed, epoch, index)``, so a run is the same
     whatever the worker count, and a resumed epoch repeats exactly."""
@@ -260,6 +276,7 @@ class FaceTrainSet(torch.utils.data.Dataset):
             lab.age_group[i],
             lab.age_years[i],
             lab.gender[i],
+            i,
         )
 
 
@@ -273,14 +290,18 @@ def to_input(rgb: torch.Tensor, cropper: Cropper, device: torch.device, channels
     return x.contiguous(memory_format=torch.channels_last if channels_last else torch.contiguous_format)
 
 
-def init_weights(net: AgeGenderNet, path: Path) -> None:
+def init_weights(net: AgeGenderNet, path: Path, member: int = 0) -> None:
     """Copy a checkpoint's weights into ``net`` (fine-tuning); same architecture and
     labels. A years head of another kind (``years_bins``) is left as initialised; an
-    ensemble gives its first member."""
+    ensemble gives its member number ``member`` (the first by default)."""
     source = load_checkpoint(path)
-    if isinstance(source, Ensemble):  # e.g. the default model: fine-tune its first member
-        log.info("%s is an ensemble of %d networks: starting from its first", path, len(source.members))
-        source = source.members[0]
+    if isinstance(source, Ensemble):  # e.g. the default model: fine-tune one of its members
+        if not 0 <= member < len(source.members):
+            raise RealtimeError(f"--init-member {member}: {path} has members 0 to {len(source.members) - 1}")
+        log.info("%s is an ensemble of %d networks: starting from member %d", path, len(source.members), member)
+        source = source.members[member]
+    elif member:
+        raise RealtimeError(f"--init-member {member}: {path} is one network, not an ensemble")
     if (source.meta.arch, source.meta.age_labels, source.meta.gender_labels) != (net.meta.arch, net.meta.age_labels, net.meta.gender_labels):
         raise RealtimeError(
             f"--init {path}: its architecture ({source.meta.arch}) or age/gender labels differ from the run's "

@@ -5,7 +5,8 @@ with Parquet results, resume and fault tolerance.
 - :mod:`~realtime.archive.worker`: one file inside a Ray worker (the annotate path);
 - :mod:`~realtime.archive.results`: the results folder, run.json and the manifest;
 - :mod:`~realtime.archive.scheduler`: the driver's loop (backpressure, retries, time-outs);
-- :mod:`~realtime.archive.driver`: planning (resume), connecting to Ray, :func:`archive`.
+- :mod:`~realtime.archive.cluster`: Ray: a local cluster on 127.0.0.1, or one joined; its stop;
+- :mod:`~realtime.archive.driver`: planning (resume), :func:`archive`.
 
 Nothing here imports Ray at import time. In Python::
 

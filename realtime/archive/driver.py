@@ -1,22 +1,20 @@
 """The driver of ``realtime archive``: plan (resume), run one Ray task per file with
 backpressure, retry workers that died, time out hung files, keep the manifest.
 
-Ray is imported here only, inside :func:`connect`: the runtime install (no Ray) never
-loads it. A local cluster (no ``address``) listens on 127.0.0.1 only and has no dashboard.
+Ray is imported only in :mod:`~realtime.archive.cluster` (when there is work to do): the
+runtime install (no Ray) never loads it.
 """
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import logging
-import os
-import signal
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
+from realtime.archive.cluster import connect, require_cluster, stop
 from realtime.archive.inputs import Input, expand_inputs
 from realtime.archive.results import (
     FOLDERS,
@@ -31,17 +29,19 @@ from realtime.archive.results import (
 from realtime.archive.scheduler import Scheduler
 from realtime.archive.settings import ArchiveSettings
 from realtime.errors import RealtimeError
-from realtime.tables import INSTALL_HINT
 
 log = logging.getLogger(__name__)
 
 @dataclass
 class ArchiveReport:
-    """What a run did: ``rows`` (this run's inputs' manifest rows), ``skipped`` (done before)."""
+    """What a run did: ``rows`` (this run's inputs' manifest rows), ``skipped`` (done
+    before), ``failed_before`` (the manifest rows of inputs that failed in an earlier run
+    and did not change since: not tried again without ``--force``)."""
 
     inputs: int = 0
     todo: list[Input] = field(default_factory=list)
     skipped: int = 0
+    failed_before: list[dict] = field(default_factory=list)
     rows: dict[str, dict] = field(default_factory=dict)
     submitted: int = 0
     seconds: float = 0.0
@@ -52,24 +52,26 @@ class ArchiveReport:
         return sum(r["status"] == status for r in self.rows.values())
 
     def line(self) -> str:
+        before = f", {len(self.failed_before)} failed before (not retried: --force)" if self.failed_before else ""
         if self.dry_run:
-            return f"{self.inputs} files: {len(self.todo)} to do, {self.skipped} done already (dry run: nothing started)"
+            return f"{self.inputs} files: {len(self.todo)} to do, {self.skipped} done already{before} (dry run: nothing started)"
         done = [r for r in self.rows.values() if r["status"] == "ok"]
         frames = sum(r["frames"] or 0 for r in done)
         states = ", ".join(f"{self.count(s)} {s}" for s in ("ok", "failed", "crashed", "timeout") if self.count(s) or s == "ok")
-        line = (f"{self.inputs} files: {states}, {self.skipped} done already; {frames} frames, "
+        line = (f"{self.inputs} files: {states}, {self.skipped} done already{before}; {frames} frames, "
                 f"{sum(r['faces'] or 0 for r in done)} faces, {sum(r['people'] or 0 for r in done)} people in "
                 f"{self.seconds:.1f} s ({frames / self.seconds if self.seconds else 0:.1f} frames/s)")
         return line + (" [interrupted]" if self.interrupted else "")
 
     def problems(self) -> list[str]:
-        return [f"{r['status']} {r['source']}: {r['error']}" for r in self.rows.values() if r["status"] != "ok"]
+        return ([f"{r['status']} {r['source']}: {r['error']}" for r in self.rows.values() if r["status"] != "ok"]
+                + [f"failed before {r['source']}: {r['error']}" for r in self.failed_before])
 
     @property
     def exit_code(self) -> int:
         if self.interrupted:
             return 130
-        return 0 if all(r["status"] == "ok" for r in self.rows.values()) else 1
+        return 0 if all(r["status"] == "ok" for r in self.rows.values()) and not self.failed_before else 1
 
 
 def _identity(path: Path | None, what: str) -> dict:
@@ -107,12 +109,29 @@ def describe(settings: ArchiveSettings) -> dict:
 
 
 def _done(row: dict | None, item: Input, layout: Layout, media: bool) -> bool:
-    return (row is not None and row["status"] == "ok" and row["size"] == item.size and row["mtime_ns"] == item.mtime_ns
-            and layout.complete(item.key, media))
+    return _unchanged(row, item) and row["status"] == "ok" and layout.complete(item.key, media)
 
 
-def plan(specs: list[str], settings: ArchiveSettings) -> tuple[list[Input], list[Input], dict, dict]:
-    """(every input, those to do, the manifest's rows to keep, run.json's record)."""
+def _unchanged(row: dict | None, item: Input) -> bool:
+    return row is not None and row["size"] == item.size and row["mtime_ns"] == item.mtime_ns
+
+
+@dataclass
+class Plan:
+    """What a run will do: ``todo`` of ``inputs``; ``rows``: the manifest's rows to keep;
+    ``record``: run.json's; ``failed_before``: rows of inputs not retried (see :func:`plan`)."""
+
+    inputs: list[Input]
+    todo: list[Input]
+    rows: dict[str, dict]
+    record: dict
+    failed_before: list[dict]
+
+
+def plan(specs: list[str], settings: ArchiveSettings) -> Plan:
+    """Every input, and those to do: not done already (``ok``, unchanged, complete) and
+    not ``failed`` in an earlier run of this app version on the same file unchanged (an
+    unreadable or damaged file fails again); ``--force`` does them all."""
     layout = Layout(Path(settings.out))
     root = layout.root.resolve()
     inputs = [i for i in expand_inputs(specs) if not i.path.is_relative_to(root)]
@@ -125,56 +144,12 @@ def plan(specs: list[str], settings: ArchiveSettings) -> tuple[list[Input], list
         raise RealtimeError(f"--out {layout.root} holds results made with other settings ({'; '.join(changes[:3])}): "
                             "use --force to redo them with these, or another --out")
     rows = {} if changes else read_manifest(layout)
-    todo = [i for i in inputs if settings.force or not _done(rows.get(i.key), i, layout, settings.media)]
-    return inputs, todo, rows, record
-
-
-def _loopback(address: str) -> bool:
-    """A cluster on this machine's loopback (``127.0.0.1:PORT``, ``localhost:PORT``)."""
-    host = address.split("://")[-1].rsplit(":", 1)[0].strip("[]")
-    return host in ("127.0.0.1", "localhost", "::1")
-
-
-def connect(settings: ArchiveSettings, slots_wanted: int | None):
-    """Ray, started locally (127.0.0.1, no dashboard) or joined at ``settings.address``.
-    Returns (ray, started_here)."""
-    # Ray's usage statistics are sent to its makers unless this is off: off, unless the user says otherwise
-    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
-    if settings.address is None or _loopback(settings.address):
-        # Ray resolves 127.0.0.1 to this machine's outside address on Linux unless this
-        # is off; with it off the node (raylet, object store, workers) binds loopback only
-        os.environ["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = "0"
-    try:
-        import ray
-    except ImportError:
-        raise RealtimeError(f"realtime archive needs Ray: {INSTALL_HINT}") from None
-    if ray.is_initialized():
-        return ray, False
-    sigterm = signal.getsignal(signal.SIGTERM)  # ray.init replaces it: Ctrl-C and SIGTERM stay ours
-    try:
-        if settings.address is None:
-            cpus = (slots_wanted or max(1, int((os.cpu_count() or 1) // settings.cpus_per_worker))) * settings.cpus_per_worker
-            ray.init(num_cpus=cpus, include_dashboard=False, _node_ip_address="127.0.0.1", log_to_driver=False,
-                     logging_level=logging.WARNING, configure_logging=False)
-        else:
-            ray.init(address=settings.address, log_to_driver=False, logging_level=logging.WARNING, configure_logging=False)
-    except (ConnectionError, ValueError, RuntimeError) as e:
-        raise RealtimeError(f"cannot {'start' if settings.address is None else 'join'} Ray "
-                            f"{settings.address or ''}: {str(e).splitlines()[0]}") from None
-    finally:
-        if signal.getsignal(signal.SIGTERM) is not sigterm and sigterm is not None:
-            with contextlib.suppress(ValueError):
-                signal.signal(signal.SIGTERM, sigterm)
-    return ray, True
-
-
-def require_cluster() -> None:
-    """One line naming the extra when Ray or pyarrow is missing (the runtime install)."""
-    import importlib.util
-
-    missing = [name for name, module in (("Ray", "ray"), ("pyarrow", "pyarrow")) if importlib.util.find_spec(module) is None]
-    if missing:
-        raise RealtimeError(f"realtime archive needs {' and '.join(missing)}: {INSTALL_HINT}")
+    same_app = old is not None and old.get("version") == record["version"]
+    failed = [] if settings.force or not same_app else [
+        rows[i.key] for i in inputs if _unchanged(rows.get(i.key), i) and rows[i.key]["status"] == "failed"]
+    skip = {r["key"] for r in failed}
+    todo = [i for i in inputs if i.key not in skip and (settings.force or not _done(rows.get(i.key), i, layout, settings.media))]
+    return Plan(inputs, todo, rows, record, failed)
 
 
 def archive(specs: list[str], settings: ArchiveSettings, progress: Callable | None = None) -> ArchiveReport:
@@ -182,8 +157,10 @@ def archive(specs: list[str], settings: ArchiveSettings, progress: Callable | No
     :class:`Progress`-like object (files and frames), or None for none."""
     require_cluster()
     layout = Layout(Path(settings.out))
-    inputs, todo, rows, record = plan(specs, settings)
-    report = ArchiveReport(inputs=len(inputs), todo=todo, skipped=len(inputs) - len(todo), dry_run=settings.dry_run)
+    planned = plan(specs, settings)
+    inputs, todo, rows, record = planned.inputs, planned.todo, planned.rows, planned.record
+    report = ArchiveReport(inputs=len(inputs), todo=todo, skipped=len(inputs) - len(todo) - len(planned.failed_before),
+                           failed_before=planned.failed_before, dry_run=settings.dry_run)
     if settings.dry_run:
         return report
     layout.create(settings.media)
@@ -200,10 +177,10 @@ def archive(specs: list[str], settings: ArchiveSettings, progress: Callable | No
                 report.interrupted = True
             finally:
                 if ours:
-                    ray.shutdown()
+                    stop(ray)
         report.seconds = time.perf_counter() - start
         report.rows = {i.key: rows[i.key] for i in todo if i.key in rows}
     return report
 
 
-__all__ = ["ArchiveReport", "ArchiveSettings", "archive", "plan", "FOLDERS"]
+__all__ = ["ArchiveReport", "ArchiveSettings", "Plan", "archive", "plan", "FOLDERS"]

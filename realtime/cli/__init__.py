@@ -109,6 +109,10 @@ def _add_commands() -> None:
         cli.add_command(command)
     cli.add_command(analyzer_options(sheet_command))
     cli.add_command(archive_command)
+    from realtime.cli.teaching import facecrops_command, teach_command
+
+    cli.add_command(facecrops_command)
+    cli.add_command(teach_command)
 
 
 try:

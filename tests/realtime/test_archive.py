@@ -41,6 +41,7 @@ def ray_address(detector_models):
 def _settings(out, **kw):
     from realtime.archive import ArchiveSettings
 
+    kw.setdefault("analyzer", _analyzer())
     return ArchiveSettings(out=Path(out), **kw)
 
 
@@ -87,18 +88,22 @@ def test_rows_equal_annotate_jsonl(baseline, tmp_path):
     from realtime.pipeline import annotate
     from realtime.wiring import OutputSettings
 
-    annotate(PEOPLE, OutputSettings(json=tmp_path / "a.jsonl", summary=tmp_path / "a.json"))
+    annotate(PEOPLE, OutputSettings(json=tmp_path / "a.jsonl", summary=tmp_path / "a.json"), _analyzer())
     lines = [json.loads(line) for line in (tmp_path / "a.jsonl").read_text().splitlines()]
     expected = [{"frame": r["frame"], "time": r["time"], **face} for r in lines for face in r["faces"]]
     key = _key(PEOPLE)
     rows = _faces(baseline, key)
     assert len(rows) == len(expected) > 100
     assert all(r["source"] == str(PEOPLE.resolve()) for r in rows)
-    assert [{k: v for k, v in r.items() if v is not None and k not in ("source", "file")} for r in rows] == expected
+    assert [_present(r, "source", "file") for r in rows] == [_present(e) for e in expected]
+    # re-identification's person beside each track (empty until the track is embedded)
+    assert [r["person_id"] for r in rows] == [e["person_id"] for e in expected]
+    assert {r["person_id"] for r in rows} - {None} == {1, 2}
     summary = json.loads((baseline / "summary" / f"{key}.json").read_text())
     assert summary == json.loads((tmp_path / "a.json").read_text())
     tracks = pq.read_table(baseline / "tracks" / f"{key}.parquet").to_pylist()
     assert [t["track_id"] for t in tracks] == [t["track_id"] for t in summary["tracks"]]
+    assert [t["person_id"] for t in tracks] == [t["person_id"] for t in summary["tracks"]] == [1, 2]
     assert all(0.5 <= t["gender_prob"] <= 1 and t["mean_age"] > 0 for t in tracks)
     (row,) = pq.read_table(baseline / "manifest.parquet").to_pylist()
     assert row["status"] == "ok" and row["frames"] == row["frames_expected"] == len(lines) and row["attempts"] == 1
@@ -110,6 +115,10 @@ def test_rows_equal_annotate_jsonl(baseline, tmp_path):
     assert not _partials(baseline)
 
 
+def _present(row: dict, *leave_out: str) -> dict:
+    return {k: v for k, v in row.items() if v is not None and k not in leave_out}
+
+
 def test_annotate_table_csv_is_the_same_rows(tmp_path, detector_models):
     """annotate --table FILE.csv: the per-face rows of --json, as text."""
     import csv
@@ -117,7 +126,7 @@ def test_annotate_table_csv_is_the_same_rows(tmp_path, detector_models):
     from realtime.pipeline import annotate
     from realtime.wiring import OutputSettings
 
-    annotate(PEOPLE, OutputSettings(json=tmp_path / "a.jsonl", table=tmp_path / "a.csv"))
+    annotate(PEOPLE, OutputSettings(json=tmp_path / "a.jsonl", table=tmp_path / "a.csv"), _analyzer())
     lines = [json.loads(line) for line in (tmp_path / "a.jsonl").read_text().splitlines()]
     with open(tmp_path / "a.csv", newline="") as f:
         rows = list(csv.DictReader(f))
@@ -125,7 +134,50 @@ def test_annotate_table_csv_is_the_same_rows(tmp_path, detector_models):
     assert len(rows) == len(faces)
     assert [json.loads(r["box"]) for r in rows] == [f["box"] for f in faces]
     assert [float(r["age"]) for r in rows] == [f["age"] for f in faces]
+    assert [int(r["person_id"]) if r["person_id"] else None for r in rows] == [f["person_id"] for f in faces]
     assert [r for r in tmp_path.iterdir() if ".partial" in r.name] == []
+
+
+def test_a_worker_s_next_file_starts_its_tracks_and_people_again(tmp_path, detector_models):
+    """One worker process, two files on its one loaded analyzer (the direct call, as a
+    Ray worker makes it): the second file's rows equal annotate's JSONL of it run alone,
+    track and person ids included (no person remembered from the first file)."""
+    from realtime.archive.results import Layout
+    from realtime.archive.worker import Job, archive_file
+    from realtime.pipeline import annotate
+    from realtime.wiring import OutputSettings
+
+    other = tmp_path / "again.mp4"
+    shutil.copy(PEOPLE, other)
+    out = tmp_path / "out"
+    Layout(out).create(False)
+    results = [archive_file(Job(path, _key(path), out, _analyzer())) for path in (PEOPLE, other)]
+    assert [r.status for r in results] == ["ok", "ok"] and results[1].people == 2
+    annotate(other, OutputSettings(json=tmp_path / "a.jsonl"), _analyzer())
+    lines = [json.loads(line) for line in (tmp_path / "a.jsonl").read_text().splitlines()]
+    expected = [_present({"frame": r["frame"], "time": r["time"], **face}) for r in lines for face in r["faces"]]
+    rows = [_present(r, "source", "file") for r in _faces(out, _key(other))]
+    assert rows == expected and {r.get("person_id") for r in rows} - {None} == {1, 2}
+
+
+def test_a_failed_input_is_not_retried_unless_it_changed_or_force(ray_address, tmp_path):
+    bad = tmp_path / "notes.mp4"
+    bad.write_text("this is a text file, not a video\n")
+    out = tmp_path / "out"
+    first = _archive([bad], out)
+    assert first.count("failed") == 1 and first.exit_code == 1
+    again = _archive([bad], out)  # it would fail again: not tried, said so, still exit 1
+    assert again.submitted == 0 and again.skipped == 0 and len(again.failed_before) == 1 and again.exit_code == 1
+    assert "1 failed before (not retried: --force)" in again.line()
+    assert again.problems() == [f"failed before {bad.resolve()}: {first.rows[_key(bad)]['error']}"]
+    forced = _archive([bad], out, force=True)
+    assert forced.submitted == 1 and forced.count("failed") == 1
+    bad.write_bytes(PEOPLE.read_bytes())  # repaired: another size and time, tried again
+    repaired = _archive([bad], out)
+    assert repaired.submitted == 1 and repaired.count("ok") == 1 and repaired.exit_code == 0
+    import pyarrow.parquet as pq
+
+    assert [r["status"] for r in pq.read_table(out / "manifest.parquet").to_pylist()] == ["ok"]
 
 
 def test_sample_fps_analyses_five_frames_a_second(baseline, tmp_path):
@@ -159,9 +211,11 @@ def test_rerun_submits_nothing_force_redoes_other_settings_refused(baseline, tmp
 
 
 def _analyzer(**kw):
+    """The analysis of these tests: the defaults, with re-identification's model from ../shared."""
     from realtime.analyzer import AnalyzerSettings
+    from realtime.reid import ReidSettings
 
-    return AnalyzerSettings(**kw)
+    return AnalyzerSettings(reid=ReidSettings(model=shared_path("models", "teachers", "hse_faceres.onnx")), **kw)
 
 
 def test_worker_killed_mid_file_is_retried_and_complete(baseline, tmp_path):
@@ -232,7 +286,7 @@ def test_sigint_driver_exits_130_leaves_no_partial_and_rerun_completes(ray_addre
     env = {**os.environ, "PYTHONPATH": str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", "")}
     driver = subprocess.Popen(
         [sys.executable, "-m", "realtime.cli", "archive", str(PEOPLE), str(stage), "--out", str(out),
-         "--address", ray_address, "--workers", "1"],
+         "--address", ray_address, "--workers", "1", "--reid-model", str(_analyzer().reid.model)],
         cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:
         stage_key, deadline = _key(stage), time.monotonic() + 120

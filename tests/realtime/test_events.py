@@ -81,3 +81,19 @@ def test_the_sink_sends_counts_every_interval_and_at_the_end():
     sink.write(frame(0), Faces.empty(0))
     sink.close()
     assert without.counts == [{"source": 0, "frame": 0, "time": 0.0, "in_view": 0, "in_view_by_age_group_and_gender": {}}]
+
+
+def test_events_carry_the_person_and_tell_when_it_is_known():
+    """With re-identification each event has the track's `person_id`: null on `new`
+    until the face is recognised, then an `update` with it (same label), and `end`
+    keeps it; without re-identification it is null throughout."""
+    events = TrackEvents(META)
+    known = [None, None, 4, 4]
+    out = []
+    for k, pid in enumerate(known):
+        out += events.update(frame(k), tracked([1], [4], k).with_people(np.array([-1 if pid is None else pid])))
+    out += events.finish()
+    assert [(e["event"], e["frame"], e["person_id"]) for e in out] == [("new", 0, None), ("update", 2, 4), ("end", 3, 4)]
+    assert out[1]["age_group"] == out[0]["age_group"]  # the person changed, not the label
+    plain = TrackEvents(META)
+    assert [e["person_id"] for e in plain.update(frame(0), tracked([1], [4], 0)) + plain.finish()] == [None, None]

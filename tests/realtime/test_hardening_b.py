@@ -200,14 +200,27 @@ def test_a_write_error_claims_what_plays_and_the_jsonl_agrees(tmp_path, clip_fra
     def limit_file_size():
         resource.setrlimit(resource.RLIMIT_FSIZE, (300_000, 300_000))
 
-    proc = realtime("annotate", clip, "-o", out, "--json", results, preexec_fn=limit_file_size)
+    table = tmp_path / ("o.csv" if suffix == ".mkv" else "o.parquet")  # both kinds of table
+    proc = realtime("annotate", clip, "-o", out, "--json", results, "--table", table, preexec_fn=limit_file_size)
     _, err = finish(proc, 180)
     assert proc.returncode == 1, err
     line = next(line for line in err.splitlines() if line.startswith("error:"))
     claimed = int(line.split("holds the first ")[1].split()[0])
     assert 10 < claimed < len(clip_frames), line
     assert decoded_frames(out) == claimed, line
-    assert len(results.read_text().splitlines()) == claimed
+    lines = [json.loads(line) for line in results.read_text().splitlines()]
+    assert len(lines) == claimed
+    # the per-face table is cut back to the video too: the same frames, face for face
+    if table.suffix == ".csv":
+        import csv
+
+        with open(table, newline="") as f:
+            rows = [(int(r["frame"]), json.loads(r["box"])) for r in csv.DictReader(f)]
+    else:
+        import pyarrow.parquet as pq
+
+        rows = [(r["frame"], r["box"]) for r in pq.read_table(table).to_pylist()]
+    assert rows == [(r["frame"], face["box"]) for r in lines for face in r["faces"]] and rows
 
 
 # -- 9. stalled viewers and unfinished requests are disconnected -----------------------

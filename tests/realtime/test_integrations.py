@@ -115,7 +115,7 @@ class Subscriber:
 def events_from_jsonl(path: Path) -> list[tuple]:
     """The track events a JSONL implies, worked out from it alone: per frame the tracks
     gone since the previous frame (end, by id), the new ones (in the file's order), the
-    ones whose label changed; at the end, every track still in view."""
+    ones whose label or person changed; at the end, every track still in view."""
     out, last, labels = [], {}, {}
     for line in path.read_text().splitlines():
         record = json.loads(line)
@@ -124,7 +124,7 @@ def events_from_jsonl(path: Path) -> list[tuple]:
             out.append(("end", tid, last[tid][0], labels.pop(tid)))
         changed = []
         for tid, face in faces.items():
-            label = (face["age_group"], face["gender"])
+            label = (face["age_group"], face["gender"], face.get("person_id"))
             if tid not in labels:
                 out.append(("new", tid, record["frame"], label))
             elif labels[tid] != label:
@@ -137,7 +137,7 @@ def events_from_jsonl(path: Path) -> list[tuple]:
 
 
 def as_tuples(events: list[dict]) -> list[tuple]:
-    return [(e["event"], e["track_id"], e["frame"], (e["age_group"], e["gender"])) for e in events]
+    return [(e["event"], e["track_id"], e["frame"], (e["age_group"], e["gender"], e["person_id"])) for e in events]
 
 
 @needs_mosquitto
@@ -147,7 +147,8 @@ def test_a_files_events_arrive_in_order_and_match_its_jsonl(broker, tmp_path, de
     try:
         jsonl = tmp_path / "stage.jsonl"
         proc = realtime("annotate", shared_path("media", "stage_360p.mp4"), "-o", tmp_path / "stage.mp4", "--json", jsonl,
-                        "--mqtt", f"mqtt://127.0.0.1:{broker.port}/home/cam", "--mqtt-interval", "1")
+                        "--mqtt", f"mqtt://127.0.0.1:{broker.port}/home/cam", "--mqtt-interval", "1",
+                        "--reid-model", shared_path("models", "teachers", "hse_faceres.onnx"))
         _, err = proc.communicate(timeout=600)
         assert proc.returncode == 0, err
         subscriber.wait_for(lambda: subscriber.on("home/cam/available")[-1:] == ["offline"], 10, "offline")
@@ -156,7 +157,9 @@ def test_a_files_events_arrive_in_order_and_match_its_jsonl(broker, tmp_path, de
     events = subscriber.on("home/cam/0/events")
     expected = events_from_jsonl(jsonl)
     assert len(expected) > 20 and {e[0] for e in expected} == {"new", "update", "end"}
-    assert as_tuples(events) == expected
+    assert as_tuples(events) == expected  # person_id included: each track's person as in the JSONL
+    persons = {e["person_id"] for e in events if e["person_id"] is not None}
+    assert 0 < len(persons) < len({e["track_id"] for e in events})  # people, fewer than tracks
     frames = {json.loads(line)["frame"]: json.loads(line) for line in jsonl.read_text().splitlines()}
     for e in events:
         face = next(f for f in frames[e["frame"]]["faces"] if f["track_id"] == e["track_id"])
@@ -334,7 +337,8 @@ def test_webhook_batches_are_signed_and_hold_the_runs_events(tmp_path, detector_
         jsonl = tmp_path / "stage.jsonl"
         secret = "a-long-webhook-secret"
         proc = realtime("annotate", shared_path("media", "stage_360p.mp4"), "-o", tmp_path / "stage.mp4", "--json", jsonl,
-                        "--webhook", receiver.url, "--webhook-secret", secret)
+                        "--webhook", receiver.url, "--webhook-secret", secret,
+                        "--reid-model", shared_path("models", "teachers", "hse_faceres.onnx"))
         _, err = proc.communicate(timeout=600)
         assert proc.returncode == 0, err
     finally:
@@ -345,7 +349,8 @@ def test_webhook_batches_are_signed_and_hold_the_runs_events(tmp_path, detector_
         assert hmac.compare_digest(headers["X-Realtime-Signature"], expected)
         assert headers["Content-Type"] == "application/json"
     events = [e for batch in receiver.accepted() for e in batch["events"]]
-    assert as_tuples(events) == events_from_jsonl(jsonl)
+    assert as_tuples(events) == events_from_jsonl(jsonl)  # person_id included
+    assert any(e["event"] == "update" and e["person_id"] is not None for e in events)  # re-identified tracks
     assert secret not in err
 
 

@@ -29,7 +29,7 @@ from tests.helpers import Served, open_stream, read_jpegs, remux
 
 pytestmark = pytest.mark.slow  # real processes, training or long media: not in the quick run
 
-SUMMARY_KEYS = {"frames", "seconds", "people", "counted_tracks", "by_age_group", "by_gender", "by_age_group_and_gender",
+SUMMARY_KEYS = {"frames", "seconds", "people", "counted_tracks", "unrecognised_tracks", "by_age_group", "by_gender", "by_age_group_and_gender",
                 "faces_per_minute", "people_per_minute", "dwell_seconds", "flicker", "tracks"}
 
 

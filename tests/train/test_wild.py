@@ -67,6 +67,8 @@ def test_two_sets_keep_their_labels_and_split_by_their_key(two_sets):
         side = held[data.source == k]
         assert not set(keys[side]) & set(keys[~side])
         assert 0.12 < side.mean() < 0.18
+        alone = holdout_mask(load_sets(two_sets[k : k + 1]), 0.15)  # the split `eval --holdout` makes of the set alone
+        assert (alone == side).all()
 
 
 def test_age_loss_masked_on_lfw_rows(two_sets):

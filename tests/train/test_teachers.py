@@ -1,0 +1,154 @@
+"""Issue 17: the detector crops of a photo set (`realtime facecrops`), the teachers'
+outputs cached once (`realtime teach`), training from that cache (soft targets and
+faceres' feature through a projection), and the wild augmentations; on real LFW and
+UTKFace faces from ../shared."""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import shutil
+
+import numpy as np
+import pytest
+import torch
+
+from engines.images import read_image
+from tests.helpers import invoke, shared_path, tiny
+from train.augment import Augmenter, AugmentSettings
+from train.teach import TeacherCache
+
+
+def _subset(src, dst, rows: list[dict]) -> None:
+    """A CSV set at ``dst`` made of ``rows`` of ``src``'s labels.csv (files copied)."""
+    (dst / "images").mkdir(parents=True)
+    with open(dst / "labels.csv", "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=list(rows[0]))
+        writer.writeheader()
+        for row in rows:
+            target = dst / row["file"]
+            target.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(src / row["file"], target)
+            writer.writerow(row)
+
+
+@pytest.fixture(scope="module")
+def sets(tmp_path_factory):
+    """16 LFW photos (8 women, 8 men) cut by `realtime facecrops`, and 16 UTKFace chips."""
+    root = tmp_path_factory.mktemp("teach")
+    lfw, utk = shared_path("data", "lfw"), shared_path("data", "utkface")
+    rows = list(csv.DictReader(open(lfw / "labels.csv")))
+    pick = [r for r in rows if r["gender"] == "female"][:8] + [r for r in rows if r["gender"] == "male"][:8]
+    _subset(lfw, root / "lfw", pick)
+    utk_rows = list(csv.DictReader(open(utk / "labels.csv")))[::1350][:16]
+    _subset(utk, root / "utk", utk_rows)
+    result = invoke("facecrops", "--data", root / "lfw", "--format", "csv", "--out", root / "crops")
+    assert result.exit_code == 0, result.output
+    return root
+
+
+def test_facecrops_cuts_each_photo_and_keeps_labels_and_person(sets):
+    crops = list(csv.DictReader(open(sets / "crops" / "labels.csv")))
+    source = {r["file"].split("/")[-1].rsplit(".", 1)[0]: r for r in csv.DictReader(open(sets / "lfw" / "labels.csv"))}
+    assert len(crops) == 16  # one centred face in each LFW photo
+    for row in crops:
+        original = source[row["file"].split("__")[-1].rsplit(".", 1)[0]]
+        assert (row["gender"], row["group"], row["age"]) == (original["gender"], original["group"], "")
+        chip = read_image(sets / "crops" / row["file"])
+        assert chip.shape == (128, 128, 3)
+
+
+def test_facecrops_refuses_a_folder_in_use_or_inside_the_source(sets):
+    result = invoke("facecrops", "--data", sets / "lfw", "--format", "csv", "--out", sets / "crops")
+    assert result.exit_code != 0 and "new or empty folder" in result.output
+    result = invoke("facecrops", "--data", sets / "lfw", "--format", "csv", "--out", sets / "lfw" / "crops")
+    assert result.exit_code != 0 and "inside the source set" in result.output
+
+
+@pytest.fixture(scope="module")
+def cache(sets):
+    shared_path("models", "teachers", "hse_faceres.onnx")
+    out = sets / "teachers.npz"
+    result = invoke("teach", "--data", sets / "utk", "--format", "utkface", "--data", sets / "crops", "--format", "csv",
+                    "-o", out, "--faceres", shared_path("models", "teachers", "hse_faceres.onnx"), "--threads", 1)
+    assert result.exit_code == 0, result.output
+    return out
+
+
+def test_teach_caches_every_face_by_its_content(sets, cache):
+    from engines.meta import AGE_LABELS, GENDER_LABELS
+
+    teachers = TeacherCache(cache, AGE_LABELS, GENDER_LABELS)
+    crops = list(csv.DictReader(open(sets / "crops" / "labels.csv")))
+    files = sorted((sets / "utk" / "images").iterdir()) + [sets / "crops" / r["file"] for r in crops]
+    keys = [hashlib.sha256(f.read_bytes()).hexdigest() for f in files]
+    rows = teachers.rows(keys)
+    assert len(set(rows.tolist())) == 32
+    has_age = np.array([True] * 16 + [False] * 16)
+    age, gender, years, feature = teachers.soft(rows, has_age)
+    assert age.shape == (32, 8) and gender.shape == (32, 2) and feature.shape == (32, 1024)
+    assert np.allclose(age.sum(1), 1, atol=1e-3) and np.allclose(gender.sum(1), 1, atol=1e-3)
+    ours_age = teachers.ours[0][rows]
+    assert np.allclose(age[:16], ours_age[:16])  # labelled ages: our model's age alone
+    assert not np.allclose(age[16:], ours_age[16:])  # LFW (no ages): averaged with faceres'
+    # faceres on the LFW crops: it reads these news photos' genders (98.8% on all of LFW)
+    truth = np.array([r["gender"] == "male" for r in crops], int)
+    assert (teachers.faceres_gender[rows[16:]].argmax(1) == truth).mean() >= 0.8
+    assert np.isfinite(feature).all() and feature.std() > 0.01  # a real feature: finite, not constant
+    women, men = feature[16:][truth == 0], feature[16:][truth == 1]
+    assert np.abs(women[:, None] - men[None]).max(2).min() > 0  # no woman's feature is a man's
+
+
+def test_training_from_the_cache_learns_the_feature_and_resumes(sets, cache, tmp_path):
+    from train.fit import cross_validate
+
+    data = (sets / "utk", sets / "crops")
+    kw = dict(format=("utkface", "csv"), teacher_cache=cache, feature_weight=1.0, holdout=0.25)
+    cross_validate(tiny(data, tmp_path, epochs=1, **kw))
+    state = torch.load(tmp_path / "fold_0" / "last.pt", weights_only=True)
+    assert state["feature"]["projection.weight"].shape == (1024, 1024)  # the projection trains with the net and resumes
+    (tmp_path / "fold_0" / "result.json").unlink()  # as if stopped after epoch 1 of 2
+    cross_validate(tiny(data, tmp_path, epochs=2, resume=True, **kw))
+    assert torch.load(tmp_path / "fold_0" / "last.pt", weights_only=True)["epoch"] == 2
+
+
+def test_a_cache_of_other_faces_is_refused_in_one_line(sets, cache, tmp_path):
+    other = tmp_path / "other"
+    shutil.copytree(sets / "utk", other)
+    img = read_image(next((other / "images").iterdir()))
+    import cv2
+
+    cv2.imwrite(str(next((other / "images").iterdir())), 255 - img)  # bytes the cache never saw
+    result = invoke("train", "--data", other, "--format", "utkface", "--teacher-cache", cache, "--folds", 1, "--epochs", 1,
+                    "--input-size", 32, "--out", tmp_path / "run", "--threads", 1)
+    assert result.exit_code != 0 and "not in the cache" in result.output
+    result = invoke("train", "--data", other, "--format", "utkface", "--feature-weight", 1, "--out", tmp_path / "run2")
+    assert result.exit_code != 0 and "--feature-weight needs --teacher-cache" in result.output
+
+
+def test_wild_augmentations_change_the_face_and_repeat_by_seed():
+    chip = read_image(next(iter(sorted((shared_path("data", "utkface") / "images").iterdir()))))
+    plain, wild = Augmenter(64, AugmentSettings()), Augmenter(64, AugmentSettings.wild())
+    a, b = wild(chip, np.random.default_rng(3)), wild(chip, np.random.default_rng(3))
+    assert a.shape == (64, 64, 3) and a.dtype == np.uint8 and (a == b).all()
+    import dataclasses
+
+    always = Augmenter(64, dataclasses.replace(AugmentSettings.off(), occlude=1.0))
+    off = Augmenter(64, AugmentSettings.off())
+    diff = np.abs(always(chip, np.random.default_rng(0)).astype(int) - off(chip, np.random.default_rng(0))).max(2) > 0
+    assert 0.02 < diff.mean() < 0.2  # one rectangle of 15-40% of the side each way
+    shade = Augmenter(64, dataclasses.replace(AugmentSettings.off(), shade=1.0))(chip, np.random.default_rng(1))
+    assert shade.astype(int).sum() < off(chip, np.random.default_rng(1)).astype(int).sum()  # light falls off
+    assert not (plain(chip, np.random.default_rng(5)) == wild(chip, np.random.default_rng(5))).all()
+
+
+def test_eval_reports_each_gender_and_their_mean(sets, tmp_path):
+    import json
+
+    result = invoke("eval", "--data", sets / "crops", "--format", "csv", "--cropped", "--predictions", tmp_path / "p.csv",
+                    "--json", tmp_path / "m.json", "--bootstrap", 0)
+    assert result.exit_code == 0, result.output
+    metrics = json.loads((tmp_path / "m.json").read_text())
+    each = [metrics["by_gender"][g]["gender_acc"] for g in ("female", "male")]
+    assert metrics["overall"]["gender_balanced"] == pytest.approx(sum(each) / 2)
+    assert "gender by true gender: female" in result.output and "(8)" in result.output and "balanced" in result.output
