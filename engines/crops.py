@@ -15,12 +15,27 @@ from engines.meta import ModelMeta
 IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff", ".avif", ".heic", ".heif"})
 
 
-def warp_square(image: np.ndarray, cx: float, cy: float, side: float, size: int) -> np.ndarray:
+#: Largest eye-line tilt, in degrees, that the cropper levels: beyond it the keypoints
+#: are likelier wrong (a profile, a false detection) than the head so tilted.
+MAX_LEVEL_ANGLE = 45.0
+#: Smallest eye distance, as a share of the box's longer side, that the cropper levels
+#: by (closer eyes: a profile, whose eye line says little about the head's roll).
+MIN_EYE_DISTANCE = 0.15
+
+
+def warp_square(image: np.ndarray, cx: float, cy: float, side: float, size: int, angle: float = 0.0) -> np.ndarray:
     """The square of ``side`` pixels centred on (``cx``, ``cy``) of ``image`` (H, W, C)
     uint8, resized to (``size``, ``size``, C) by one affine warp; where the square
-    leaves the image its edge pixels are replicated."""
+    leaves the image its edge pixels are replicated. With ``angle`` (degrees), the
+    square is turned that much clockwise on screen about its centre first, so the
+    content turns counter-clockwise: a line at ``angle`` (``atan2(dy, dx)`` in image
+    coordinates, y down) comes out level. Still one warp, one resample."""
     k = size / side
-    m = np.array([[k, 0, size / 2 - k * cx], [0, k, size / 2 - k * cy]], np.float32)
+    if angle:
+        m = cv2.getRotationMatrix2D((float(cx), float(cy)), float(angle), k)
+        m[:, 2] += (size / 2 - cx, size / 2 - cy)
+    else:
+        m = np.array([[k, 0, size / 2 - k * cx], [0, k, size / 2 - k * cy]], np.float32)
     interp = cv2.INTER_AREA if k < 1 else cv2.INTER_LINEAR
     return cv2.warpAffine(image, m, (size, size), flags=interp, borderMode=cv2.BORDER_REPLICATE)
 
@@ -32,13 +47,20 @@ class Cropper:
     ``crop_scale`` given here), centred on the box. One affine warp per face does the
     crop, the padding (replicated edge pixels where the square leaves the frame) and
     the resize to ``meta.input_size``, so no face is dropped at the border.
+
+    With ``level_eyes`` (``meta.level_eyes`` unless given here) the same warp also
+    turns each square about its centre so that the face's eyes (``Faces.eyes``) are
+    level, where both are known, at least ``MIN_EYE_DISTANCE`` of the box apart and
+    tilted at most ``MAX_LEVEL_ANGLE`` degrees; other faces (boxes without eyes,
+    coasting tracks) are cut as without it.
     """
 
-    def __init__(self, meta: ModelMeta, crop_scale: float | None = None):
+    def __init__(self, meta: ModelMeta, crop_scale: float | None = None, level_eyes: bool | None = None):
         scale = meta.crop_scale if crop_scale is None else crop_scale
         if not 0.5 <= scale <= 4.0:
             raise ValueError(f"crop scale must be in [0.5, 4], got {scale}")
         self.scale = scale
+        self.level_eyes = meta.level_eyes if level_eyes is None else bool(level_eyes)
         self.size = meta.input_size
         self.mean = np.asarray(meta.mean, np.float32) * 255.0
         self.inv_std = 1.0 / (np.asarray(meta.std, np.float32) * 255.0)
@@ -50,14 +72,29 @@ class Cropper:
         side = np.maximum(boxes[:, 2] - boxes[:, 0], boxes[:, 3] - boxes[:, 1]) * self.scale
         return np.stack([cx, cy, np.maximum(side, 1.0)], axis=1).astype(np.float32)
 
+    def angles(self, boxes: np.ndarray, eyes: np.ndarray | None) -> np.ndarray:
+        """(N, 4) xyxy boxes + (N, 2, 2) eyes (or None) -> (N,) float32 degrees each
+        crop is turned by (the eye line's tilt, ``atan2(dy, dx)`` from the right eye to
+        the left), 0 where not levelled (off, eyes unknown or implausible)."""
+        if not self.level_eyes or eyes is None or len(boxes) == 0:
+            return np.zeros(len(boxes), np.float32)
+        d = eyes[:, 1] - eyes[:, 0]
+        with np.errstate(invalid="ignore"):
+            angle = np.degrees(np.arctan2(d[:, 1], d[:, 0]))
+            longer = np.maximum(boxes[:, 2] - boxes[:, 0], boxes[:, 3] - boxes[:, 1])
+            ok = (np.abs(angle) <= MAX_LEVEL_ANGLE) & (np.hypot(d[:, 0], d[:, 1]) >= MIN_EYE_DISTANCE * longer)
+        return np.where(ok, angle, 0.0).astype(np.float32)
+
     def cut(self, frame: np.ndarray, faces) -> np.ndarray:
         """BGR uint8 frame (H, W, 3) + faces (``realtime.Faces`` or (N, 4) float32 xyxy
-        boxes) -> RGB uint8 crops (N, S, S, 3)."""
+        boxes) -> RGB uint8 crops (N, S, S, 3), levelled by ``faces.eyes`` when
+        :attr:`level_eyes`."""
         boxes = np.asarray(getattr(faces, "boxes", faces), np.float32).reshape(-1, 4)
+        angles = self.angles(boxes, getattr(faces, "eyes", None))
         s = self.size
         out = np.empty((len(boxes), s, s, 3), np.uint8)
-        for i, (cx, cy, side) in enumerate(self.squares(boxes)):
-            out[i] = warp_square(frame, cx, cy, side, s)[..., ::-1]
+        for i, ((cx, cy, side), angle) in enumerate(zip(self.squares(boxes), angles)):
+            out[i] = warp_square(frame, cx, cy, side, s, angle)[..., ::-1]
         return out
 
     def normalize(self, rgb: np.ndarray) -> np.ndarray:

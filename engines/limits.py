@@ -86,6 +86,8 @@ LIMITS: dict[str, Limit] = {
     "opt_batch": Limit(1, 4096, integer=True),
     # the app
     "min_score": Limit(0, 1),
+    # facecrops: the side of each written crop
+    "side": Limit(16, 1024, integer=True),
     "smoothing": Limit(0, 0.99),
     "hysteresis": Limit(0, 1),
     "batch": Limit(1, 4096, integer=True),  # bench --batches, each

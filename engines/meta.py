@@ -45,6 +45,10 @@ class ModelMeta:
             every engine applies them, after test-time flip): 1.0 leaves them as they are.
         min_gender_confidence: the overlay shows ``?`` for a gender whose (calibrated)
             probability is under this (chosen on validation; 0: always shown).
+        level_eyes: the model was trained on crops levelled by the eyes (each crop
+            rotated about its centre so the detector's eye keypoints are level, see
+            :class:`engines.crops.Cropper`): the app, evaluation and calibration level
+            its crops too. False (every model before it): crops are axis-aligned.
         trained: False for randomly initialised weights; the app warns on every run.
         trained_on: free text naming the training data and its terms.
         format_version: version of this metadata format.
@@ -61,6 +65,7 @@ class ModelMeta:
     members: tuple[dict, ...] = field(default=(), hash=False)
     temperature: tuple[float, float] = (1.0, 1.0)
     min_gender_confidence: float = 0.0
+    level_eyes: bool = False
     trained: bool = False
     trained_on: str = ""
     format_version: int = FORMAT_VERSION
@@ -75,8 +80,9 @@ class ModelMeta:
                 raise RealtimeError(f"model metadata {f.name} = {_short(getattr(self, f.name))}: {problem}")
 
     def to_json(self) -> str:
-        """JSON of every field; the calibration fields only when set, so an uncalibrated
-        model's files stay readable by versions that predate them."""
+        """JSON of every field; the calibration fields and ``level_eyes`` only when set,
+        so an uncalibrated, unlevelled model's files stay byte for byte as versions
+        that predate them wrote them (and readable by those versions)."""
         data = dataclasses.asdict(self)
         for key, default in _WRITTEN_WHEN_SET.items():
             if (tuple(data[key]) if isinstance(data[key], (list, tuple)) else data[key]) == default:
@@ -168,6 +174,7 @@ _FIELD_CHECKS = {
     "members": _members,
     "temperature": lambda v: _numbers(v, 2, LIMITS["temperature"]),
     "min_gender_confidence": LIMITS["min_gender_confidence"].problem,
+    "level_eyes": lambda v: "" if isinstance(v, bool) else "expected true or false",
     "trained": lambda v: "" if isinstance(v, bool) else "expected true or false",
     "trained_on": _text,
     "format_version": LIMITS["format_version"].problem,
@@ -176,7 +183,7 @@ _FIELD_CHECKS = {
 
 
 #: Fields :meth:`ModelMeta.to_json` leaves out at these (default) values.
-_WRITTEN_WHEN_SET = {"temperature": (1.0, 1.0), "min_gender_confidence": 0.0}
+_WRITTEN_WHEN_SET = {"temperature": (1.0, 1.0), "min_gender_confidence": 0.0, "level_eyes": False}
 
 
 def _short(value) -> str:

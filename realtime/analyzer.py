@@ -37,6 +37,9 @@ class AnalyzerSettings:
         min_score: detector confidence threshold in [0, 1].
         tiles: "auto", "off" or N columns of overlapping detector tiles (small faces).
         crop_scale: crop side / box side; None = the model's own (``meta.crop_scale``).
+        level_eyes: turn each crop so the face's eyes are level (see
+            :class:`engines.crops.Cropper`); None = the model's own (``meta.level_eyes``,
+            True for a model trained on levelled crops).
         flip: average each face's predictions with its mirror image's (test-time flip).
         track: give faces track ids and smoothed labels (see :mod:`realtime.tracker`);
             None = for videos, cameras and streams but not for images and folders of
@@ -59,6 +62,7 @@ class AnalyzerSettings:
     min_score: float = 0.5
     tiles: str | int = "auto"
     crop_scale: float | None = None
+    level_eyes: bool | None = None
     flip: bool = True
     track: bool | None = None
     tracker: TrackerSettings = field(default_factory=TrackerSettings)
@@ -92,7 +96,7 @@ class Analyzer:
         self.meta = self.engine.meta
         if settings.min_gender_confidence is not None:
             self.meta = dataclasses.replace(self.meta, min_gender_confidence=float(settings.min_gender_confidence))
-        self.cropper = Cropper(self.meta, settings.crop_scale)
+        self.cropper = Cropper(self.meta, settings.crop_scale, settings.level_eyes)
         self.tracking = settings.track is not False
         reid = ReIdentifier(settings.reid) if self.tracking and settings.reid.enabled else None
         self.reid = reid if reid is not None and reid.active else None

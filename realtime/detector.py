@@ -93,17 +93,20 @@ class FaceDetector:
         return tile_grid(width, height, cols, rows)
 
     def detect(self, frame: np.ndarray, frame_index: int = 0) -> Faces:
-        """BGR uint8 frame (H, W, 3) -> the faces in it, boxes clipped to the frame."""
-        faces = Faces.from_mediapipe(self._detect(frame), frame_index)
+        """BGR uint8 frame (H, W, 3) -> the faces in it, boxes clipped to the frame, with
+        their eye keypoints (:attr:`Faces.eyes`, frame pixels)."""
         h, w = frame.shape[:2]
+        faces = Faces.from_mediapipe(self._detect(frame), frame_index, (w, h))
         tiles = self.grid(w, h)
         if tiles:
             parts = [faces]
             for x1, y1, x2, y2 in tiles:
-                part = Faces.from_mediapipe(self._detect(frame[y1:y2, x1:x2]), frame_index)
+                part = Faces.from_mediapipe(self._detect(frame[y1:y2, x1:x2]), frame_index, (x2 - x1, y2 - y1))
                 part.boxes += np.array([x1, y1, x1, y1], np.float32)
+                if part.eyes is not None:
+                    part.eyes += np.array([x1, y1], np.float32)
                 parts.append(part)
-            faces = Faces(np.concatenate([p.boxes for p in parts]), np.concatenate([p.scores for p in parts]), frame_index=frame_index)
+            faces = Faces.concatenate(parts, frame_index)
             faces = faces[nms(faces.boxes, faces.scores)]
         return faces.clipped(w, h, self.min_size)
 

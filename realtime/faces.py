@@ -28,6 +28,11 @@ class Faces:
         person_ids: (N,) int64 or None without re-identification; the person of each
             face's track (several tracks can be one person), -1 where the track has
             not been recognised (yet, or ever: no usable view; see :mod:`realtime.reid`).
+        eyes: (N, 2, 2) float32 or None; the detector's eye keypoints in frame pixels,
+            ``eyes[i, 0]`` the person's right eye (on the image's left in an upright
+            face), ``eyes[i, 1]`` the left, each (x, y); NaN where unknown (a coasting
+            track's predicted box has no fresh eyes). The cropper levels by them
+            (:class:`engines.crops.Cropper`, ``level_eyes``).
         frame_index: index of the frame the faces belong to.
     """
 
@@ -41,10 +46,11 @@ class Faces:
     age_class: np.ndarray | None = None
     gender_class: np.ndarray | None = None
     person_ids: np.ndarray | None = None
+    eyes: np.ndarray | None = None
     frame_index: int = 0
 
     _ARRAYS = ("boxes", "scores", "age_probs", "gender_probs", "age_years", "track_ids", "predicted", "age_class",
-               "gender_class", "person_ids")
+               "gender_class", "person_ids", "eyes")
 
     def __post_init__(self) -> None:
         n = len(self.boxes)
@@ -54,14 +60,30 @@ class Faces:
             value = getattr(self, name)
             if value is not None and len(value) != n:
                 raise ValueError(f"{name} must have {n} rows (one per box), got shape {value.shape}")
+        if self.eyes is not None and self.eyes.shape != (n, 2, 2):
+            raise ValueError(f"eyes must have shape (N, 2, 2), got {self.eyes.shape}")
 
     @classmethod
     def empty(cls, frame_index: int = 0) -> "Faces":
         return cls(np.zeros((0, 4), np.float32), np.zeros(0, np.float32), frame_index=frame_index)
 
     @classmethod
-    def from_mediapipe(cls, result: Any, frame_index: int = 0) -> "Faces":
-        """Convert a MediaPipe Tasks ``FaceDetectorResult``; its types stop here."""
+    def concatenate(cls, parts: "list[Faces]", frame_index: int = 0) -> "Faces":
+        """The faces of ``parts`` (of one frame) in one Faces; a field stays only where
+        every part has it, except ``eyes``: NaN for the parts without them."""
+        if not parts:
+            return cls.empty(frame_index)
+        eyes = [p.eyes if p.eyes is not None else np.full((len(p), 2, 2), np.nan, np.float32) for p in parts]
+        arrays = {name: np.concatenate([getattr(p, name) for p in parts])
+                  if all(getattr(p, name) is not None for p in parts) else None for name in cls._ARRAYS if name != "eyes"}
+        return cls(**arrays, eyes=np.concatenate(eyes).astype(np.float32), frame_index=frame_index)
+
+    @classmethod
+    def from_mediapipe(cls, result: Any, frame_index: int = 0, size: tuple[int, int] = (1, 1)) -> "Faces":
+        """Convert a MediaPipe Tasks ``FaceDetectorResult`` of a ``size`` = (width,
+        height) image; its types stop here. Its first two keypoints (right eye, left
+        eye; normalised to the image) become :attr:`eyes` in pixels (the default
+        size (1, 1) keeps them normalised)."""
         dets = result.detections
         if not dets:
             return cls.empty(frame_index)
@@ -73,7 +95,11 @@ class Faces:
             np.float32,
         )
         scores = np.array([d.categories[0].score for d in dets], np.float32)
-        return cls(boxes, scores, frame_index=frame_index)
+        eyes = np.full((len(dets), 2, 2), np.nan, np.float32)
+        for i, d in enumerate(dets):
+            if len(d.keypoints or ()) >= 2:
+                eyes[i] = [(k.x * size[0], k.y * size[1]) for k in d.keypoints[:2]]
+        return cls(boxes, scores, eyes=eyes, frame_index=frame_index)
 
     def __len__(self) -> int:
         return len(self.boxes)
@@ -95,7 +121,8 @@ class Faces:
 
     def clipped(self, width: int, height: int, min_side: float = 2.0) -> "Faces":
         """Boxes clipped to a width x height frame; faces left smaller than ``min_side``
-        pixels (e.g. a coasting track that moved out of the frame) are dropped."""
+        pixels (e.g. a coasting track that moved out of the frame) are dropped. Eyes
+        are kept as they are (a face at the border can have an eye outside)."""
         boxes = np.clip(self.boxes, 0, [width, height, width, height]).astype(np.float32)
         keep = np.minimum(boxes[:, 2] - boxes[:, 0], boxes[:, 3] - boxes[:, 1]) >= min_side
         return replace(self, boxes=boxes)[keep]

@@ -270,6 +270,9 @@ class Tracker:
         if n_det:
             boxes[:n_det] = detections.boxes
         scores = np.array([t.score for t in tracks], np.float32)
+        eyes = np.full((len(tracks), 2, 2), np.nan, np.float32)  # a coasting track has no fresh eyes
+        if n_det and detections.eyes is not None:
+            eyes[:n_det] = detections.eyes
         return Faces(
             boxes,
             scores,
@@ -280,5 +283,6 @@ class Tracker:
             predicted=np.array(predicted, bool),
             age_class=np.array([t.age_class for t in tracks], np.int64),
             gender_class=np.array([t.gender_class for t in tracks], np.int64),
+            eyes=eyes,
             frame_index=frame_index,
         )

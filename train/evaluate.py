@@ -54,6 +54,8 @@ class EvalSettings:
         backend: engine backend, as in the app ("auto" picks the fastest installed).
         cropped: the images are face crops already (no detector).
         flip: test-time flip, as in the app (``FlipAveraged``).
+        level_eyes: level each detected face's crop by its eyes, as the app's
+            ``--level-eyes``; None = the model's own (``meta.level_eyes``).
         json: also write the metrics here.
         detector_range: "full" or "short" MediaPipe model when not ``cropped``.
         context: with the detector, first set each image in a frame ``context`` times
@@ -74,6 +76,7 @@ class EvalSettings:
     backend: str = "auto"
     cropped: bool = False
     flip: bool = True
+    level_eyes: bool | None = None
     json: Path | None = None
     detector_range: str = "full"
     context: float = 1.0
@@ -164,7 +167,7 @@ def run_model(settings: EvalSettings, progress: Callable[[int, str], ContextMana
         data = data[np.arange(min(settings.limit, len(data)))]
     check_distinct([*settings.inputs(), *data.files], [(w, p) for w, p in settings.outputs() if p is not None])
     app = AnalyzerSettings(model=settings.model, backend=settings.backend, detector_range=settings.detector_range,
-                           flip=settings.flip, track=False)
+                           flip=settings.flip, level_eyes=settings.level_eyes, track=False)
     analyzer = None if settings.cropped else _analyzer(app)
     engine = analyzer.engine if analyzer is not None else make_engine(app)
     cropper = analyzer.cropper if analyzer is not None else Cropper(engine.meta)

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import csv
 import logging
-import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, ContextManager
@@ -28,6 +27,7 @@ import numpy as np
 
 from engines.crops import warp_square
 from engines.images import read_image
+from engines.limits import check_fields
 from engines.meta import AGE_LABELS, GENDER_LABELS
 from engines.writes import write_atomic
 from realtime.errors import RealtimeError
@@ -60,11 +60,8 @@ class FaceCropSettings:
     quality: int = 90
 
     def __post_init__(self) -> None:
+        check_fields(self)  # the one table of limits: side, crop_scale, min_score
         self.data, self.out = Path(self.data), Path(self.out)
-        if not 16 <= self.side <= 1024:
-            raise RealtimeError(f"--side must be 16 to 1024 pixels, got {self.side}")
-        if not (math.isfinite(self.crop_scale) and 0.5 <= self.crop_scale <= 4.0):
-            raise RealtimeError(f"--crop-scale must be in [0.5, 4], got {self.crop_scale}")
         if self.out.exists() and (not self.out.is_dir() or any(self.out.iterdir())):
             raise RealtimeError(f"--out {self.out}: give a new or empty folder (nothing is written over files)")
         if self.out.resolve() == self.data.resolve() or self.data.resolve() in self.out.resolve().parents:

@@ -84,6 +84,8 @@ def analyzer_options(command):
                      help="Also detect on overlapping tiles for small faces: auto (frames of 1280 px and more), off, or N columns."),
         click.option("--crop-scale", type=Limited("crop_scale"), default=None,
                      help="Face crop side / detector box side (default: the model's own)."),
+        click.option("--level-eyes/--no-level-eyes", default=None,
+                     help="Turn each face crop so its eyes are level (default: as the model was trained, its level_eyes)."),
         click.option("--flip/--no-flip", default=True, show_default=True,
                      help="Test-time flip: average each face with its mirror image (2x classifier work, more accurate)."),
         click.option("--track/--no-track", default=None,
@@ -219,7 +221,7 @@ def analyzer_settings(kw: dict):
     return AnalyzerSettings(
         model=kw.pop("model"), backend=kw.pop("backend"), detector_model=kw.pop("detector_model"),
         detector_range=kw.pop("detector_range"), min_score=kw.pop("min_score"), tiles=kw.pop("tiles"),
-        crop_scale=kw.pop("crop_scale"), flip=kw.pop("flip"),
+        crop_scale=kw.pop("crop_scale"), level_eyes=kw.pop("level_eyes"), flip=kw.pop("flip"),
         track=kw.pop("track"), min_gender_confidence=kw.pop("min_gender_confidence"),
         tracker=TrackerSettings(smoothing=kw.pop("smoothing"), hysteresis=kw.pop("hysteresis"),
                                 reclassify_every=kw.pop("reclassify_every")),

@@ -15,8 +15,8 @@ from realtime.cli.training import _tqdm_progress, data_options
 @click.command("facecrops")
 @data_options
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path), required=True, help="A new or empty folder for labels.csv and images/.")
-@click.option("--side", type=int, default=128, show_default=True, help="Pixels of each written crop.")
-@click.option("--crop-scale", type=float, default=1.15, show_default=True, help="Crop side / detector box side (the app's framing).")
+@click.option("--side", type=Limited("side", integer=True), default=128, show_default=True, help="Pixels of each written crop.")
+@click.option("--crop-scale", type=Limited("crop_scale"), default=1.15, show_default=True, help="Crop side / detector box side (the app's framing).")
 @click.option("--detector-range", type=click.Choice(["full", "short"]), default="full", show_default=True)
 def facecrops_command(fmt, **options):
     """Cut the largest detected face of every labelled photo into a CSV set of chips."""

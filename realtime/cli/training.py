@@ -179,6 +179,8 @@ def _augment(no_augment: bool, wild_augment: bool):
 @path_option("--model", default=None, help="Checkpoint (.safetensors) or .onnx; default: the app's default model.")
 @click.option("--backend", default="auto", show_default=True, help="Engine backend, as in the app.")
 @scoring_options
+@click.option("--level-eyes/--no-level-eyes", default=None,
+              help="Level each face crop by its eyes, as in the app (default: the model's own level_eyes).")
 @path_option("--predictions", required=True, help="CSV to write: file, age_group, age, gender, gender_prob.")
 @path_option("--json", "json_path", default=None, help="Also write all metrics as JSON.")
 @click.option("--range", "old_range", type=click.Choice(["full", "short"]), default=None, hidden=True,
