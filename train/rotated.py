@@ -28,7 +28,8 @@ import numpy as np
 from engines.errors import RealtimeError
 from engines.images import read_image
 from engines.writes import write_atomic
-from train.data import holdout_mask, load_dataset
+from train.data import holdout_mask
+from train.formats import load_dataset
 from train.evaluate import in_context
 
 log = logging.getLogger(__name__)

@@ -11,7 +11,7 @@ import pytest
 from engines.files import DEFAULT_WEIGHTS, read_checkpoint_meta
 from engines.model import load_checkpoint, save_checkpoint
 from realtime.analyzer import Analyzer, AnalyzerSettings
-from train.data import load_dataset
+from train.formats import load_dataset
 from train.evaluate import EvalSettings, run_model
 from train.rotated import main, write_rotated
 from tests.helpers import run_cli, shared_path
