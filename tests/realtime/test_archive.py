@@ -138,6 +138,7 @@ def test_annotate_table_csv_is_the_same_rows(tmp_path, detector_models):
     assert [r for r in tmp_path.iterdir() if ".partial" in r.name] == []
 
 
+@pytest.mark.slow  # two files through one worker (about 4 s); the row test stays quick
 def test_a_worker_s_next_file_starts_its_tracks_and_people_again(tmp_path, detector_models):
     """One worker process, two files on its one loaded analyzer (the direct call, as a
     Ray worker makes it): the second file's rows equal annotate's JSONL of it run alone,

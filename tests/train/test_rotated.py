@@ -87,6 +87,7 @@ def test_eval_levels_crops_when_asked_or_when_the_model_says(chips, tmp_path, de
         assert a.cropper.level_eyes is False
 
 
+@pytest.mark.slow  # three CLI runs through the detector (about 5 s); test_eval_levels_crops_when_asked_or_when_the_model_says stays quick
 def test_the_level_eyes_options_reach_eval_and_the_app(chips, tmp_path, detector_models):
     dst = tmp_path / "rot"
     write_rotated(chips, dst, holdout=0.99, seed=2)

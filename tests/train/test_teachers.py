@@ -99,6 +99,7 @@ def test_teach_caches_every_face_by_its_content(sets, cache):
     assert np.abs(women[:, None] - men[None]).max(2).min() > 0  # no woman's feature is a man's
 
 
+@pytest.mark.slow  # two training runs (about 2 s); the cache tests stay quick
 def test_training_from_the_cache_learns_the_feature_and_resumes(sets, cache, tmp_path):
     from train.fit import cross_validate
 
