@@ -1,0 +1,24 @@
+#!/bin/bash
+# The four fine-tunes of the model card's "Faces in the wild" table, as they ran
+# (2 CPU cores; the teacher cache from `realtime teach`, the LFW crops from `realtime facecrops`):
+#   realtime facecrops --data ../shared/data/lfw --format csv --out /work/data/lfw_crops
+#   realtime teach --data ../shared/data/utkface --format utkface --data /work/data/lfw_crops --format csv -o /work/data/teachers.npz
+# usage: runs.sh a|b|c|d   (a, b and c ran with --threads 1, d with --threads 2)
+set -e
+run() {  # NAME MEMBER EXTRA...
+  name=$1 member=$2; shift 2
+  realtime train --data ../shared/data/utkface --format utkface --data /work/data/lfw_crops --format csv \
+    --folds 1 --holdout 0.15 --arch mobilenetv3_small_100 --input-size 128 --crop-scale 1.15 \
+    --epochs 3 --batch-size 128 --weight-decay 0.02 --drop-rate 0.1 --label-smoothing 0.1 \
+    --init engines/weights/default.safetensors --init-member "$member" --wild-augment \
+    --workers 0 --image-side 128 --seed 0 --out "/work/runs/$name" --save "/work/runs/$name.safetensors" "$@"
+}
+teachers=(--teacher-cache /work/data/teachers.npz --feature-weight 1)
+case $1 in
+  a) run a 0 --lr 1e-3 --threads 1 ;;                                    # labels only
+  b) run b 1 --lr 1e-3 --threads 1 "${teachers[@]}" --distill 0.5 ;;     # member 1 + teachers
+  c) run c 0 --lr 1e-3 --threads 1 "${teachers[@]}" --distill 0.5 ;;     # member 0 + teachers
+  d) run d 0 --lr 5e-4 --threads 2 "${teachers[@]}" --distill 0.7 ;;     # gentler
+  *) echo "usage: $0 a|b|c|d" >&2; exit 2 ;;
+esac
+# then: realtime ensemble X.safetensors Y.safetensors -o XY.safetensors; realtime eval ... (see the model card)
