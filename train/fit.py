@@ -37,6 +37,7 @@ from train.ages import AgeScheme, relabel
 from train.data import LabelledSet, assign_folds, holdout_mask, read_images
 from train.formats import load_sets
 from train.losses import FeatureMatch, MaskedLoss, Teachers, class_weights
+from train.resume import check_weights, load_state, save_state
 from train.sampling import BalancedSampler, balance_weights
 from train.teach import FEATURE_DIM, TeacherCache
 from train.trainer import (
@@ -129,14 +130,14 @@ def fit(
     val_loss_fn = copy.deepcopy(run.loss_fn).cpu()
 
     state_path = folder / "last.pt"
-    start_epoch, history, best = _resume(state_path, run, generator) if settings.resume and state_path.exists() else (0, [], math.inf)
+    start_epoch, history, best = load_state(state_path, run, generator) if settings.resume and state_path.exists() else (0, [], math.inf)
     for epoch in range(start_epoch, settings.epochs):
         t0 = time.perf_counter()
         dataset.epoch = epoch
         if sampler is not None:
             sampler.set_epoch(epoch)
         row = run.train_epoch(loader, epoch, progress)
-        _check_weights(net, fold, epoch)
+        check_weights(net, fold, epoch)
         if ddp.main:
             row.update(evaluate_logits(predict(net, val_inputs, device), val_labels, val_loss_fn))
             row["seconds"] = time.perf_counter() - t0
@@ -146,7 +147,7 @@ def fit(
                 save_checkpoint(net, folder / "best.safetensors", meta)
             save_checkpoint(net, folder / "final.safetensors", meta)
             _write_log(folder / "epochs.csv", history)
-            _save_state(state_path, run, epoch, history, best, generator)
+            save_state(state_path, run, epoch, history, best, generator)
             log.info(
                 "fold %d epoch %d: loss %.3f/%.3f age %.3f (1-off %.3f) gender %.3f MAE %.2f (%.0f s)",
                 fold, epoch + 1, row["train_loss"], row.get("val_loss", math.nan), row.get("age_exact", math.nan),
@@ -276,53 +277,6 @@ def _loader(dataset: FaceTrainSet, settings: TrainSettings, ddp, device: torch.d
         persistent_workers=False,
     )
     return loader, sampler, generator
-
-
-def _resume(state_path: Path, run: _Run, generator: torch.Generator) -> tuple[int, list, float]:
-    """Load the state after the last finished epoch: (epochs done, history, best val loss)."""
-    try:  # weights_only: tensors and plain data, never a user's code
-        state = torch.load(state_path, map_location="cpu", weights_only=True)
-        run.net.load_state_dict(state["model"])
-        if run.feature is not None:
-            run.feature.load_state_dict(state["feature"])
-        run.optimizer.load_state_dict(state["optimizer"])
-        run.scaler.load_state_dict(state["scaler"])
-        torch.set_rng_state(state["torch_rng"])
-        generator.set_state(state["loader_rng"])
-        done = int(state["epoch"]), list(state["history"]), float(state["best"])
-    except Exception:  # noqa: BLE001 - unpickling, a missing key, shapes of another run: one answer
-        raise RealtimeError(f"--resume: {state_path} is not the resume state of this run (another run's settings, "
-                            "or not written by realtime train); delete it, or train without --resume") from None
-    log.info("fold %d: resumed from %s after epoch %d", run.fold, state_path, int(state["epoch"]))
-    return done
-
-
-def _check_weights(net: nn.Module, fold: int, epoch: int) -> None:
-    """Stop in one line when weights became NaN or infinite (nothing of the epoch saved)."""
-    broken = [name for name, t in net.state_dict().items() if t.is_floating_point() and not bool(torch.isfinite(t).all())]
-    if broken:
-        raise RealtimeError(f"fold {fold} epoch {epoch + 1}: {len(broken)} weight tensors became NaN or infinite "
-                            f"(e.g. {broken[0]}); nothing of this epoch is saved (try a lower --lr or --weight-decay)")
-
-
-def _save_state(state_path: Path, run: _Run, epoch: int, history: list, best: float, generator: torch.Generator) -> None:
-    """The resume state after ``epoch``, written whole or not at all."""
-    tmp = state_path.with_suffix(".tmp")
-    torch.save(
-        {
-            "model": run.net.state_dict(),
-            **({"feature": run.feature.state_dict()} if run.feature is not None else {}),
-            "optimizer": run.optimizer.state_dict(),
-            "scaler": run.scaler.state_dict(),
-            "epoch": epoch + 1,
-            "history": history,
-            "best": best,
-            "torch_rng": torch.get_rng_state(),
-            "loader_rng": generator.get_state(),
-        },
-        tmp,
-    )
-    tmp.replace(state_path)
 
 
 def _fold_result(fold: int, history: list, outputs, val_labels: LabelledSet, folder: Path, meta) -> FoldResult:
