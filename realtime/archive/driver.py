@@ -84,6 +84,21 @@ def _identity(path: Path | None, what: str) -> dict:
     return {"path": str(path.resolve()), "sha256": file_sha256(path)}
 
 
+def _reid_identity(reid) -> str | None:
+    """The re-identification model a run uses, by content: its sha256 (the default is
+    found as the app finds it), ``dlib``, or None when re-identification is off or no
+    model is found. Another model gives other people, so a rerun must not keep them."""
+    from engines.files import file_sha256
+    from realtime.embedders import find_faceres
+
+    if not reid.enabled:
+        return None
+    if str(reid.model) == "dlib":
+        return "dlib"
+    path = Path(reid.model) if reid.model is not None else find_faceres()
+    return file_sha256(path) if path is not None and path.is_file() else None
+
+
 def _plain(value):
     """JSON-able: a function (the tracker's cost) by its name."""
     if isinstance(value, dict):
@@ -102,7 +117,7 @@ def describe(settings: ArchiveSettings) -> dict:
     model = _identity(checkpoint_file(Path(a.model) if a.model else None), "--model")
     detector = _identity(resolve_detector_model(a.detector_range, a.detector_model), "--detector-model")
     analysis = _plain(dataclasses.asdict(dataclasses.replace(a, model=None, detector_model=None, track=a.track is not False)))
-    analysis.update(sample_fps=settings.sample_fps, media=settings.media)
+    analysis.update(sample_fps=settings.sample_fps, media=settings.media, reid_model=_reid_identity(a.reid))
     if settings.media:
         analysis.update(encoder_threads=settings.encoder_threads, encoder_lookahead=settings.encoder_lookahead)
     return run_record(model, detector, analysis)

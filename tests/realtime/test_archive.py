@@ -339,3 +339,23 @@ def test_ray_and_pyarrow_load_only_with_archive():
     done = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == "[]"
+
+
+def test_the_re_identification_model_is_part_of_the_results_identity(tmp_path):
+    """Another re-identification model gives other people: run.json records it by
+    content, so a rerun with another model is refused (or redone with --force)."""
+    import dataclasses
+
+    from realtime.archive.driver import describe
+    from realtime.archive.results import settings_differ
+
+    faceres = shared_path("models", "teachers", "hse_faceres.onnx")
+    other = tmp_path / "other.onnx"
+    other.write_bytes(faceres.read_bytes()[:-1] + b"\0")  # a different file under the same kind of name
+    base = _analyzer()
+    runs = {name: describe(_settings(tmp_path / "out", analyzer=dataclasses.replace(base, reid=dataclasses.replace(base.reid, **kw))))
+            for name, kw in {"faceres": {"model": faceres}, "other": {"model": other}, "off": {"enabled": False}}.items()}
+    assert runs["faceres"]["settings"]["reid_model"] != runs["other"]["settings"]["reid_model"]
+    assert runs["off"]["settings"]["reid_model"] is None
+    assert any(change.startswith("reid_model") for change in settings_differ(runs["faceres"], runs["other"]))
+    assert settings_differ(runs["faceres"], runs["faceres"]) == []
