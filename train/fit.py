@@ -110,12 +110,7 @@ def fit(
         settings, fold, device, ddp, net,
         model=nn.parallel.DistributedDataParallel(net) if ddp.world > 1 else net,
         teachers=Teachers(settings.teachers, meta).to(device) if settings.teachers and settings.distill > 0 else None,
-        loss_fn=MaskedLoss(
-            class_weights(train_labels.age_group, len(meta.age_labels)) if settings.class_weights else None,
-            class_weights(train_labels.gender, len(meta.gender_labels)) if settings.class_weights else None,
-            settings.label_smoothing,
-            settings.years_weight,
-        ).to(device),
+        loss_fn=_loss(settings, train_labels, meta).to(device),
         optimizer=_optimizer(net, settings, feature),
         use_amp=settings.amp and device.type == "cuda",
         cropper=Cropper(meta),
@@ -242,6 +237,13 @@ class _Run:
             return (self.teachers(x) if self.teachers is not None else None), None
         age, gender, years, feature = self.cache.soft(self.cache_rows[index].numpy(), (age_group >= 0).cpu().numpy())
         return tuple(torch.from_numpy(a).to(self.device) for a in (age, gender, years)), torch.from_numpy(feature).to(self.device)
+
+
+def _loss(settings: TrainSettings, labels: LabelledSet, meta) -> MaskedLoss:
+    """The heads' loss of a run (class weights from ``labels`` when asked)."""
+    weights = [class_weights(k, n) if settings.class_weights else None
+               for k, n in ((labels.age_group, len(meta.age_labels)), (labels.gender, len(meta.gender_labels)))]
+    return MaskedLoss(*weights, settings.label_smoothing, settings.years_weight)
 
 
 def _optimizer(net: nn.Module, settings: TrainSettings, extra: nn.Module | None = None) -> torch.optim.Optimizer:
