@@ -35,6 +35,7 @@ MANIFEST_COLUMNS = {
     "key": "string", "source": "string", "status": "string", "frames": "int64", "frames_expected": "int64",
     "faces": "int64", "people": "int64", "attempts": "int64", "node": "string", "seconds": "float64",
     "error": "string", "size": "int64", "mtime_ns": "int64", "peak_rss_mb": "float64",
+    "pid": "int64",
 }
 STATUSES = ("ok", "failed", "crashed", "timeout")
 FOLDERS = ("faces", "tracks", "summary", "media")

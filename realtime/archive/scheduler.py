@@ -36,6 +36,7 @@ class _Running:
     started: float | None = None
     frames: int = 0
     node: str = ""
+    pid: int | None = None
 
 
 def _capacity(ray, settings: ArchiveSettings) -> int:
@@ -68,7 +69,9 @@ class Scheduler:
         # --workers below what a joined cluster holds: no queue, else Ray would run them all
         below = settings.address is not None and settings.workers is not None and _capacity(ray, settings) > settings.workers
         self.limit = self.slots if below else 2 * self.slots
-        self.task = ray.remote(run_file).options(num_returns="streaming", max_retries=0, num_cpus=settings.cpus_per_worker,
+        # a worker process is replaced after files_per_worker files: what it keeps between
+        # files (allocator arenas, caches) stays bounded on archives of thousands
+        self.task = ray.remote(max_calls=settings.files_per_worker)(run_file).options(num_returns="streaming", max_retries=0, num_cpus=settings.cpus_per_worker,
                                                  num_gpus=settings.gpus_per_worker or None)
         self.make_job = job_of
         self.progress = progress
@@ -141,7 +144,7 @@ class Scheduler:
             return None
         kind = event.get("event")
         if kind == "start":
-            run.started, run.node = time.monotonic(), event.get("node", "")
+            run.started, run.node, run.pid = time.monotonic(), event.get("node", ""), event.get("pid")
         elif kind == "progress" and bar is not None:
             bar.frames(event["frames"] - run.frames, event.get("expected"), run.item.key)
             run.frames = event["frames"]
@@ -152,7 +155,7 @@ class Scheduler:
 
     def _record(self, run: _Running, result: dict, bar) -> None:
         item = run.item
-        row = {"frames": run.frames, "faces": 0, "node": run.node, **{k: v for k, v in result.items() if k != "event"}}
+        row = {"frames": run.frames, "faces": 0, "node": run.node, "pid": run.pid, **{k: v for k, v in result.items() if k != "event"}}
         row.update(key=item.key, source=str(item.path), attempts=run.attempt, size=item.size, mtime_ns=item.mtime_ns)
         row["seconds"] = row.get("seconds") or (time.monotonic() - run.started if run.started else 0.0)
         if row["status"] != "ok":

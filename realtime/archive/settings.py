@@ -19,6 +19,8 @@ class ArchiveSettings:
             or ``ray://HOST:PORT`` = join that cluster.
         workers: files analysed at once (None: what the CPUs allow, / ``cpus_per_worker``).
         cpus_per_worker, gpus_per_worker: Ray resources of each file's task (GPUs may be fractional).
+        files_per_worker: files a worker process analyses before Ray replaces it with a
+            fresh one (the model loads again: about 2 s), so its memory stays bounded.
         media: also write annotated mp4s. sample_fps: analyse only this many frames a second.
         retries: times a file whose worker died is tried again before it is ``crashed``.
         file_timeout: seconds a file may take once started before it is ``timeout`` (None: no limit).
@@ -31,6 +33,7 @@ class ArchiveSettings:
     address: str | None = None
     workers: int | None = None
     cpus_per_worker: float = 1.0
+    files_per_worker: int = 50
     gpus_per_worker: float = 0.0
     media: bool = False
     sample_fps: float | None = None

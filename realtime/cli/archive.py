@@ -55,6 +55,8 @@ def _faults(values: tuple[str, ...]) -> dict[str, str]:
               help="Ray cluster to join: auto (the one this machine is part of) or ray://HOST:PORT (default: a local one on 127.0.0.1).")
 @click.option("--workers", type=click.IntRange(1), default=None, help="Files at once (default: CPUs / --cpus-per-worker).")
 @click.option("--cpus-per-worker", type=FiniteFloat(0.1, 256), default=1.0, show_default=True, help="CPUs Ray reserves for each file.")
+@click.option("--files-per-worker", type=click.IntRange(1, 10**6), default=50, show_default=True,
+              help="Files a worker process analyses before a fresh one replaces it (memory stays bounded; the model loads again).")
 @click.option("--gpus-per-worker", type=FiniteFloat(0, 16), default=0.0, show_default=True, help="GPUs (fractional) Ray reserves for each file.")
 @click.option("--media/--no-media", default=False, show_default=True, help="Also write annotated mp4s (DIR/media).")
 @click.option("--sample-fps", type=FiniteFloat(0.01, 1000), default=None, help="Analyse only this many frames a second (tracking across the gaps).")
@@ -65,14 +67,14 @@ def _faults(values: tuple[str, ...]) -> dict[str, str]:
 @click.option("--fault", "faults", multiple=True, hidden=True, help="Tests: NAME_PART=kill|kill-once|hang@FRAME.")
 @encoder_options
 @analyzer_options
-def archive_command(inputs, out, address, workers, cpus_per_worker, gpus_per_worker, media, sample_fps, retries,
+def archive_command(inputs, out, address, workers, cpus_per_worker, files_per_worker, gpus_per_worker, media, sample_fps, retries,
                     file_timeout, force, dry_run, faults, **kw):
     """Annotate many video files (INPUT: files, folders, globs, @list.txt) on Ray, into Parquet tables."""
     from realtime.archive import ArchiveSettings, archive
 
     settings = ArchiveSettings(
         out=out, analyzer=analyzer_settings(kw), address=address, workers=workers, cpus_per_worker=cpus_per_worker,
-        gpus_per_worker=gpus_per_worker, media=media, sample_fps=sample_fps, retries=retries, file_timeout=file_timeout,
+        files_per_worker=files_per_worker, gpus_per_worker=gpus_per_worker, media=media, sample_fps=sample_fps, retries=retries, file_timeout=file_timeout,
         force=force, dry_run=dry_run, encoder_threads=kw.pop("encoder_threads"), encoder_lookahead=kw.pop("encoder_lookahead"),
         faults=_faults(faults))
     from tqdm.contrib.logging import logging_redirect_tqdm

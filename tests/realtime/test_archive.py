@@ -359,3 +359,21 @@ def test_the_re_identification_model_is_part_of_the_results_identity(tmp_path):
     assert runs["off"]["settings"]["reid_model"] is None
     assert any(change.startswith("reid_model") for change in settings_differ(runs["faceres"], runs["other"]))
     assert settings_differ(runs["faceres"], runs["faceres"]) == []
+
+
+@pytest.mark.slow  # three files, each in a fresh worker process (the model loads three times)
+def test_a_worker_process_is_replaced_after_files_per_worker_files(ray_address, tmp_path):
+    """--files-per-worker N: Ray replaces a worker process after N files, so what one keeps
+    between files stays bounded on archives of thousands; the manifest names each file's
+    worker process (pid), and the results are those of one process."""
+    videos = tmp_path / "in"
+    videos.mkdir()
+    for name in ("a.mp4", "b.mp4", "c.mp4"):
+        shutil.copy(PEOPLE, videos / name)
+    fresh = _archive(sorted(videos.iterdir()), tmp_path / "fresh", workers=1, files_per_worker=1)
+    kept = _archive(sorted(videos.iterdir()), tmp_path / "kept", workers=1)
+    assert fresh.exit_code == kept.exit_code == 0
+    assert len({r["pid"] for r in fresh.rows.values()}) == 3
+    assert len({r["pid"] for r in kept.rows.values()}) < 3  # by default a process goes on to the next file
+    by_name = lambda out: sorted((Path(r["source"]).name, r["faces"], r["people"]) for r in out.rows.values())
+    assert by_name(fresh) == by_name(kept)
