@@ -141,16 +141,22 @@ def create_embedder(model: str | Path | None = None) -> Embedder | None:
     else no embedder (one warning line: people are then counted by tracks). dlib's is
     never the default: on the project's clips it tells dim faces apart less well and
     costs ~5x more per face (see the README, "Counting people")."""
-    if model is None:
-        found = find_faceres()
-        if found is not None:
-            return FaceresEmbedder(found)
-        log.warning("no face-identity model (%s in $REALTIME_MODELS or the cache; see `realtime models fetch --from`, "
-                    "or --reid-model): people are counted by tracks, a person seen twice counts twice", FACERES_FILE)
-        return None
-    if str(model) == "dlib":
+    found = reid_model(model)
+    if found == "dlib":
         return DlibEmbedder()
-    return FaceresEmbedder(model)
+    if found is not None:
+        return FaceresEmbedder(found)
+    log.warning("no face-identity model (%s in $REALTIME_MODELS or the cache; see `realtime models fetch --from`, "
+                "or --reid-model): people are counted by tracks, a person seen twice counts twice", FACERES_FILE)
+    return None
+
+
+def reid_model(model: str | Path | None = None) -> Path | str | None:
+    """Which model ``--reid-model`` names: ``"dlib"``, a path (as given), or for None
+    ``hse_faceres.onnx`` in ``$REALTIME_MODELS`` or the model cache (None when absent)."""
+    if model is None:
+        return find_faceres()
+    return "dlib" if str(model) == "dlib" else Path(model)
 
 
 FACERES_FILE = "hse_faceres.onnx"

@@ -25,10 +25,10 @@ from typing import Callable, ContextManager
 import cv2
 import numpy as np
 
-from engines.crops import warp_square
+from engines.crops import Cropper
 from engines.images import read_image
 from engines.limits import check_fields
-from engines.meta import AGE_LABELS, GENDER_LABELS
+from engines.meta import AGE_LABELS, GENDER_LABELS, ModelMeta
 from engines.writes import write_atomic
 from realtime.errors import RealtimeError
 from train.formats import load_dataset
@@ -81,6 +81,7 @@ def write_face_crops(settings: FaceCropSettings, progress: Callable[[int, str], 
     images = settings.out / "images"
     images.mkdir(parents=True, exist_ok=True)
     names = data.names()
+    cropper = Cropper(ModelMeta(input_size=settings.side, crop_scale=settings.crop_scale))
     rows, counts = [], {"written": 0, "no_face": 0, "unreadable": 0}
     with FaceDetector(None, settings.detector_range, settings.min_score) as detector, progress(len(data), "cropping") as bar:
         for i, path in enumerate(data.files):
@@ -95,10 +96,8 @@ def write_face_crops(settings: FaceCropSettings, progress: Callable[[int, str], 
             if len(faces) == 0:
                 counts["no_face"] += 1
                 continue
-            box = faces.boxes[int(np.argmax(faces.areas))]
-            cx, cy = (box[0] + box[2]) / 2, (box[1] + box[3]) / 2
-            side = max(box[2] - box[0], box[3] - box[1]) * settings.crop_scale
-            chip = warp_square(image, cx, cy, max(side, 1.0), settings.side)
+            largest = int(np.argmax(faces.areas))
+            chip = cropper.cut(image, faces.boxes[largest : largest + 1])[0][..., ::-1]  # RGB -> BGR to encode
             name = Path(names[i]).with_suffix(".webp").as_posix().removeprefix("images/").replace("/", "__")
             ok, encoded = cv2.imencode(".webp", chip, [cv2.IMWRITE_WEBP_QUALITY, settings.quality])
             if not ok:

@@ -75,28 +75,24 @@ class TeachSettings:
             if self.faceres is None:
                 raise RealtimeError("hse_faceres.onnx not found: give --faceres PATH or run `realtime models fetch --from ../shared/models`")
         self.faceres = Path(self.faceres)
+        if not self.faceres.is_file():
+            raise RealtimeError(f"--faceres {self.faceres}: no such file")
         inputs = [self.faceres, *([Path(self.model)] if self.model else []), *(f for d, _ in self.sets for f in label_files(d))]
         check_distinct(inputs, [("-o", self.output)])
 
 
 class _Faceres:
-    """faceres' gender P(male) (N,), age probabilities (N, 100) and feature (N, 1024)."""
+    """faceres' gender P(male) (N,), age probabilities (N, 100) and feature (N, 1024),
+    through the re-identification embedder's session (its preprocessing and checks)."""
 
     OUTPUTS = ("gender_pred/Sigmoid:0", "age_pred/Softmax:0", "global_pooling/Mean:0")
-    MEANS = np.array([103.939, 116.779, 123.68], np.float32)
 
     def __init__(self, path: Path, threads: int):
-        import onnxruntime as ort
+        from realtime.embedders import FaceresEmbedder
 
-        from engines.files import onnx_session
-
-        opts = ort.SessionOptions()
-        opts.intra_op_num_threads, opts.inter_op_num_threads = threads, 1
-        opts.log_severity_level = 3
-        self.session = onnx_session(path, opts)
-        if not set(self.OUTPUTS) <= {o.name for o in self.session.get_outputs()}:
+        self.net = FaceresEmbedder(path, threads)
+        if not set(self.OUTPUTS) <= {o.name for o in self.net.session.get_outputs()}:
             raise RealtimeError(f"{path}: not the faceres network (outputs {self.OUTPUTS} expected)")
-        self.input = self.session.get_inputs()[0].name
 
     @staticmethod
     def view(chip: np.ndarray) -> np.ndarray:
@@ -105,7 +101,8 @@ class _Faceres:
         return warp_square(chip, w / 2, h / 2, max(h, w) * FACERES_PAD, 224)
 
     def __call__(self, views: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        gender, age, feature = self.session.run(list(self.OUTPUTS), {self.input: views.astype(np.float32) - self.MEANS})
+        net = self.net
+        gender, age, feature = net.session.run(list(self.OUTPUTS), {net.input: views.astype(np.float32) - net.MEANS})
         return gender.reshape(-1), age, feature
 
 

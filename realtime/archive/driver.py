@@ -89,14 +89,12 @@ def _reid_identity(reid) -> str | None:
     found as the app finds it), ``dlib``, or None when re-identification is off or no
     model is found. Another model gives other people, so a rerun must not keep them."""
     from engines.files import file_sha256
-    from realtime.embedders import find_faceres
+    from realtime.embedders import reid_model
 
-    if not reid.enabled:
-        return None
-    if str(reid.model) == "dlib":
-        return "dlib"
-    path = Path(reid.model) if reid.model is not None else find_faceres()
-    return file_sha256(path) if path is not None and path.is_file() else None
+    found = reid_model(reid.model) if reid.enabled else None
+    if found is None or found == "dlib":
+        return found
+    return file_sha256(found) if found.is_file() else None
 
 
 def _plain(value):
