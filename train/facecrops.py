@@ -11,13 +11,17 @@ photos do (LFW: by person)::
     realtime train --data /tmp/utk128 --format utkface --data /tmp/lfw_crops --format csv ...
 
 Photos with no detected face are left out (the app would not classify them either) and
-counted. Nothing is written over the source set: ``out`` must be a new or empty folder.
+counted. Nothing is written over the source set: ``out`` must be a new or empty folder,
+and it appears only once complete (the crops are cut into a hidden folder beside it,
+renamed at the end, and removed on Ctrl-C or any error).
 """
 
 from __future__ import annotations
 
 import csv
 import logging
+import os
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, ContextManager
@@ -73,13 +77,31 @@ def write_face_crops(settings: FaceCropSettings, progress: Callable[[int, str], 
     ``settings.out`` (WebP chips + ``labels.csv`` with ``file,age,gender,group``).
 
     Returns counts: ``written``, ``no_face``, ``unreadable``."""
-    from realtime.detector import FaceDetector
     from train.trainer import _null_progress
 
     progress = progress or _null_progress
     data = load_dataset(settings.data, settings.format)
-    images = settings.out / "images"
-    images.mkdir(parents=True, exist_ok=True)
+    out = settings.out
+    partial = out.parent / f".{out.name}.partial-{os.getpid()}"  # renamed to ``out`` once whole
+    images = partial / "images"
+    images.mkdir(parents=True)
+    try:
+        counts = _cut_all(settings, data, partial, progress)
+        if out.exists():
+            out.rmdir()  # the new or empty folder the settings accepted
+        partial.rename(out)
+    except BaseException:  # Ctrl-C, a full disk, a bad image: nothing half-written is left
+        shutil.rmtree(partial, ignore_errors=True)
+        raise
+    log.info("%s: %d crops written, %d photos without a face, %d unreadable", out, counts["written"], counts["no_face"], counts["unreadable"])
+    return counts
+
+
+def _cut_all(settings: FaceCropSettings, data, partial: Path, progress) -> dict:
+    """Cut every photo of ``data`` into ``partial`` (images/ and labels.csv): the counts."""
+    from realtime.detector import FaceDetector
+
+    images = partial / "images"
     names = data.names()
     cropper = Cropper(ModelMeta(input_size=settings.side, crop_scale=settings.crop_scale))
     rows, counts = [], {"written": 0, "no_face": 0, "unreadable": 0}
@@ -107,8 +129,7 @@ def write_face_crops(settings: FaceCropSettings, progress: Callable[[int, str], 
             counts["written"] += 1
     if not rows:
         raise RealtimeError(f"{settings.data}: no face found in any of its {len(data)} images")
-    _write_labels(settings.out / "labels.csv", rows)
-    log.info("%s: %d crops written, %d photos without a face, %d unreadable", settings.out, counts["written"], counts["no_face"], counts["unreadable"])
+    _write_labels(partial / "labels.csv", rows)
     return counts
 
 

@@ -153,3 +153,26 @@ def test_eval_reports_each_gender_and_their_mean(sets, tmp_path):
     each = [metrics["by_gender"][g]["gender_acc"] for g in ("female", "male")]
     assert metrics["overall"]["gender_balanced"] == pytest.approx(sum(each) / 2)
     assert "gender by true gender: female" in result.output and "(8)" in result.output and "balanced" in result.output
+
+
+@pytest.mark.slow  # a real process interrupted mid-run (about 5 s)
+def test_facecrops_interrupted_leaves_nothing_and_a_rerun_completes(tmp_path):
+    import signal
+    import time
+
+    from tests.helpers import realtime
+
+    lfw = shared_path("data", "lfw")
+    _subset(lfw, tmp_path / "lfw", list(csv.DictReader(open(lfw / "labels.csv")))[:400])
+    out = tmp_path / "crops"
+    proc = realtime("facecrops", "--data", tmp_path / "lfw", "--format", "csv", "--out", out)
+    deadline = time.monotonic() + 120
+    while not any(tmp_path.glob(".crops.partial-*/images/*")) and time.monotonic() < deadline and proc.poll() is None:
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode != 0 and "Traceback" not in err, err
+    assert not out.exists() and not list(tmp_path.glob(".crops.partial-*"))  # nothing half-written
+    result = invoke("facecrops", "--data", tmp_path / "lfw", "--format", "csv", "--out", out)
+    assert result.exit_code == 0, result.output
+    assert len(list(csv.DictReader(open(out / "labels.csv")))) == len(list((out / "images").iterdir())) > 390
