@@ -261,7 +261,7 @@ def _optimizer(net: nn.Module, settings: TrainSettings, extra: nn.Module | None 
 def _loader(dataset: FaceTrainSet, settings: TrainSettings, ddp, device: torch.device, fold: int):
     """(loader, its sampler (balanced or distributed) or None, the shuffling generator)."""
     if settings.balanced:
-        sampler = BalancedSampler(balance_weights(dataset.labels), settings.seed + fold, ddp.rank, ddp.world)
+        sampler = BalancedSampler(balance_weights(dataset.labels, settings.balance_race), settings.seed + fold, ddp.rank, ddp.world)
     elif ddp.world > 1:
         sampler = torch.utils.data.DistributedSampler(dataset, ddp.world, ddp.rank, shuffle=True, seed=settings.seed + fold)
     else:

@@ -2,8 +2,8 @@
 
 LFW is 78% male and UTKFace is mostly White: drawn uniformly, a model learns those
 shares. :func:`balance_weights` gives each image a drawing weight so that, within each
-set (``LabelledSet.source``), every stratum (gender x UTKFace race group; an unknown
-label is a value of its own) is drawn equally often, while each set keeps its share
+set (``LabelledSet.source``), every stratum (gender x UTKFace race group, or gender
+alone with ``race=False``; an unknown label is a value of its own) is drawn equally often, while each set keeps its share
 of the draws (its share of the images). :class:`BalancedSampler` draws an epoch of
 that many images with replacement, the same on every rank of a torchrun job, each
 rank taking its own slice.
@@ -17,13 +17,15 @@ import torch
 from train.data import LabelledSet
 
 
-def balance_weights(labels: LabelledSet) -> np.ndarray:
-    """(N,) float64 drawing weights summing to 1 (see the module docstring)."""
+def balance_weights(labels: LabelledSet, race: bool = True) -> np.ndarray:
+    """(N,) float64 drawing weights summing to 1 (see the module docstring); ``race``:
+    even UTKFace's race groups too (False: genders only, races as they come)."""
     n = len(labels)
     weights = np.zeros(n, np.float64)
     for source in np.unique(labels.source):
         in_set = labels.source == source
-        strata = labels.gender[in_set] * 16 + (labels.race[in_set] + 1)  # -1..1 x -1..4, distinct codes
+        races = labels.race[in_set] + 1 if race else 0
+        strata = labels.gender[in_set] * 16 + races  # -1..1 x -1..4, distinct codes
         codes, index, counts = np.unique(strata, return_inverse=True, return_counts=True)
         share = in_set.sum() / n
         weights[in_set] = share / len(codes) / counts[index]

@@ -60,7 +60,8 @@ class TrainSettings:
         balance: draw training images with a weighted sampler so that, within each
             set, genders and UTKFace's race groups come equally often (each set keeps
             its share of draws; :mod:`train.sampling`); None: on with several sets,
-            off (plain shuffling, as before) with one.
+            off (plain shuffling, as before) with one. balance_race: False evens only
+            the genders (UTKFace's races are drawn as they come).
         out: directory for fold folders, summary and plots.
         arch: any timm model name; input_size, crop_scale: go into the model's meta.
         folds: k >= 2 trains k folds (Adience: its official folds); 1 trains one model
@@ -138,6 +139,7 @@ class TrainSettings:
     feature_weight: float = 0.0
     age_groups: str = "adience"
     balance: bool | None = None
+    balance_race: bool = True
 
     def __post_init__(self) -> None:
         check_fields(self)  # the one table of limits: before anything is read

@@ -133,6 +133,10 @@ def scoring_options(command):
     help="Draw so that genders and UTKFace race groups come equally often within each set "
     "(default: on with several --data, off with one).",
 )
+@click.option(
+    "--balance-race/--no-balance-race", default=True, show_default=True,
+    help="With balanced drawing: even UTKFace's race groups too (off: genders only, races as they come).",
+)
 def train_command(fmt, no_augment, wild_augment, no_amp, **options):
     """Train age/gender models with k-fold cross-validation (or one held-out run)."""
     from engines.errors import require

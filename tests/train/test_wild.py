@@ -127,6 +127,20 @@ def test_balanced_sampler_evens_genders_and_races(both):
     assert list(sampler)[:50] != list(BalancedSampler(balance_weights(data), seed=0))[:50]
 
 
+def test_balancing_genders_only_keeps_utkface_races_as_they_come(both):
+    from train.sampling import BalancedSampler, balance_weights
+
+    data = both
+    drawn = data[np.array(list(BalancedSampler(balance_weights(data, race=False), seed=0)))]
+    for k in (0, 1):
+        assert abs((drawn.gender[drawn.source == k] == 0).mean() - 0.5) < 0.02
+    utk = data.source == 0
+    natural = np.bincount(data.race[utk], minlength=5) / utk.sum()
+    assert natural.max() > 0.35  # UTKFace as it is: mostly White
+    drawn_race = np.bincount(drawn.race[drawn.source == 0], minlength=5) / (drawn.source == 0).sum()
+    assert np.abs(drawn_race - natural).max() < 0.03
+
+
 @pytest.mark.slow  # trains a model (about 30 s on 2 cores)
 def test_two_set_training_run(five_year_model):
     settings = json.loads((five_year_model / "settings.json").read_text())

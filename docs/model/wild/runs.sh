@@ -3,7 +3,8 @@
 # (2 CPU cores; the teacher cache from `realtime teach`, the LFW crops from `realtime facecrops`):
 #   realtime facecrops --data ../shared/data/lfw --format csv --out /work/data/lfw_crops
 #   realtime teach --data ../shared/data/utkface --format utkface --data /work/data/lfw_crops --format csv -o /work/data/teachers.npz
-# usage: runs.sh a|b|c|d   (a, b and c ran with --threads 1, d with --threads 2)
+# usage: runs.sh a|b|c|d|e|f   (d ran with --threads 2, the others with --threads 1;
+#   e and f ran side by side, a core each)
 set -e
 run() {  # NAME MEMBER EXTRA...
   name=$1 member=$2; shift 2
@@ -19,6 +20,9 @@ case $1 in
   b) run b 1 --lr 1e-3 --threads 1 "${teachers[@]}" --distill 0.5 ;;     # member 1 + teachers
   c) run c 0 --lr 1e-3 --threads 1 "${teachers[@]}" --distill 0.5 ;;     # member 0 + teachers
   d) run d 0 --lr 5e-4 --threads 2 "${teachers[@]}" --distill 0.7 ;;     # gentler
-  *) echo "usage: $0 a|b|c|d" >&2; exit 2 ;;
+  # c's recipe for 8 epochs, genders balanced but UTKFace's races as they come:
+  e) run e 0 --lr 1e-3 --threads 1 "${teachers[@]}" --distill 0.5 --no-balance-race --epochs 8 ;;
+  f) run f 1 --lr 1e-3 --threads 1 "${teachers[@]}" --distill 0.5 --no-balance-race --epochs 8 ;;
+  *) echo "usage: $0 a|b|c|d|e|f" >&2; exit 2 ;;
 esac
 # then: realtime ensemble X.safetensors Y.safetensors -o XY.safetensors; realtime eval ... (see the model card)
