@@ -168,6 +168,21 @@ def tiny(data: Path, out: Path, **kw):
     return TrainSettings(**{**base, **kw})
 
 
+def subset_set(src: Path, dst: Path, rows: list[dict]) -> None:
+    """A CSV set at ``dst`` made of ``rows`` of ``src``'s labels.csv (files copied)."""
+    import shutil
+
+    (dst / "images").mkdir(parents=True)
+    with open(dst / "labels.csv", "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=list(rows[0]))
+        writer.writeheader()
+        for row in rows:
+            target = dst / row["file"]
+            target.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(src / row["file"], target)
+            writer.writerow(row)
+
+
 def read_log(path: Path) -> list[dict]:
     with open(path, newline="") as fh:
         return list(csv.DictReader(fh))

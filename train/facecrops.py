@@ -14,6 +14,13 @@ Photos with no detected face are left out (the app would not classify them eithe
 counted. Nothing is written over the source set: ``out`` must be a new or empty folder,
 and it appears only once complete (the crops are cut into a hidden folder beside it,
 renamed at the end, and removed on Ctrl-C or any error).
+
+With ``level_eyes`` each crop is also turned so that the detector's eyes are level,
+in the same one warp, exactly as the app's ``Cropper(meta, level_eyes=True)`` cuts
+it (faces without plausible eyes stay upright); ``facecrops.json`` beside
+``labels.csv`` records how the set was cut (:mod:`train.croprecord`), so that
+``realtime train`` gives a model trained on it ``level_eyes`` in its meta. Without
+``level_eyes`` the crops are byte for byte those of before.
 """
 
 from __future__ import annotations
@@ -35,6 +42,7 @@ from engines.limits import check_fields
 from engines.meta import AGE_LABELS, GENDER_LABELS, ModelMeta
 from engines.writes import write_atomic
 from realtime.errors import RealtimeError
+from train.croprecord import write_record
 from train.formats import load_dataset
 
 log = logging.getLogger(__name__)
@@ -52,6 +60,8 @@ class FaceCropSettings:
         detector_range: the MediaPipe model, ``full`` or ``short``.
         min_score: detector confidence threshold.
         quality: WebP quality of the written crops.
+        level_eyes: turn each crop so the detector's eyes are level (see
+            :class:`engines.crops.Cropper`).
     """
 
     data: Path
@@ -62,6 +72,7 @@ class FaceCropSettings:
     detector_range: str = "full"
     min_score: float = 0.5
     quality: int = 90
+    level_eyes: bool = False
 
     def __post_init__(self) -> None:
         check_fields(self)  # the one table of limits: side, crop_scale, min_score
@@ -76,7 +87,9 @@ def write_face_crops(settings: FaceCropSettings, progress: Callable[[int, str], 
     """Cut the largest detected face of every photo of ``settings.data`` into
     ``settings.out`` (WebP chips + ``labels.csv`` with ``file,age,gender,group``).
 
-    Returns counts: ``written``, ``no_face``, ``unreadable``."""
+    ``facecrops.json`` records how (``level_eyes``, side, framing, detector, counts).
+    Returns counts: ``written``, ``levelled`` (crops turned by their eyes),
+    ``no_face``, ``unreadable``."""
     from train.trainer import _null_progress
 
     progress = progress or _null_progress
@@ -87,6 +100,8 @@ def write_face_crops(settings: FaceCropSettings, progress: Callable[[int, str], 
     images.mkdir(parents=True)
     try:
         counts = _cut_all(settings, data, partial, progress)
+        write_record(partial, {"level_eyes": settings.level_eyes, "side": settings.side, "crop_scale": settings.crop_scale,
+                               "detector_range": settings.detector_range, "min_score": settings.min_score, **counts})
         if out.exists():
             out.rmdir()  # the new or empty folder the settings accepted
         partial.rename(out)
@@ -103,8 +118,8 @@ def _cut_all(settings: FaceCropSettings, data, partial: Path, progress) -> dict:
 
     images = partial / "images"
     names = data.names()
-    cropper = Cropper(ModelMeta(input_size=settings.side, crop_scale=settings.crop_scale))
-    rows, counts = [], {"written": 0, "no_face": 0, "unreadable": 0}
+    cropper = Cropper(ModelMeta(input_size=settings.side, crop_scale=settings.crop_scale), level_eyes=settings.level_eyes)
+    rows, counts = [], {"written": 0, "levelled": 0, "no_face": 0, "unreadable": 0}
     with FaceDetector(None, settings.detector_range, settings.min_score) as detector, progress(len(data), "cropping") as bar:
         for i, path in enumerate(data.files):
             bar.update(1)
@@ -118,8 +133,9 @@ def _cut_all(settings: FaceCropSettings, data, partial: Path, progress) -> dict:
             if len(faces) == 0:
                 counts["no_face"] += 1
                 continue
-            largest = int(np.argmax(faces.areas))
-            chip = cropper.cut(image, faces.boxes[largest : largest + 1])[0][..., ::-1]  # RGB -> BGR to encode
+            face = faces[int(np.argmax(faces.areas))]
+            chip = cropper.cut(image, face)[0][..., ::-1]  # RGB -> BGR to encode
+            counts["levelled"] += int(cropper.angles(face.boxes, face.eyes)[0] != 0)
             name = Path(names[i]).with_suffix(".webp").as_posix().removeprefix("images/").replace("/", "__")
             ok, encoded = cv2.imencode(".webp", chip, [cv2.IMWRITE_WEBP_QUALITY, settings.quality])
             if not ok:

@@ -32,6 +32,7 @@ from realtime.crops import Cropper
 from realtime.errors import RealtimeError
 from train import metrics
 from train.augment import Augmenter, AugmentSettings
+from train.croprecord import training_level_eyes
 from train.data import LabelledSet
 from train.formats import label_files
 from train.losses import MaskedLoss
@@ -64,6 +65,9 @@ class TrainSettings:
             the genders (UTKFace's races are drawn as they come).
         out: directory for fold folders, summary and plots.
         arch: any timm model name; input_size, crop_scale: go into the model's meta.
+        level_eyes: the model levels its crops by the eyes (its meta's ``level_eyes``);
+            None: as the sets' ``facecrops.json`` say; a set recorded otherwise is
+            refused (:func:`train.croprecord.training_level_eyes`).
         folds: k >= 2 trains k folds (Adience: its official folds); 1 trains one model
             validated on ``holdout`` (share of the images; Adience: official fold 0).
         epochs, batch_size, lr (peak), weight_decay, warmup (share of steps rising to
@@ -108,6 +112,7 @@ class TrainSettings:
     arch: str = "mobilenetv3_small_100"
     input_size: int = 112
     crop_scale: float = 1.15
+    level_eyes: bool | None = None
     folds: int = 5
     holdout: float = 0.15
     epochs: int = 40
@@ -151,6 +156,7 @@ class TrainSettings:
 
         self.sets = pair_sets(self.data, self.format)
         self.data, self.format = (self.sets[0] if len(self.sets) == 1 else tuple(zip(*self.sets)))
+        self.level_eyes = training_level_eyes(self.sets, self.level_eyes)
         self.out = Path(self.out)
         self.age_labels = parse_scheme(self.age_groups).labels  # fails before any data is read
         self.init = None if self.init is None else Path(self.init)
@@ -203,6 +209,7 @@ class TrainSettings:
             arch=self.arch,
             input_size=self.input_size,
             crop_scale=self.crop_scale,
+            level_eyes=bool(self.level_eyes),
             years_bins=self.years_bins,
             age_labels=self.age_labels,
             trained=True,

@@ -18,13 +18,17 @@ from realtime.cli.training import _tqdm_progress, data_options
 @click.option("--side", type=Limited("side", integer=True), default=128, show_default=True, help="Pixels of each written crop.")
 @click.option("--crop-scale", type=Limited("crop_scale"), default=1.15, show_default=True, help="Crop side / detector box side (the app's framing).")
 @click.option("--detector-range", type=click.Choice(["full", "short"]), default="full", show_default=True)
+@click.option("--level-eyes/--no-level-eyes", default=False, show_default=True,
+              help="Turn each crop so the detector's eyes are level, as the app does for a model trained on them "
+              "(recorded in facecrops.json; `realtime train` on the set then writes level_eyes into the model).")
 def facecrops_command(fmt, **options):
     """Cut the largest detected face of every labelled photo into a CSV set of chips."""
     from train.facecrops import FaceCropSettings, write_face_crops
 
     counts = write_face_crops(FaceCropSettings(format=fmt, **options), progress=_tqdm_progress)
+    levelled = f", {counts['levelled']} levelled by their eyes" if options["level_eyes"] else ""
     click.echo(f"{counts['written']} crops written to {options['out']} ({counts['no_face']} photos without a face, "
-               f"{counts['unreadable']} unreadable)")
+               f"{counts['unreadable']} unreadable{levelled})")
 
 
 @click.command("teach")

@@ -70,6 +70,11 @@ def scoring_options(command):
     "--crop-scale", type=Limited("crop_scale"), default=1.15, show_default=True,
     help="Crop side / detector box side the app will use (goes into the meta); 1.15 frames a MediaPipe box like a UTKFace chip (measured).",
 )
+@click.option(
+    "--level-eyes/--no-level-eyes", default=None,
+    help="The model levels its crops by the eyes (level_eyes in its meta): train it on crops cut by `realtime facecrops "
+    "--level-eyes` (and aligned chips). Default: as the sets' facecrops.json say; a set cut otherwise is refused.",
+)
 @click.option("--epochs", type=Limited("epochs", integer=True), default=40, show_default=True)
 @click.option("--batch-size", type=Limited("batch_size", integer=True), default=128, show_default=True, help="Per process (per GPU under torchrun).")
 @click.option(

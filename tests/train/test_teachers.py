@@ -14,22 +14,9 @@ import pytest
 import torch
 
 from engines.images import read_image
-from tests.helpers import invoke, shared_path, tiny
+from tests.helpers import invoke, shared_path, subset_set, tiny
 from train.augment import Augmenter, AugmentSettings
 from train.teach import TeacherCache
-
-
-def _subset(src, dst, rows: list[dict]) -> None:
-    """A CSV set at ``dst`` made of ``rows`` of ``src``'s labels.csv (files copied)."""
-    (dst / "images").mkdir(parents=True)
-    with open(dst / "labels.csv", "w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=list(rows[0]))
-        writer.writeheader()
-        for row in rows:
-            target = dst / row["file"]
-            target.parent.mkdir(parents=True, exist_ok=True)
-            shutil.copyfile(src / row["file"], target)
-            writer.writerow(row)
 
 
 @pytest.fixture(scope="module")
@@ -39,9 +26,9 @@ def sets(tmp_path_factory):
     lfw, utk = shared_path("data", "lfw"), shared_path("data", "utkface")
     rows = list(csv.DictReader(open(lfw / "labels.csv")))
     pick = [r for r in rows if r["gender"] == "female"][:8] + [r for r in rows if r["gender"] == "male"][:8]
-    _subset(lfw, root / "lfw", pick)
+    subset_set(lfw, root / "lfw", pick)
     utk_rows = list(csv.DictReader(open(utk / "labels.csv")))[::1350][:16]
-    _subset(utk, root / "utk", utk_rows)
+    subset_set(utk, root / "utk", utk_rows)
     result = invoke("facecrops", "--data", root / "lfw", "--format", "csv", "--out", root / "crops")
     assert result.exit_code == 0, result.output
     return root
@@ -186,7 +173,7 @@ def test_facecrops_interrupted_leaves_nothing_and_a_rerun_completes(tmp_path):
     from tests.helpers import realtime
 
     lfw = shared_path("data", "lfw")
-    _subset(lfw, tmp_path / "lfw", list(csv.DictReader(open(lfw / "labels.csv")))[:400])
+    subset_set(lfw, tmp_path / "lfw", list(csv.DictReader(open(lfw / "labels.csv")))[:400])
     out = tmp_path / "crops"
     proc = realtime("facecrops", "--data", tmp_path / "lfw", "--format", "csv", "--out", out)
     deadline = time.monotonic() + 120
