@@ -7,6 +7,8 @@ per head, so no prediction's argmax changes). :func:`expected_calibration_error`
 usual 15-bin ECE of the top class. :func:`gender_threshold` picks the lowest probability
 at which the genders still shown are right at least ``target`` of the time.
 :func:`train.calibrate.calibrate_model` does all three for ``realtime calibrate``.
+:func:`fit_platt` (Platt 1999: a logistic regression on a binary score's logit, with the
+classes weighted equally) re-centres a teacher's P(male) before it becomes a soft target.
 """
 
 from __future__ import annotations
@@ -49,6 +51,39 @@ def fit_temperature(probs: np.ndarray, labels: np.ndarray) -> float:
             b = lo + g * (hi - lo)
             fb = _nll(probs, labels, np.exp(b))
     return float(round(np.exp((lo + hi) / 2), 4))
+
+
+def _logit(p: np.ndarray) -> np.ndarray:
+    p = np.clip(np.asarray(p, np.float64), 1e-4, 1 - 1e-4)
+    return np.log(p / (1 - p))
+
+
+def fit_platt(p_positive: np.ndarray, labels: np.ndarray) -> tuple[float, float]:
+    """(N,) P(label 1) and (N,) labels (0/1; -1 unknown, left out) -> (a, b) such that
+    ``platt(p, a, b) = sigmoid(a * logit(p) + b)`` has the lowest log-loss, each class
+    weighted as half of the data (so a score biased towards the commoner class is moved
+    back to 0.5). Newton's method; (1, 0), the identity, when a class is missing."""
+    known = labels >= 0
+    x, y = _logit(p_positive[known]), (labels[known] == 1).astype(np.float64)
+    if y.all() or not y.any():
+        return 1.0, 0.0
+    w = np.where(y == 1, 0.5 / y.mean(), 0.5 / (1 - y.mean()))
+    theta = np.array([1.0, 0.0])
+    design = np.stack([x, np.ones_like(x)], axis=1)
+    for _ in range(100):
+        p = 1 / (1 + np.exp(-(design @ theta)))
+        grad = design.T @ (w * (p - y))
+        hess = design.T @ (design * (w * p * (1 - p))[:, None]) + 1e-9 * np.eye(2)
+        step = np.linalg.solve(hess, grad)
+        theta = theta - step
+        if np.abs(step).max() < 1e-9:
+            break
+    return float(theta[0]), float(theta[1])
+
+
+def platt(p_positive: np.ndarray, a: float, b: float) -> np.ndarray:
+    """P(label 1) re-scaled by :func:`fit_platt`'s (a, b), float32 like the input's shape."""
+    return (1 / (1 + np.exp(-(a * _logit(p_positive) + b)))).astype(np.float32)
 
 
 def expected_calibration_error(probs: np.ndarray, labels: np.ndarray, bins: int = ECE_BINS) -> float:

@@ -192,7 +192,7 @@ def read_images(data: LabelledSet, side: int | None = None, progress: Callable[[
     centred, replicated edges for non-square images) and resized to ``side``; ``None``
     keeps the first image's size. Unreadable files are skipped and counted in the
     returned set's ``skipped``."""
-    keep, images, digests = [], [], []
+    keep, images, digests = [], None, []  # one array filled in place: no second copy of the set in RAM
     for i, path in enumerate(data.files):
         try:
             raw = read_bytes(path)
@@ -205,7 +205,9 @@ def read_images(data: LabelledSet, side: int | None = None, progress: Callable[[
         if image is None:
             continue
         side = side or max(image.shape[:2])
-        images.append(square(image, side))
+        if images is None:
+            images = np.empty((len(data), side, side, 3), np.uint8)
+        images[len(keep)] = square(image, side)
         keep.append(i)
         digests.append(hashlib.sha256(raw).hexdigest())  # the bytes just decoded: the file is not read again
     subset = data[np.asarray(keep, np.int64)]
@@ -213,7 +215,7 @@ def read_images(data: LabelledSet, side: int | None = None, progress: Callable[[
     subset.skipped = data.skipped + len(data) - len(keep)
     if not keep:
         raise RealtimeError(f"{data.root}: none of the {len(data)} images could be read")
-    return subset, np.stack(images)
+    return subset, images[: len(keep)]
 
 
 def square(image: np.ndarray, side: int) -> np.ndarray:

@@ -118,6 +118,10 @@ def fit(
         cache_rows=None if cache is None else torch.from_numpy(cache.rows(train_labels.content_keys())),
         feature=feature,
     )
+    if cache is not None and settings.calibrate_teachers:
+        for r in cache.calibrate_gender(run.cache_rows.numpy(), train_labels.gender, train_labels.source):
+            log.info("teacher %s on set %d: gender re-centred (a %.3f, b %.3f), balanced on the training faces %s -> %s",
+                     r["teacher"], r["set"], r["a"], r["b"], r["balanced_before"], r["balanced_after"])
     run.scaler = torch.amp.GradScaler("cuda", enabled=run.use_amp)
     dataset = FaceTrainSet(train_images, train_labels, Augmenter(meta.input_size, settings.augment), settings.seed + fold)
     loader, sampler, generator = _loader(dataset, settings, ddp, device, fold)

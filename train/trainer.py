@@ -97,7 +97,9 @@ class TrainSettings:
         teacher_cache: instead, the outputs of teachers trained on other faces,
             cached once by ``realtime teach`` (:mod:`train.teach`): soft targets
             weighted ``distill``, and faceres' 1024-d feature matched through a
-            projection with weight ``feature_weight`` (0: off).
+            projection with weight ``feature_weight`` (0: off). calibrate_teachers:
+            re-centre each teacher's gender on each set's training faces first
+            (:meth:`train.teach.TeacherCache.calibrate_gender`).
     """
 
     data: Path | tuple[Path, ...]
@@ -137,6 +139,7 @@ class TrainSettings:
     distill: float = 0.5
     teacher_cache: Path | None = None
     feature_weight: float = 0.0
+    calibrate_teachers: bool = True
     age_groups: str = "adience"
     balance: bool | None = None
     balance_race: bool = True

@@ -125,6 +125,11 @@ def scoring_options(command):
     help="With --teacher-cache: weight of matching faceres' 1024-d face feature (through a projection; 0: off).",
 )
 @click.option(
+    "--calibrate-teachers/--no-calibrate-teachers", default=True, show_default=True,
+    help="With --teacher-cache: re-centre each teacher's gender on each set's training faces (Platt scaling, genders "
+    "weighted equally) before its soft targets are used.",
+)
+@click.option(
     "--age-groups", default="adience", show_default=True,
     help="Age scheme of the age head: adience (8 groups), 5y (0-4, 5-9, ..., 95+) or lower bounds B1,B2,... (13,20,30: 0-12, 13-19, 20-29, 30+).",
 )

@@ -99,6 +99,29 @@ def test_teach_caches_every_face_by_its_content(sets, cache):
     assert np.abs(women[:, None] - men[None]).max(2).min() > 0  # no woman's feature is a man's
 
 
+def test_teachers_gender_is_recentred_on_each_sets_training_faces(sets, cache):
+    from engines.meta import AGE_LABELS, GENDER_LABELS
+    from train.formats import load_sets
+
+    teachers = TeacherCache(cache, AGE_LABELS, GENDER_LABELS)
+    data = load_sets(((sets / "utk", "utkface"), (sets / "crops", "csv")))
+    rows = teachers.rows(data.content_keys())
+    before = [teachers.faceres_gender[rows, 1].copy(), teachers.ours[1][rows, 1].copy()]
+    report = teachers.calibrate_gender(rows, data.gender, data.source)
+    assert [(r["set"], r["teacher"]) for r in report] == [(0, "faceres"), (0, "ours"), (1, "faceres"), (1, "ours")]
+    assert all(r["a"] > 0 for r in report)  # a monotone map: no teacher's ranking of faces changes
+    for old, new in zip(before, (teachers.faceres_gender[rows, 1], teachers.ours[1][rows, 1])):
+        for s in (0, 1):
+            g, p = data.gender[data.source == s], new[data.source == s]
+            # the fit's optimum: P(male) averages 0.5 over the two genders weighted equally
+            assert (p[g == 1].mean() + p[g == 0].mean()) / 2 == pytest.approx(0.5, abs=1e-3)
+            o = old[data.source == s]
+            assert (np.sign(o[:, None] - o[None]) * np.sign(p[:, None] - p[None]) >= 0).all()  # order kept
+    assert np.allclose(teachers.faceres_gender[rows].sum(1), 1, atol=1e-6)
+    _, gender, _, _ = teachers.soft(rows, data.age_group >= 0)
+    assert np.allclose(gender[:, 1], (teachers.ours[1][rows, 1] + teachers.faceres_gender[rows, 1]) / 2)
+
+
 @pytest.mark.slow  # two training runs (about 2 s); the cache tests stay quick
 def test_training_from_the_cache_learns_the_feature_and_resumes(sets, cache, tmp_path):
     from train.fit import cross_validate

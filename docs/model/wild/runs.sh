@@ -3,8 +3,8 @@
 # (2 CPU cores; the teacher cache from `realtime teach`, the LFW crops from `realtime facecrops`):
 #   realtime facecrops --data ../shared/data/lfw --format csv --out /work/data/lfw_crops
 #   realtime teach --data ../shared/data/utkface --format utkface --data /work/data/lfw_crops --format csv -o /work/data/teachers.npz
-# usage: runs.sh a|b|c|d|e|f   (d ran with --threads 2, the others with --threads 1;
-#   e and f ran side by side, a core each)
+# usage: runs.sh a|b|c|d|e|f|g|h   (d ran with --threads 2, the others with --threads 1;
+#   e, f, g and h ran side by side on the 2 cores)
 set -e
 run() {  # NAME MEMBER EXTRA...
   name=$1 member=$2; shift 2
@@ -14,7 +14,7 @@ run() {  # NAME MEMBER EXTRA...
     --init engines/weights/default.safetensors --init-member "$member" --wild-augment \
     --workers 0 --image-side 128 --seed 0 --out "/work/runs/$name" --save "/work/runs/$name.safetensors" "$@"
 }
-teachers=(--teacher-cache /work/data/teachers.npz --feature-weight 1)
+teachers=(--teacher-cache /work/data/teachers.npz --feature-weight 1 --no-calibrate-teachers)  # a-f ran before teachers were re-centred
 case $1 in
   a) run a 0 --lr 1e-3 --threads 1 ;;                                    # labels only
   b) run b 1 --lr 1e-3 --threads 1 "${teachers[@]}" --distill 0.5 ;;     # member 1 + teachers
@@ -23,6 +23,9 @@ case $1 in
   # c's recipe for 8 epochs, genders balanced but UTKFace's races as they come:
   e) run e 0 --lr 1e-3 --threads 1 "${teachers[@]}" --distill 0.5 --no-balance-race --epochs 8 ;;
   f) run f 1 --lr 1e-3 --threads 1 "${teachers[@]}" --distill 0.5 --no-balance-race --epochs 8 ;;
-  *) echo "usage: $0 a|b|c|d|e|f" >&2; exit 2 ;;
+  # e and f with each teacher's gender re-centred on each set's training faces:
+  g) run g 0 --lr 1e-3 --threads 1 "${teachers[@]}" --calibrate-teachers --distill 0.5 --no-balance-race --epochs 8 ;;
+  h) run h 1 --lr 1e-3 --threads 1 "${teachers[@]}" --calibrate-teachers --distill 0.5 --no-balance-race --epochs 8 ;;
+  *) echo "usage: $0 a|b|c|d|e|f|g|h" >&2; exit 2 ;;
 esac
 # then: realtime ensemble X.safetensors Y.safetensors -o XY.safetensors; realtime eval ... (see the model card)
