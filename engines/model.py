@@ -8,6 +8,7 @@ unpickles anything.
 from __future__ import annotations
 
 import dataclasses
+import math
 import logging
 from pathlib import Path
 
@@ -172,25 +173,12 @@ def save_ensemble(paths: list[Path], output: str | Path, trained_on: str = "") -
     architectures and years heads may differ. Their temperatures are not carried over
     (the mean of calibrated members is not calibrated): calibrate the ensemble itself. ``output`` may not be one of ``paths`` and
     is written whole or not at all, its weights float16 (as ``realtime train --save``)."""
-    if len(paths) < 2:
-        raise RealtimeError("an ensemble needs 2 or more models")
-    output = Path(output)
-    if output.suffix != ".safetensors":
-        raise RealtimeError(f"{output}: write the ensemble to a .safetensors file")
-    if any(same_file(output, p) for p in paths):
-        raise RealtimeError(f"{output}: is one of the members; write the ensemble to a new file")
-    for k, path in enumerate(paths):
-        twice = next((p for p in paths[:k] if same_file(p, path)), None)
-        if twice is not None:
-            raise RealtimeError(f"{path}: the same file as {twice}; an ensemble of one network twice is that network (give distinct models)")
-    nets = [load_checkpoint(p) for p in paths]
+    output = _combined_output(paths, output, "an ensemble")
+    nets = _load_alike(paths)
     first = nets[0].meta
     for path, net in zip(paths, nets):
         if isinstance(net, Ensemble):
             raise RealtimeError(f"{path}: is already an ensemble; combine its members instead")
-        differ = [k for k in _SHARED if getattr(net.meta, k) != getattr(first, k)]
-        if differ:
-            raise RealtimeError(f"{path}: {', '.join(differ)} not the same as in {paths[0]}; members must share them")
     members = tuple({"arch": n.meta.arch, "years_bins": n.meta.years_bins} for n in nets)
     meta = dataclasses.replace(first, arch="ensemble", years_bins=0, members=members, trained=all(n.meta.trained for n in nets),
                                temperature=(1.0, 1.0), min_gender_confidence=0.0,  # the mean's own: `realtime calibrate` it
@@ -200,6 +188,62 @@ def save_ensemble(paths: list[Path], output: str | Path, trained_on: str = "") -
         mine.load_state_dict(theirs.state_dict())
     save_checkpoint(ensemble, output, half=True)  # a file of its own beside the output, then renamed
     return output
+
+
+def save_soup(paths: list[Path], weights: tuple[float, ...] | None, output: str | Path, trained_on: str = "") -> Path:
+    """Average trained checkpoints in weight space (a "model soup"; Wortsman et al. 2022)
+    into one model at ``output``: each floating-point tensor is ``sum_k weights[k] x
+    tensor_k`` (default: equal weights), batch-norm statistics included. Meant for models
+    fine-tuned from one another, e.g. a fine-tune and the model it started from (WiSE-FT:
+    part of what the fine-tune gained and most of what it cost come back). The models
+    must share architecture (ensembles: member by member), tensors and what ensemble
+    members share; the soup costs one model's inference. Temperatures are not carried
+    over: calibrate the soup. ``output`` may not be an input; written whole or not at all."""
+    output = _combined_output(paths, output, "a soup")
+    weights = tuple(float(w) for w in weights) if weights else (1.0 / len(paths),) * len(paths)
+    if len(weights) != len(paths) or not all(math.isfinite(w) and w >= 0 for w in weights) or abs(sum(weights) - 1) > 1e-6:
+        raise RealtimeError(f"--weights {','.join(map(str, weights))}: give one weight of 0 or more per model, summing to 1")
+    nets = _load_alike(paths)
+    first = nets[0]
+    states = [n.state_dict() for n in nets]
+    for path, net, state in zip(paths, nets, states):
+        if (net.meta.arch, net.meta.members, net.meta.years_bins) != (first.meta.arch, first.meta.members, first.meta.years_bins) or \
+                {k: v.shape for k, v in state.items()} != {k: v.shape for k, v in states[0].items()}:
+            raise RealtimeError(f"{path}: not the same architecture as {paths[0]}; only models of one architecture average")
+    soup = {k: sum(w * s[k].float() for w, s in zip(weights, states)).to(v.dtype) if v.is_floating_point() else v
+            for k, v in states[0].items()}
+    meta = dataclasses.replace(first.meta, temperature=(1.0, 1.0), min_gender_confidence=0.0,
+                               trained_on=trained_on or " | ".join(f"{w:g} x ({n.meta.trained_on})" for w, n in zip(weights, nets)))
+    net = create_model(meta=meta)
+    net.load_state_dict(soup)
+    save_checkpoint(net, output, half=True)
+    return output
+
+
+def _combined_output(paths: list[Path], output: str | Path, what: str) -> Path:
+    """Check the inputs and the output of a command that combines models into one."""
+    if len(paths) < 2:
+        raise RealtimeError(f"{what} needs 2 or more models")
+    output = Path(output)
+    if output.suffix != ".safetensors":
+        raise RealtimeError(f"{output}: write {what} to a .safetensors file")
+    if any(same_file(output, p) for p in paths):
+        raise RealtimeError(f"{output}: is one of the inputs; write {what} to a new file")
+    for k, path in enumerate(paths):
+        twice = next((p for p in paths[:k] if same_file(p, path)), None)
+        if twice is not None:
+            raise RealtimeError(f"{path}: the same file as {twice}; {what} of one network twice is that network (give distinct models)")
+    return output
+
+
+def _load_alike(paths: list[Path]) -> list[AgeGenderNet | Ensemble]:
+    """Load models that must share input, framing and labels (:data:`_SHARED`)."""
+    nets = [load_checkpoint(p) for p in paths]
+    for path, net in zip(paths, nets):
+        differ = [k for k in _SHARED if getattr(net.meta, k) != getattr(nets[0].meta, k)]
+        if differ:
+            raise RealtimeError(f"{path}: {', '.join(differ)} not the same as in {paths[0]}; they must share them")
+    return nets
 
 
 def untrained_model(arch: str | None = None) -> AgeGenderNet:

@@ -218,6 +218,20 @@ def read_images(data: LabelledSet, side: int | None = None, progress: Callable[[
     return subset, images[: len(keep)]
 
 
+class Rows:
+    """Rows ``index`` (K,) int64 of an image array (N, H, W, 3), read one at a time
+    without copying them: a fold's training images, so the set is in RAM once."""
+
+    def __init__(self, images: np.ndarray, index: np.ndarray):
+        self.images, self.index = images, np.asarray(index, np.int64)
+
+    def __len__(self) -> int:
+        return len(self.index)
+
+    def __getitem__(self, i: int) -> np.ndarray:
+        return self.images[self.index[i]]
+
+
 def square(image: np.ndarray, side: int) -> np.ndarray:
     """BGR (H, W, 3) -> (side, side, 3): the whole image centred in a square of its
     longer side, edges replicated, resized."""

@@ -34,7 +34,7 @@ from train import metrics
 from train.augment import Augmenter
 from engines.meta import AGE_LABELS
 from train.ages import AgeScheme, relabel
-from train.data import LabelledSet, assign_folds, holdout_mask, read_images
+from train.data import LabelledSet, Rows, assign_folds, holdout_mask, read_images
 from train.formats import load_sets
 from train.losses import FeatureMatch, MaskedLoss, Teachers, class_weights
 from train.resume import check_weights, load_state, save_state
@@ -78,7 +78,7 @@ class FoldResult:
 
 def fit(
     settings: TrainSettings,
-    train_images: np.ndarray,
+    train_images: np.ndarray | Rows,
     train_labels: LabelledSet,
     val_images: np.ndarray,
     val_labels: LabelledSet,
@@ -89,7 +89,8 @@ def fit(
 ) -> FoldResult:
     """Train one model on ``train_*`` and validate on ``val_*`` after every epoch.
 
-    Images are BGR uint8 (N, H, W, 3), each one face taken whole. Returns the final
+    Images are BGR uint8 (N, H, W, 3), each one face taken whole (training images may
+    be :class:`train.data.Rows` of the whole set's array, not a copy). Returns the final
     epoch's validation metrics (through the app's preprocessing) and history."""
     device = torch.device(settings.device or ("cuda" if torch.cuda.is_available() else "cpu"))
     ddp = setup_distributed(device.type)
@@ -347,7 +348,8 @@ def cross_validate(
             log.info("fold %d: not among --fold %s and not finished in %s; left out of the summary", fold, list(settings.only_folds), settings.out)
             continue
         log.info("fold %d: %d training, %d validation images", fold, int((~val_mask).sum()), int(val_mask.sum()))
-        result = fit(settings, images[~val_mask], data[~val_mask], images[val_mask], data[val_mask], folder, fold, progress, on_epoch)
+        train_rows = Rows(images, np.flatnonzero(~val_mask))
+        result = fit(settings, train_rows, data[~val_mask], images[val_mask], data[val_mask], folder, fold, progress, on_epoch)
         results.append(result.to_json())
     if not ddp_main:
         return {}

@@ -1,6 +1,6 @@
 """The `realtime` command: a thin click shell over the library, one module per command
 group (``analysis``: annotate, run, serve, bench; ``models``; ``training``: train,
-eval, calibrate, sheet; ``convert``: convert, ensemble), their shared options in ``options``.
+eval, calibrate, sheet; ``convert``: convert, ensemble, soup), their shared options in ``options``.
 
 Each command parses its options, calls one library function and prints the result.
 A user's mistake (RealtimeError or a bad option) prints one line on stderr and exits
@@ -100,12 +100,12 @@ def cli(verbose: int, quiet: bool) -> None:
 def _add_commands() -> None:
     from realtime.cli.analysis import annotate, bench, run, serve
     from realtime.cli.archive import archive_command
-    from realtime.cli.convert import convert_command, ensemble_command
+    from realtime.cli.convert import convert_command, ensemble_command, soup_command
     from realtime.cli.models import models
     from realtime.cli.options import analyzer_options
     from realtime.cli.training import calibrate_command, eval_command, sheet_command, train_command
 
-    for command in (annotate, run, serve, bench, models, train_command, eval_command, calibrate_command, convert_command, ensemble_command):
+    for command in (annotate, run, serve, bench, models, train_command, eval_command, calibrate_command, convert_command, ensemble_command, soup_command):
         cli.add_command(command)
     cli.add_command(analyzer_options(sheet_command))
     cli.add_command(archive_command)

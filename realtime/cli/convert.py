@@ -1,4 +1,4 @@
-"""`realtime convert` and `realtime ensemble`: the engine side's commands.
+"""`realtime convert`, `realtime ensemble` and `realtime soup`: the engine side's commands.
 
 Thin: parse, build :class:`ConvertSettings`, call :func:`engines.convert.convert`, print.
 Mistakes raise :class:`RealtimeError`, which the ``realtime`` CLI prints as one line.
@@ -69,3 +69,28 @@ def ensemble_command(models, output, trained_on):
 
     path = save_ensemble(list(models), output, trained_on)
     click.echo(f"ensemble of {len(models)} models written to {path}")
+
+
+@click.command("soup")
+@click.argument("models", nargs=-1, required=True, type=click.Path(path_type=Path, dir_okay=False))
+@click.option("--weights", default=None, help="One weight per model, summing to 1, e.g. 0.5,0.5 [default: equal].")
+@click.option("-o", "--output", type=_FILE, required=True, help="The averaged checkpoint to write (.safetensors).")
+@click.option("--trained-on", default="", help="Text for its meta [default: the models' texts with their weights].")
+def soup_command(models, weights, output, trained_on):
+    """Average models of one architecture in weight space into one model.
+
+    \b
+    realtime soup start.safetensors tuned.safetensors --weights 0.5,0.5 -o half.safetensors
+
+    For models fine-tuned from one another (a fine-tune and the model it started from
+    gives back much of what the fine-tune cost on the old data); the result costs one
+    model's inference. Calibrate it afterwards (`realtime calibrate`).
+    """
+    from engines.model import save_soup
+
+    try:
+        parsed = tuple(float(w) for w in weights.split(",")) if weights else None
+    except ValueError:
+        raise RealtimeError(f"--weights {weights}: give numbers separated by commas, e.g. 0.5,0.5") from None
+    path = save_soup(list(models), parsed, output, trained_on)
+    click.echo(f"average of {len(models)} models written to {path}")

@@ -60,7 +60,7 @@ def test_bad_ensembles_are_refused_and_leave_nothing(members, tmp_path):
     out = tmp_path / "out.safetensors"
     for paths, output, message in (
         (members[:1], out, "needs 2 or more"),
-        (members, members[0], "is one of the members"),
+        (members, members[0], "is one of the inputs"),
         (members, tmp_path / "out.onnx", "a .safetensors file"),
         ([members[0], other], out, "input_size not the same as in"),
         ([members[0], tmp_path / "missing.safetensors"], out, "not found"),
@@ -99,3 +99,51 @@ def test_fine_tuning_an_ensemble_starts_from_its_first_member(members, tmp_path)
     with torch.no_grad():
         want = load_checkpoint(path).probabilities(x)
     assert torch.allclose(age, want[0], atol=1e-5) and torch.allclose(years, want[2], atol=1e-3)
+
+
+def test_a_soup_averages_the_weights_and_runs_as_one_model(members, tmp_path):
+    from engines.model import save_soup
+
+    a, b = members[0], member(tmp_path / "a2.safetensors", 4)  # one architecture, two sets of weights
+    path = save_soup([a, b], (0.25, 0.75), tmp_path / "soup.safetensors")
+    soup, na, nb = (load_checkpoint(p) for p in (path, a, b))
+    assert not isinstance(soup, Ensemble) and soup.meta.temperature == (1.0, 1.0) and "0.25 x" in soup.meta.trained_on
+    sa, sb = na.state_dict(), nb.state_dict()
+    for k, v in soup.state_dict().items():  # every tensor, batch-norm statistics too (stored as float16)
+        if v.is_floating_point():
+            want = 0.25 * sa[k] + 0.75 * sb[k]
+            assert torch.allclose(v, want, atol=1e-3 * max(1.0, float(want.abs().max()))), k
+    assert any(not torch.equal(sa[k], sb[k]) for k in sa)  # the two really differ
+    x = np.random.default_rng(0).standard_normal((4, 3, 48, 48)).astype(np.float32)
+    same = save_soup([a, b], (1.0, 0.0), tmp_path / "just_a.safetensors")  # all of a: a's outputs
+    want = create_engine(a, backend="torch").infer(x)
+    got = create_engine(same, backend="onnxruntime").infer(x)
+    assert np.abs(got.gender_probs - want.gender_probs).max() < 1e-3 and np.abs(got.age_probs - want.age_probs).max() < 1e-3
+    ens = save_soup([save_ensemble([a, b], tmp_path / "ab.safetensors"), save_ensemble([b, a], tmp_path / "ba.safetensors")],
+                    None, tmp_path / "ens_soup.safetensors")  # ensembles average member by member
+    halves = load_checkpoint(ens).members[0].state_dict()
+    assert torch.allclose(halves["gender_head.weight"], (sa["gender_head.weight"] + sb["gender_head.weight"]) / 2, atol=1e-3)
+
+
+def test_bad_soups_are_refused_in_one_line(members, tmp_path):
+    from engines.model import save_soup
+
+    a, b = members[0], member(tmp_path / "a2.safetensors", 4)
+    out = tmp_path / "out.safetensors"
+    for paths, weights, message in (
+        (members, None, "not the same architecture"),  # b has a years distribution head
+        ([a, b], (0.5, 0.6), "summing to 1"),
+        ([a, b], (1.5, -0.5), "summing to 1"),
+        ([a, b], (1.0,), "one weight of 0 or more per model"),
+        ([a], None, "needs 2 or more"),
+    ):
+        with pytest.raises(RealtimeError, match=message):
+            save_soup(paths, weights, out)
+    assert not out.exists()
+    runner = CliRunner()
+    result = runner.invoke(cli, ["soup", str(a), str(b), "--weights", "half,half", "-o", str(out)])
+    assert result.exit_code == 1 and result.stderr.strip().splitlines() == ["error: --weights half,half: give numbers separated by commas, e.g. 0.5,0.5"]
+    result = runner.invoke(cli, ["soup", str(a), str(b), "-o", str(a)])
+    assert result.exit_code == 1 and "is one of the inputs" in result.stderr and not out.exists()
+    result = runner.invoke(cli, ["soup", str(a), str(b), "--weights", "0.5,0.5", "-o", str(out)])
+    assert result.exit_code == 0 and "average of 2 models written to" in result.output and out.exists()

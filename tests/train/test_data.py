@@ -98,6 +98,12 @@ def test_utkface_filenames(utk_dir):
     assert data.gender[j] == FEMALE
     kept, images = read_images(data)
     assert len(kept) == 25 and kept.skipped == 2 and images.shape == (25, 40, 40, 3)  # corrupt file skipped, counted
+    for i, path in enumerate(kept.files):  # each row is its own file's pixels (no row skipped or shifted)
+        assert np.array_equal(images[i], square(cv2.imread(str(path)), 40))
+    from train.data import Rows
+
+    rows = Rows(images, np.array([3, 0, 7]))  # a fold's training images: read through, never copied
+    assert len(rows) == 3 and np.shares_memory(rows[0], images) and np.array_equal(rows[2], images[7])
 
 
 def test_utkface_labels_csv(shared_faces):

@@ -3,7 +3,7 @@
 # (2 CPU cores; the teacher cache from `realtime teach`, the LFW crops from `realtime facecrops`):
 #   realtime facecrops --data ../shared/data/lfw --format csv --out /work/data/lfw_crops
 #   realtime teach --data ../shared/data/utkface --format utkface --data /work/data/lfw_crops --format csv -o /work/data/teachers.npz
-# usage: runs.sh a|b|c|d|e|f|g|h   (d ran with --threads 2, the others with --threads 1;
+# usage: runs.sh a|b|c|d|e|f|g|h|i   (d ran with --threads 2, the others with --threads 1;
 #   e, f, g and h ran side by side on the 2 cores)
 set -e
 run() {  # NAME MEMBER EXTRA...
@@ -15,17 +15,20 @@ run() {  # NAME MEMBER EXTRA...
     --workers 0 --image-side 128 --seed 0 --out "/work/runs/$name" --save "/work/runs/$name.safetensors" "$@"
 }
 teachers=(--teacher-cache /work/data/teachers.npz --feature-weight 1 --no-calibrate-teachers)  # a-f ran before teachers were re-centred
-case $1 in
-  a) run a 0 --lr 1e-3 --threads 1 ;;                                    # labels only
-  b) run b 1 --lr 1e-3 --threads 1 "${teachers[@]}" --distill 0.5 ;;     # member 1 + teachers
-  c) run c 0 --lr 1e-3 --threads 1 "${teachers[@]}" --distill 0.5 ;;     # member 0 + teachers
-  d) run d 0 --lr 5e-4 --threads 2 "${teachers[@]}" --distill 0.7 ;;     # gentler
+which=$1; shift  # any further arguments go to every run, e.g. --resume
+case $which in
+  a) run a 0 --lr 1e-3 --threads 1 "$@" ;;                                    # labels only
+  b) run b 1 --lr 1e-3 --threads 1 "${teachers[@]}" --distill 0.5 "$@" ;;     # member 1 + teachers
+  c) run c 0 --lr 1e-3 --threads 1 "${teachers[@]}" --distill 0.5 "$@" ;;     # member 0 + teachers
+  d) run d 0 --lr 5e-4 --threads 2 "${teachers[@]}" --distill 0.7 "$@" ;;     # gentler
   # c's recipe for 8 epochs, genders balanced but UTKFace's races as they come:
-  e) run e 0 --lr 1e-3 --threads 1 "${teachers[@]}" --distill 0.5 --no-balance-race --epochs 8 ;;
-  f) run f 1 --lr 1e-3 --threads 1 "${teachers[@]}" --distill 0.5 --no-balance-race --epochs 8 ;;
+  e) run e 0 --lr 1e-3 --threads 1 "${teachers[@]}" --distill 0.5 --no-balance-race --epochs 8 "$@" ;;
+  f) run f 1 --lr 1e-3 --threads 1 "${teachers[@]}" --distill 0.5 --no-balance-race --epochs 8 "$@" ;;
   # e and f with each teacher's gender re-centred on each set's training faces:
-  g) run g 0 --lr 1e-3 --threads 1 "${teachers[@]}" --calibrate-teachers --distill 0.5 --no-balance-race --epochs 8 ;;
-  h) run h 1 --lr 1e-3 --threads 1 "${teachers[@]}" --calibrate-teachers --distill 0.5 --no-balance-race --epochs 8 ;;
-  *) echo "usage: $0 a|b|c|d|e|f|g|h" >&2; exit 2 ;;
+  g) run g 0 --lr 1e-3 --threads 1 "${teachers[@]}" --calibrate-teachers --distill 0.5 --no-balance-race --epochs 8 "$@" ;;
+  h) run h 1 --lr 1e-3 --threads 1 "${teachers[@]}" --calibrate-teachers --distill 0.5 --no-balance-race --epochs 8 "$@" ;;
+  # g without the feature term (soft targets alone):
+  i) run i 0 --lr 1e-3 --threads 1 "${teachers[@]}" --calibrate-teachers --distill 0.5 --no-balance-race --epochs 8 --feature-weight 0 "$@" ;;
+  *) echo "usage: $0 a|b|c|d|e|f|g|h|i" >&2; exit 2 ;;
 esac
 # then: realtime ensemble X.safetensors Y.safetensors -o XY.safetensors; realtime eval ... (see the model card)
