@@ -67,17 +67,31 @@ def header_pixels(data: bytes | np.ndarray) -> tuple[int, str] | None:
 def read_image(path: str | Path, max_pixels: int = DEFAULT_MAX_PIXELS) -> np.ndarray:
     """(H, W, 3) uint8 BGR of the image file ``path``; one RealtimeError when it is not
     a regular file, cannot be decoded, or has more than ``max_pixels`` pixels."""
-    import cv2
-
-    path = Path(path)
     check("max_pixels", max_pixels)
+    return decode_image(read_bytes(path), path, max_pixels)
+
+
+def read_bytes(path: str | Path) -> np.ndarray:
+    """(B,) uint8: the bytes of the regular file ``path`` (one RealtimeError when it is
+    missing, not a regular file or cannot be read). Hash them and :func:`decode_image`
+    them to read a file once."""
+    path = Path(path)
     if not is_regular(path):
         kind = "missing" if not os.path.lexists(path) else "not a regular file (a FIFO, device or folder)"
         raise RealtimeError(f"{path}: {kind}; not read as an image")
     try:
-        data = np.fromfile(path, np.uint8)
+        return np.fromfile(path, np.uint8)
     except (OSError, ValueError) as e:
         raise RealtimeError(f"{path}: cannot be read ({getattr(e, 'strerror', None) or e})") from None
+
+
+def decode_image(data: np.ndarray, path: str | Path, max_pixels: int = DEFAULT_MAX_PIXELS) -> np.ndarray:
+    """(H, W, 3) uint8 BGR of ``data``, the bytes of the image file ``path`` (named in
+    errors; a JPEG cut short is decoded in part from it); one RealtimeError when it
+    cannot be decoded or has more than ``max_pixels`` pixels."""
+    import cv2
+
+    path = Path(path)
     header = header_pixels(data)
     if header is not None and header[0] > max_pixels:
         raise RealtimeError(f"{path}: {header[1]} is over the limit of {max_pixels / 1e6:g} Mpx (--max-pixels)")

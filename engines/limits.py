@@ -92,6 +92,10 @@ LIMITS: dict[str, Limit] = {
     "hysteresis": Limit(0, 1),
     "batch": Limit(1, 4096, integer=True),  # bench --batches, each
     "max_pixels": Limit(1, 10**10, integer=True),  # --max-pixels: largest image decoded
+    # re-identification's quality gate (ReidSettings.min_side, .min_contrast): 0 = no gate;
+    # a grey level's standard deviation is at most 127.5
+    "reid_min_face": Limit(0, 4096),
+    "reid_min_contrast": Limit(0, 128),
     # labels read from files
     "age_years": Limit(0, 150),
 }

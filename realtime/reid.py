@@ -35,6 +35,7 @@ import cv2
 import numpy as np
 
 from engines.crops import warp_square
+from engines.limits import check
 from realtime.embedders import Embedder, create_embedder
 from realtime.faces import Faces
 from realtime.tracker import Track, Tracker
@@ -56,10 +57,12 @@ class ReidSettings:
             embedder's (chosen on LFW pairs).
         split_margin: a refreshed embedding this far below ``threshold`` from its
             track's person restarts the track (it crossed to another face).
-        min_side: faces whose shorter side is smaller (px) are not embedded.
+        min_side: faces whose shorter side is smaller (px) are not embedded
+            (``--reid-min-face``).
         min_contrast: faces whose grey-level standard deviation (in a 32 px view of
             the box, :func:`contrast`) is lower are not embedded: too dark or blurred.
-            The stage clip's blurred background faces measure 4-13, its sharp ones 14.8-57.
+            The stage clip's blurred background faces measure 4-13, its sharp ones 14.8-57
+            (``--reid-min-contrast``).
         stitch: seconds after a track ends in which a new track close to where it
             was last seen is the same person, without an embedding (0 = never).
         max_per_frame: embeddings computed per frame at most (the rest wait a frame).
@@ -91,6 +94,8 @@ class ReidSettings:
             raise ValueError("reid window and refresh must be > 0 seconds, stitch >= 0")
         if self.max_per_frame < 1 or self.exemplars < 1:
             raise ValueError("reid max_per_frame and exemplars must be >= 1")
+        check("reid_min_face", self.min_side)  # the one table of limits
+        check("reid_min_contrast", self.min_contrast)
 
 
 @dataclass

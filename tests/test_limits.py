@@ -44,6 +44,9 @@ def test_every_option_the_table_names_is_checked_by_the_table():
      "'--context': '0.5': expected 1 to 8"),
     (["convert", "--max-batch", "0"], "'--max-batch': '0': expected 1 to 4096"),
     (["convert", "--opt-batch", "inf"], "'--opt-batch': 'inf' is not an integer"),
+    (["annotate", "x.mp4", "-o", "o.mp4", "--reid-min-face", "-1"], "'--reid-min-face': '-1': expected 0 to 4096"),
+    (["archive", "x.mp4", "--out", "o", "--reid-min-contrast", "nan"],
+     "'--reid-min-contrast': 'nan': expected a finite number, 0 to 128"),
 ])
 def test_a_number_out_of_range_is_a_usage_error(args, message):
     result = CliRunner().invoke(cli, args)
@@ -52,6 +55,7 @@ def test_a_number_out_of_range_is_a_usage_error(args, message):
 
 def test_the_settings_refuse_the_same_values(tmp_path):
     from engines.convert import ConvertSettings
+    from realtime.reid import ReidSettings
     from train.calibrate import CalibrateSettings
     from train.evaluate import EvalSettings
     from train.sheet import SheetSettings
@@ -66,5 +70,9 @@ def test_the_settings_refuse_the_same_values(tmp_path):
         CalibrateSettings(tmp_path / "m.safetensors", tmp_path / "o.safetensors", scoring, target=1.0)
     with pytest.raises(RealtimeError, match=r"--max-batch 0: expected 1 to 4096"):
         ConvertSettings(format="onnx", max_batch=0)
+    with pytest.raises(RealtimeError, match=r"--reid-min-contrast 200: expected 0 to 128"):
+        ReidSettings(min_contrast=200)
+    with pytest.raises(RealtimeError, match=r"--reid-min-face -1: expected 0 to 4096"):
+        ReidSettings(min_side=-1)
     with pytest.raises(RealtimeError, match=r"need 1 <= opt <= max"):  # a relation, beyond any one range
         ConvertSettings(format="onnx", opt_batch=16, max_batch=8)

@@ -17,7 +17,8 @@ import numpy as np
 
 from engines.crops import warp_square
 from engines.errors import RealtimeError
-from engines.images import read_image
+from engines.files import file_sha256
+from engines.images import decode_image, read_bytes
 
 log = logging.getLogger(__name__)
 
@@ -39,6 +40,10 @@ class LabelledSet:
             none: those images are keyed by the sha256 of their bytes.
         source: (N,) int64 which of several sets given together (:func:`load_sets`)
             the image came from, in the order given; 0 for one set.
+        digests: (N,) object (str) sha256 of each file's bytes, "" until the file is
+            read: :func:`read_images` hashes the bytes it decodes, :meth:`content_keys`
+            reads only the files not hashed yet, so a run reads and hashes each file once
+            (its split keys and its teacher cache's rows use the same digests).
         root: the data directory the files are under (for relative names).
         skipped: images listed or found but dropped (missing, unreadable, unlabelled).
     """
@@ -53,7 +58,9 @@ class LabelledSet:
     root: Path = Path(".")
     skipped: int = 0
     source: np.ndarray | None = None
-    _ARRAYS: tuple[str, ...] = field(default=("age_group", "age_years", "gender", "race", "folds", "groups", "source"), repr=False)
+    digests: np.ndarray | None = None
+    _ARRAYS: tuple[str, ...] = field(default=("age_group", "age_years", "gender", "race", "folds", "groups", "source", "digests"),
+                                     repr=False)
 
     def __post_init__(self) -> None:
         n = len(self.files)
@@ -61,6 +68,8 @@ class LabelledSet:
             self.groups = np.full(n, "", object)
         if self.source is None:
             self.source = np.zeros(n, np.int64)
+        if self.digests is None:
+            self.digests = np.full(n, "", object)
         for name in self._ARRAYS:
             if getattr(self, name).shape != (n,):
                 raise ValueError(f"{name} must have shape ({n},), got {getattr(self, name).shape}")
@@ -106,12 +115,11 @@ class LabelledSet:
         return out
 
     def content_keys(self) -> list[str]:
-        """sha256 of each file's bytes: byte-identical images share a key."""
-        keys = []
-        for f in self.files:
-            with open(f, "rb") as fh:
-                keys.append(hashlib.sha256(fh.read()).hexdigest())
-        return keys
+        """sha256 of each file's bytes: byte-identical images share a key. Files not
+        hashed yet are read now, once (``digests`` keeps them)."""
+        for i in np.flatnonzero(self.digests == ""):
+            self.digests[i] = file_sha256(self.files[i])
+        return self.digests.tolist()
 
     def split_keys(self) -> list[str]:
         """Each image's split key: its ``groups`` entry (the sha256 of its bytes where
@@ -184,10 +192,11 @@ def read_images(data: LabelledSet, side: int | None = None, progress: Callable[[
     centred, replicated edges for non-square images) and resized to ``side``; ``None``
     keeps the first image's size. Unreadable files are skipped and counted in the
     returned set's ``skipped``."""
-    keep, images = [], None  # one array filled in place: no second copy of the set in RAM
+    keep, images, digests = [], None, []  # one array filled in place: no second copy of the set in RAM
     for i, path in enumerate(data.files):
         try:
-            image = read_image(path)
+            raw = read_bytes(path)
+            image = decode_image(raw, path)
         except RealtimeError as e:
             log.warning("skipping %s", e)
             image = None
@@ -200,7 +209,9 @@ def read_images(data: LabelledSet, side: int | None = None, progress: Callable[[
             images = np.empty((len(data), side, side, 3), np.uint8)
         images[len(keep)] = square(image, side)
         keep.append(i)
+        digests.append(hashlib.sha256(raw).hexdigest())  # the bytes just decoded: the file is not read again
     subset = data[np.asarray(keep, np.int64)]
+    subset.digests[:] = digests
     subset.skipped = data.skipped + len(data) - len(keep)
     if not keep:
         raise RealtimeError(f"{data.root}: none of the {len(data)} images could be read")

@@ -28,7 +28,7 @@ from typing import Callable, ContextManager
 import numpy as np
 
 from engines.crops import warp_square
-from engines.images import read_image
+from engines.images import decode_image, read_bytes
 from engines.writes import check_distinct, write_atomic
 from realtime.errors import RealtimeError
 
@@ -138,12 +138,12 @@ def build_cache(settings: TeachSettings, progress: Callable[[int, str], ContextM
     with progress(len(data), "teaching") as bar:
         for path in data.files:
             bar.update(1)
-            raw = Path(path).read_bytes()
-            key = hashlib.sha256(raw).hexdigest()
-            if key in seen:
-                continue
-            try:
-                chip = read_image(path)
+            try:  # read once: hashed, then decoded unless an identical file was
+                raw = read_bytes(path)
+                key = hashlib.sha256(raw).hexdigest()
+                if key in seen:
+                    continue
+                chip = decode_image(raw, path)
             except RealtimeError as e:
                 log.warning("skipping %s", e)
                 unreadable += 1

@@ -19,6 +19,7 @@ import contextlib
 import importlib.util
 import logging
 import os
+import re
 import signal
 import sys
 
@@ -89,9 +90,8 @@ def connect(settings: ArchiveSettings, slots_wanted: int | None):
     except Exception as e:  # Ray raises plain Exception too (a raylet that did not start in 30 s on a loaded machine)
         with contextlib.suppress(Exception):
             ray.shutdown()  # what did start goes; Ray's reaper ends the rest with this process
-        first = str(e).splitlines()[0] if str(e) else type(e).__name__
         what = "start Ray" if settings.address is None else f"join Ray at {settings.address}"
-        raise RealtimeError(f"cannot {what}: {first}") from None
+        raise RealtimeError(f"cannot {what}: {_reason(e)}") from None
     finally:
         if signal.getsignal(signal.SIGTERM) is not sigterm and sigterm is not None:
             with contextlib.suppress(ValueError):
@@ -100,6 +100,16 @@ def connect(settings: ArchiveSettings, slots_wanted: int | None):
         stop(ray)
         raise RealtimeError("Ray's local cluster did not stay on 127.0.0.1: stopped")
     return ray, True
+
+
+def _reason(error: Exception) -> str:
+    """Ray's error in one line: its first, without the heading of the log lines that
+    follow it (``Failed to start GCS.  Last 1 lines of error files:``), with the log
+    file it names for the details."""
+    text = str(error).strip()
+    first = re.sub(r"\s*Last \d+ lines of error files:$", "", text.splitlines()[0]) if text else type(error).__name__
+    details = re.search(r"Please check (\S+) for details", text)
+    return f"{first} (details: {details.group(1)})" if details else first
 
 
 def stop(ray) -> None:

@@ -121,6 +121,13 @@ def reid_options(command):
         click.option("--reid-threshold", type=FiniteFloat(-1, 1), default=None,
                      help="Cosine similarity from which a face is a person seen before (default: the model's; "
                           "higher: fewer wrong merges, more double counts)."),
+        click.option("--reid-min-face", type=Limited("reid_min_face"), default=20.0, show_default=True, metavar="PX",
+                     help="Quality gate: a face whose shorter side is under PX pixels is not embedded "
+                          "(its track waits for a bigger view; a track that never shows one is not counted)."),
+        click.option("--reid-min-contrast", type=Limited("reid_min_contrast"), default=14.0, show_default=True,
+                     metavar="STD",
+                     help="Quality gate: a face whose grey levels (the box at 32 px) vary less than this standard "
+                          "deviation is not embedded: dark or blurred (0: no contrast gate)."),
         click.option("--reid-across-sources", is_flag=True,
                      help="With several sources, a person seen by one source may be recognised by another."),
     ]
@@ -132,7 +139,8 @@ def reid_settings(kw: dict):
     from realtime.reid import ReidSettings
 
     return ReidSettings(enabled=kw.pop("reid"), model=kw.pop("reid_model"), window=kw.pop("reid_window"),
-                        threshold=kw.pop("reid_threshold"), across_sources=kw.pop("reid_across_sources"))
+                        threshold=kw.pop("reid_threshold"), min_side=kw.pop("reid_min_face"),
+                        min_contrast=kw.pop("reid_min_contrast"), across_sources=kw.pop("reid_across_sources"))
 
 
 summary_option = click.option(

@@ -123,6 +123,57 @@ def test_training_from_the_cache_learns_the_feature_and_resumes(sets, cache, tmp
     assert torch.load(tmp_path / "fold_0" / "last.pt", weights_only=True)["epoch"] == 2
 
 
+@pytest.mark.slow  # one training run (about 2 s)
+def test_training_reads_and_hashes_each_image_once_and_finds_the_same_rows(sets, cache, tmp_path, monkeypatch):
+    """A run with a teacher cache reads each image file once (decoded and hashed from
+    the same bytes): its split keys and its cache rows reuse that digest. The rows are
+    those of each file's sha256 computed from its bytes, as before."""
+    import builtins
+    import io
+    from collections import Counter
+    from pathlib import Path
+
+    import cv2
+
+    import train.fit
+    from engines.meta import AGE_LABELS, GENDER_LABELS
+    from train.formats import load_sets
+
+    data = (sets / "utk", sets / "crops")
+    files = {Path(f).resolve() for f in load_sets(list(zip(data, ("utkface", "csv")))).files}
+    reads: Counter = Counter()
+
+    def counting(real):
+        def opener(path, *args, **kw):
+            if isinstance(path, (str, Path)) and Path(path).resolve() in files:
+                reads[Path(path).resolve()] += 1
+            return real(path, *args, **kw)
+        return opener
+
+    # every read of a file: Python's open (np.fromfile opens through io.open) or OpenCV's
+    for module, name in ((builtins, "open"), (io, "open"), (cv2, "imread")):
+        monkeypatch.setattr(module, name, counting(getattr(module, name)))
+    trained, found = [], []
+    fit, rows = train.fit.fit, TeacherCache.rows
+
+    def fitting(settings, images, labels, *args, **kw):
+        trained.append(labels.files)
+        return fit(settings, images, labels, *args, **kw)
+
+    def finding(self, keys):
+        found.append(rows(self, keys))
+        return found[-1]
+
+    monkeypatch.setattr(train.fit, "fit", fitting)
+    monkeypatch.setattr(TeacherCache, "rows", finding)
+    train.fit.cross_validate(tiny(data, tmp_path, format=("utkface", "csv"), teacher_cache=cache, feature_weight=1.0, holdout=0.25))
+    monkeypatch.undo()
+    assert len(files) == 32 and reads == Counter(dict.fromkeys(files, 1))  # every file read, once
+    teachers = TeacherCache(cache, AGE_LABELS, GENDER_LABELS)
+    before = teachers.rows([hashlib.sha256(Path(f).read_bytes()).hexdigest() for f in trained[0]])
+    assert len(found) == 1 and 0 < len(before) < 32 and found[0].tolist() == before.tolist()
+
+
 def test_a_cache_of_other_faces_is_refused_in_one_line(sets, cache, tmp_path):
     other = tmp_path / "other"
     shutil.copytree(sets / "utk", other)
