@@ -1,0 +1,20 @@
+#!/bin/bash
+# The shipped default (issue 17): the previous default's two members, each averaged half and
+# half in weight space with its fine-tune g / h (runs.sh g h), then calibrated, exported, measured.
+#   usage: docs/model/wild/ship.sh PREVIOUS_DEFAULT.safetensors RUNS_DIR EVALS_DIR
+# (PREVIOUS_DEFAULT: `git show 0c2ccf7:engines/weights/default.safetensors > previous.safetensors`)
+set -e
+previous=$1 runs=$2 evals=$3
+mkdir -p "$evals"
+realtime ensemble "$runs/g.safetensors" "$runs/h.safetensors" -o "$runs/gh.safetensors"
+realtime soup "$previous" "$runs/gh.safetensors" --weights 0.5,0.5 -o "$runs/shipped_uncalibrated.safetensors" --trained-on \
+  "Two MobileNetV3-small networks averaged. Each is the previous default's member (trained from scratch on UTKFace aligned & cropped, 21,716 faces, 85% split by capture key) averaged half and half in weight space with its own fine-tune of 8 epochs on UTKFace + LFW detector crops (13,167 photos, 85% of the persons), genders balanced, wild augmentation, distilling HSE faceres (Apache-2.0; learned from VGGFace2 and IMDB-WIKI) and the previous default, and matching faceres' face feature. UTKFace, VGGFace2 and IMDB-WIKI are for non-commercial research only and this model inherits that restriction. See MODEL_CARD.md."
+realtime calibrate "$runs/shipped_uncalibrated.safetensors" --data ../shared/data/utkface --format utkface --holdout 0.15 --cropped \
+  -o engines/weights/default.safetensors --json docs/model/calibration/calibrate_utkface_holdout.json
+realtime convert --format onnx -o engines/weights/default.onnx
+realtime eval --data ../shared/data/utkface --format utkface --holdout 0.15 --cropped \
+  --predictions "$evals/shipped_utk.csv" --json engines/weights/default.json
+realtime eval --data ../shared/data/lfw --format csv --holdout 0.15 --predictions "$evals/shipped_lfw.csv" --json docs/model/wild/eval_shipped_lfw.json
+realtime eval --data ../shared/data/utkface --format utkface --holdout 0.15 --context 2 \
+  --predictions "$evals/shipped_det.csv" --json docs/model/wild/eval_shipped_det.json
+realtime eval --data ../shared/data/lfw --format csv --predictions "$evals/shipped_lfw_all.csv" --json docs/model/calibration/eval_lfw_detector.json
