@@ -8,8 +8,8 @@ unpickles anything.
 from __future__ import annotations
 
 import dataclasses
-import math
 import logging
+import math
 from pathlib import Path
 
 import torch

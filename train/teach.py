@@ -199,8 +199,8 @@ class TeacherCache:
         male = arrays["faceres_male"].astype(np.float32)
         self.faceres_groups = faceres_age @ to_groups
         self.faceres_years = faceres_age @ FACERES_AGES.astype(np.float32)
-        self.female_first = tuple(gender_labels) == ("female", "male")
-        self.faceres_gender = np.stack([1 - male, male] if self.female_first else [male, 1 - male], axis=1)
+        self.male = tuple(gender_labels).index("male")  # the P(male) column of every gender array
+        self.faceres_gender = np.stack([1 - male, male] if self.male == 1 else [male, 1 - male], axis=1)
         self.feature = arrays["faceres_feature"]
         self.ours = (arrays["ours_age"].astype(np.float32), arrays["ours_gender"].astype(np.float32), arrays["ours_years"].astype(np.float32))
 
@@ -214,7 +214,7 @@ class TeacherCache:
         the fit and the balanced accuracy of its answers before and after."""
         from train.calibration import fit_platt, platt
 
-        male = 1 if self.female_first else 0
+        male = self.male
         report = []
         for s in np.unique(source):
             rs, gs = rows[source == s], gender[source == s]

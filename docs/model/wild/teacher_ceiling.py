@@ -18,17 +18,17 @@ from train.teach import TeacherCache  # noqa: E402
 
 
 def balanced(p_male: np.ndarray, gender: np.ndarray) -> str:
-    women, men = (p_male[gender == 0] < 0.5).mean(), (p_male[gender == 1] >= 0.5).mean()
+    women, men = (p_male[gender != cache.male] < 0.5).mean(), (p_male[gender == cache.male] >= 0.5).mean()
     return f"women {100 * women:.1f}% men {100 * men:.1f}% balanced {100 * (women + men) / 2:.2f}%"
 
 
 cache = TeacherCache(Path(sys.argv[1]), AGE_LABELS, GENDER_LABELS)
 data = load_dataset(sys.argv[2], sys.argv[3])
 rows, held = cache.rows(data.content_keys()), holdout_mask(data, 0.15)
-raw = {"faceres": cache.faceres_gender[:, 1].copy(), "ours": cache.ours[1][:, 1].copy()}
+raw = {"faceres": cache.faceres_gender[:, cache.male], "ours": cache.ours[1][:, cache.male]}
 known = data.gender >= 0
 
 for name, p in raw.items():
-    a, b = fit_platt(p[rows[~held & known]], data.gender[~held & known])
+    a, b = fit_platt(p[rows[~held & known]], (data.gender[~held & known] == cache.male).astype(int))
     test = rows[held & known]
     print(f"{name}: raw {balanced(p[test], data.gender[held & known])}; re-centred {balanced(platt(p[test], a, b), data.gender[held & known])}")
