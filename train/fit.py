@@ -42,11 +42,11 @@ from train.sampling import BalancedSampler, balance_weights
 from train.teach import FEATURE_DIM, TeacherCache
 from train.trainer import (
     LOG_COLUMNS,
+    AppInputs,
     FaceTrainSet,
     ProgressFactory,
     TrainSettings,
     _null_progress,
-    app_inputs,
     build_net,
     evaluate_logits,
     init_weights,
@@ -126,7 +126,7 @@ def fit(
     run.scaler = torch.amp.GradScaler("cuda", enabled=run.use_amp)
     dataset = FaceTrainSet(train_images, train_labels, Augmenter(meta.input_size, settings.augment), settings.seed + fold)
     loader, sampler, generator = _loader(dataset, settings, ddp, device, fold)
-    val_inputs = app_inputs(val_images, meta) if ddp.main else None
+    val_inputs = AppInputs(val_images, meta) if ddp.main else None
     val_loss_fn = copy.deepcopy(run.loss_fn).cpu()
 
     state_path = folder / "last.pt"

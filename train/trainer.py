@@ -347,8 +347,8 @@ def build_net(meta: ModelMeta, pretrained: bool = False, drop_rate: float = 0.2)
 
 # ----------------------------------------------------------------------------- predict
 @torch.no_grad()
-def predict(net: nn.Module, inputs: np.ndarray, device: torch.device, batch_size: int = 256) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Normalised inputs (N, 3, S, S) float32 -> (age_logits (N, A), gender_logits (N, G), years (N,)) float32."""
+def predict(net: nn.Module, inputs: "np.ndarray | AppInputs", device: torch.device, batch_size: int = 256) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Normalised inputs (N, 3, S, S) float32, sliced a batch at a time -> (age_logits (N, A), gender_logits (N, G), years (N,)) float32."""
     was_training = net.training
     net.eval()
     outs = [[], [], []]
@@ -363,14 +363,25 @@ def predict(net: nn.Module, inputs: np.ndarray, device: torch.device, batch_size
     return tuple(np.concatenate(o) for o in outs)
 
 
-def app_inputs(images: np.ndarray, meta: ModelMeta) -> np.ndarray:
-    """BGR uint8 images (N, H, W, 3), each one whole face crop -> (N, 3, S, S) float32
-    through the app's own preprocessing (``Cropper.crop_whole``)."""
-    cropper = Cropper(meta)
-    if not len(images):
-        s = meta.input_size
-        return np.zeros((0, 3, s, s), np.float32)
-    return np.concatenate([cropper.crop_whole(im) for im in images])
+class AppInputs:
+    """BGR uint8 images (N, H, W, 3), each one whole face crop, seen as the app's inputs
+    (N, 3, S, S) float32 through its own preprocessing (``Cropper.crop_whole``), made a
+    slice at a time: a validation set's inputs held whole in float32 took about 1 GB."""
+
+    def __init__(self, images: np.ndarray, meta: ModelMeta):
+        self.images, self.cropper, self.side = images, Cropper(meta), meta.input_size
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    def __getitem__(self, index: slice) -> np.ndarray:
+        part = self.images[index]
+        if not len(part):
+            return np.zeros((0, 3, self.side, self.side), np.float32)
+        return np.concatenate([self.cropper.crop_whole(im) for im in part])
+
+    def __array__(self, dtype=None, copy=None) -> np.ndarray:
+        return self[:] if dtype is None else self[:].astype(dtype)
 
 
 def evaluate_logits(outputs, labels: LabelledSet, loss_fn: MaskedLoss | None = None) -> dict[str, float]:

@@ -4,7 +4,7 @@ import pytest
 from engines.meta import ModelMeta
 from realtime.crops import Cropper
 from train.augment import Augmenter, AugmentSettings
-from train.trainer import app_inputs
+from train.trainer import AppInputs
 
 from .conftest import face_image
 
@@ -17,7 +17,8 @@ def test_no_augmentation_is_the_apps_whole_image_crop(shape):
     cropper = Cropper(meta)
     assert plain.shape == (64, 64, 3) and plain.dtype == np.uint8
     np.testing.assert_allclose(cropper.normalize(plain[None]), cropper.crop_whole(img), atol=0.02)
-    np.testing.assert_allclose(app_inputs(img[None], meta), cropper.crop_whole(img))
+    np.testing.assert_allclose(AppInputs(img[None], meta), cropper.crop_whole(img))
+    assert AppInputs(img[None], meta)[1:].shape == (0, 3, 64, 64)
 
 
 def test_flip_mirrors_and_jitter_is_seeded():

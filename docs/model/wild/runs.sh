@@ -3,15 +3,18 @@
 # (2 CPU cores; the teacher cache from `realtime teach`, the LFW crops from `realtime facecrops`):
 #   realtime facecrops --data ../shared/data/lfw --format csv --out /work/data/lfw_crops
 #   realtime teach --data ../shared/data/utkface --format utkface --data /work/data/lfw_crops --format csv -o /work/data/teachers.npz
-# usage: runs.sh a|b|c|d|e|f|g|h|i   (d ran with --threads 2, the others with --threads 1;
-#   e, f, g and h ran side by side on the 2 cores)
+# usage: runs.sh a|b|c|d|e|f|g|h|i|j|k|l   (d ran with --threads 2, the others with --threads 1;
+#   e, f, g and h ran side by side on the 2 cores; j, k and l too)
+# Every run starts from the default that came before issue 17's first ship (commit 0c2ccf7):
+#   git show 0c2ccf7:engines/weights/default.safetensors > /work/runs/previous_default.safetensors
 set -e
+init=${INIT:-/work/runs/previous_default.safetensors}
 run() {  # NAME MEMBER EXTRA...
   name=$1 member=$2; shift 2
   realtime train --data ../shared/data/utkface --format utkface --data /work/data/lfw_crops --format csv \
     --folds 1 --holdout 0.15 --arch mobilenetv3_small_100 --input-size 128 --crop-scale 1.15 \
     --epochs 3 --batch-size 128 --weight-decay 0.02 --drop-rate 0.1 --label-smoothing 0.1 \
-    --init engines/weights/default.safetensors --init-member "$member" --wild-augment \
+    --init "$init" --init-member "$member" --wild-augment \
     --workers 0 --image-side 128 --seed 0 --out "/work/runs/$name" --save "/work/runs/$name.safetensors" "$@"
 }
 teachers=(--teacher-cache /work/data/teachers.npz --feature-weight 1 --no-calibrate-teachers)  # a-f ran before teachers were re-centred
@@ -29,6 +32,10 @@ case $which in
   h) run h 1 --lr 1e-3 --threads 1 "${teachers[@]}" --calibrate-teachers --distill 0.5 --no-balance-race --epochs 8 "$@" ;;
   # g without the feature term (soft targets alone):
   i) run i 0 --lr 1e-3 --threads 1 "${teachers[@]}" --calibrate-teachers --distill 0.5 --no-balance-race --epochs 8 --feature-weight 0 "$@" ;;
-  *) echo "usage: $0 a|b|c|d|e|f|g|h|i" >&2; exit 2 ;;
+  # i's recipe for 14 epochs, both members, and member 0 leaning more on the teachers:
+  j) run j 0 --lr 1e-3 --threads 1 "${teachers[@]}" --calibrate-teachers --distill 0.5 --no-balance-race --epochs 14 --feature-weight 0 "$@" ;;
+  k) run k 1 --lr 1e-3 --threads 1 "${teachers[@]}" --calibrate-teachers --distill 0.5 --no-balance-race --epochs 14 --feature-weight 0 "$@" ;;
+  l) run l 0 --lr 1e-3 --threads 1 "${teachers[@]}" --calibrate-teachers --distill 0.8 --no-balance-race --epochs 14 --feature-weight 0 "$@" ;;
+  *) echo "usage: $0 a|b|c|d|e|f|g|h|i|j|k|l" >&2; exit 2 ;;
 esac
 # then: realtime ensemble X.safetensors Y.safetensors -o XY.safetensors; realtime eval ... (see the model card)
