@@ -1,14 +1,17 @@
 #!/bin/bash
-# The shipped default (issue 17): the previous default's two members, each averaged half and
-# half in weight space with its fine-tune g / h (runs.sh g h), then calibrated, exported, measured.
-#   usage: docs/model/wild/ship.sh PREVIOUS_DEFAULT.safetensors RUNS_DIR EVALS_DIR
+# The shipped default (issue 17): the pre-issue-17 default's two members, each averaged in
+# weight space with its fine-tune A / B (runs.sh A B), then calibrated, exported, measured.
+#   usage: docs/model/wild/ship.sh PREVIOUS_DEFAULT.safetensors RUNS_DIR EVALS_DIR A B TUNED_SHARE EPOCHS
+#   e.g.   docs/model/wild/ship.sh previous.safetensors /work/runs /work/evals j k 0.5 14
 # (PREVIOUS_DEFAULT: `git show 0c2ccf7:engines/weights/default.safetensors > previous.safetensors`)
 set -e
-previous=$1 runs=$2 evals=$3
+previous=$1 runs=$2 evals=$3 a=$4 b=$5 share=$6 epochs=$7
+[ -n "$epochs" ] || { echo "usage: $0 PREVIOUS RUNS EVALS A B TUNED_SHARE EPOCHS" >&2; exit 2; }
 mkdir -p "$evals"
-realtime ensemble "$runs/g.safetensors" "$runs/h.safetensors" -o "$runs/gh.safetensors"
-realtime soup "$previous" "$runs/gh.safetensors" --weights 0.5,0.5 -o "$runs/shipped_uncalibrated.safetensors" --trained-on \
-  "Two MobileNetV3-small networks averaged. Each is the previous default's member (trained from scratch on UTKFace aligned & cropped, 21,716 faces, 85% split by capture key) averaged half and half in weight space with its own fine-tune of 8 epochs on UTKFace + LFW detector crops (13,167 photos, 85% of the persons), genders balanced, wild augmentation, distilling HSE faceres (Apache-2.0; learned from VGGFace2 and IMDB-WIKI) and the previous default, and matching faceres' face feature. UTKFace, VGGFace2 and IMDB-WIKI are for non-commercial research only and this model inherits that restriction. See MODEL_CARD.md."
+realtime ensemble "$runs/$a.safetensors" "$runs/$b.safetensors" -o "$runs/$a$b.safetensors"
+realtime soup "$previous" "$runs/$a$b.safetensors" --weights "$(python -c "print(f'{1 - $share:g},$share')")" \
+  -o "$runs/shipped_uncalibrated.safetensors" --trained-on \
+  "Two MobileNetV3-small networks averaged. Each is the previous default's member (trained from scratch on UTKFace aligned & cropped, 21,716 faces, 85% split by capture key) averaged in weight space ($share of the fine-tune) with its own fine-tune of $epochs epochs on UTKFace + LFW detector crops (13,167 photos, 85% of the persons), genders balanced, wild augmentation, distilling HSE faceres (Apache-2.0; learned from VGGFace2 and IMDB-WIKI) and the previous default. UTKFace, VGGFace2 and IMDB-WIKI are for non-commercial research only and this model inherits that restriction. See MODEL_CARD.md."
 realtime calibrate "$runs/shipped_uncalibrated.safetensors" --data ../shared/data/utkface --format utkface --holdout 0.15 --cropped \
   -o engines/weights/default.safetensors --json docs/model/calibration/calibrate_utkface_holdout.json
 realtime convert --format onnx -o engines/weights/default.onnx
