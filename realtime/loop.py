@@ -36,6 +36,9 @@ class RunStats:
     dropped: int = 0
     people: str = ""
     gave_up: list[str] = field(default_factory=list)  # the sources given up ("name: why")
+    #: a stop signal came during the run: in its loop (then ``interrupted`` too) or after
+    #: the last frame, while the outputs were finished
+    signalled: bool = False
     timer: StageTimer = field(default_factory=StageTimer, repr=False)
 
     @property

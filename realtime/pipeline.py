@@ -34,8 +34,8 @@ def _run(sources: list[Source], settings: AnalyzerSettings, sinks: list[SinkFact
          blur: bool = False) -> RunStats:
     """``analyzer``: one already loaded (its tracks and people start again), kept open; else
     one is loaded from ``settings`` and closed at the end."""
-    stop = threading.Event()
-    with finishing_signals(stop) as running, contextlib.ExitStack() as stack:
+    stop, signalled = threading.Event(), threading.Event()
+    with finishing_signals(stop, signalled) as running, contextlib.ExitStack() as stack:
         for source in sources:
             stack.enter_context(source)
         if settings.track is None and any(s.kind in ("image", "folder") for s in sources):
@@ -65,6 +65,7 @@ def _run(sources: list[Source], settings: AnalyzerSettings, sinks: list[SinkFact
         annotators = [default_annotators(analyzer.meta, fps=fps_overlay, blur=blur) for _ in sources]
         running()
         stats = process(sources, analyzer.analyze, annotators, opened, on_frame, [s.live for s in sources], stop=stop, timer=timer)
+    stats.signalled = signalled.is_set()
     stats.source = ", ".join(s.name for s in sources)
     stats.gave_up = [f"{s.name}: {s.gave_up}" for s in sources if getattr(s, "gave_up", None)]
     sinks = [s for group in opened for chain in group for s in getattr(chain, "sinks", [chain])]

@@ -136,18 +136,21 @@ def graceful_stop(stop: threading.Event) -> Iterator[threading.Event]:
 
 
 @contextlib.contextmanager
-def finishing_signals(stop: threading.Event) -> Iterator[Callable[[], None]]:
+def finishing_signals(stop: threading.Event, signalled: threading.Event | None = None) -> Iterator[Callable[[], None]]:
     """SIGINT/SIGTERM as KeyboardInterrupt (start-up: nothing written yet) until the
     caller calls the yielded function; from then on they set ``stop`` (the loop ends
     after the current frame) and are otherwise only noted, so a storm of signals
-    cannot cut an mp4 or a JSONL short while the outputs are finished. Off the main
-    thread it does nothing."""
+    cannot cut an mp4 or a JSONL short while the outputs are finished; each such signal
+    also sets ``signalled``, so a caller learns of one that came after the loop had
+    ended (``stop`` is set by then anyway). Off the main thread it does nothing."""
     running = threading.Event()
     request = request_stop(stop)
 
     def handler(signum, frame) -> None:
         if not running.is_set():
             raise KeyboardInterrupt
+        if signalled is not None:
+            signalled.set()
         request(signum, frame)
 
     with signals_to(handler):

@@ -158,7 +158,8 @@ def serve(
         outputs = dataclasses.replace(output or OutputSettings(), show=False)
         stats = run(source_spec, outputs, analyzer_settings, on_start, None, reconnect,
                     sinks=[hub.sink, *(integrations.sinks if integrations is not None else [])], wrap=replay(settings.pace, settings.loop), timer=hub.timer)
-        if not stats.interrupted and not stats.gave_up:
+        # a Ctrl-C that came as the source ended (the run finishing its outputs) ends it too
+        if not stats.interrupted and not stats.signalled and not stats.gave_up:
             log.warning("the source ended: still serving the last frame and the final counts; Ctrl-C stops")
             stop = threading.Event()
             with graceful_stop(stop):

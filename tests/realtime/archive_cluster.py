@@ -28,6 +28,9 @@ def main(video: Path, tmp: Path) -> None:
     out = tmp / "out"
     temp = tempfile.mkdtemp(prefix="rc", dir="/tmp")
     node = dict(num_cpus=1, include_dashboard=False, node_ip_address="127.0.0.1")
+    # Cluster writes the head's address into Ray's default temp folder whatever temp_dir
+    # says, and fails where that folder does not exist yet (a fresh machine)
+    os.makedirs(os.path.dirname(ray._private.utils.get_ray_address_file(None)), exist_ok=True)
     cluster = Cluster(initialize_head=True, head_node_args={**node, "temp_dir": temp})
     try:
         second = cluster.add_node(**node)

@@ -7,6 +7,7 @@ import functools
 import http.client
 import http.server
 import json
+import logging
 import os
 import re
 import shutil
@@ -22,6 +23,8 @@ import pytest
 from click.testing import CliRunner
 
 from realtime.cli import cli
+from realtime.integrations import Integrations
+from realtime.sinks import Sink
 from tests.helpers import shared_path
 from tests.helpers import check_record
 from realtime.serve.viewerbench import Viewers
@@ -193,6 +196,54 @@ def test_a_file_that_ends_keeps_its_last_frame_and_counts(detector_models):
         code = server.stop(signal.SIGINT)
     assert code == 0
     assert "5 frames" in "".join(server.stdout)
+
+
+class _CtrlCAtTheEnd(Integrations):
+    """No outboxes; one sink per source that sends this process SIGINT as it is closed,
+    i.e. after the source's last frame, while the run finishes its outputs (the moment a
+    user presses Ctrl-C as a file ends)."""
+
+    def __init__(self):
+        super().__init__(None)
+        self.closed = 0
+
+    @property
+    def sinks(self) -> list:
+        return [lambda source, analyzer, k, analytics: _SignalOnClose(self)]
+
+
+class _SignalOnClose(Sink):
+    def __init__(self, owner: _CtrlCAtTheEnd):
+        self.owner = owner
+
+    def write(self, frame, faces, annotated) -> None:
+        pass
+
+    def close(self) -> None:
+        self.owner.closed += 1
+        os.kill(os.getpid(), signal.SIGINT)
+
+
+def test_ctrl_c_as_the_file_ends_stops_the_server(detector_models, caplog):
+    """A SIGINT that comes after a file's last frame, while the run closes its outputs,
+    stops `serve` as one during the run does: it returns instead of serving the last
+    frame until a second Ctrl-C (which it used to: the run's handler took the signal,
+    after its loop had ended). Should it wait again, a second SIGINT 20 s later ends the
+    wait, and the test fails on the log and the stats."""
+    from realtime.serve import ServeSettings, serve
+
+    integrations = _CtrlCAtTheEnd()
+    second = threading.Timer(20, lambda: os.kill(os.getpid(), signal.SIGINT))
+    second.start()
+    try:
+        with caplog.at_level(logging.WARNING, logger="realtime"):
+            stats = serve(str(shared_path("media", "tv_5frames.mp4")), ServeSettings(port=0, pace=False),
+                          integrations=integrations)
+    finally:
+        second.cancel()
+    assert integrations.closed == 1 and stats.frames == 5
+    assert stats.signalled and not stats.interrupted  # every frame was analysed and written
+    assert "still serving the last frame" not in caplog.text
 
 
 class _QuietFiles(http.server.SimpleHTTPRequestHandler):

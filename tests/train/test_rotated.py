@@ -67,17 +67,19 @@ def test_eval_levels_crops_when_asked_or_when_the_model_says(chips, tmp_path, de
     says level_eyes is levelled by default, and --no-level-eyes turns it off."""
     dst = tmp_path / "rot"
     write_rotated(chips, dst, holdout=0.99, max_angle=30, seed=1)
-    base = EvalSettings(data=dst, format="utkface", bootstrap=0, backend="onnxruntime", flip=False)
+    plain_model = tmp_path / "plain.safetensors"
+    meta = dataclasses.replace(read_checkpoint_meta(DEFAULT_WEIGHTS), level_eyes=False)
+    save_checkpoint(load_checkpoint(DEFAULT_WEIGHTS), plain_model, meta=meta)
+    base = EvalSettings(data=dst, format="utkface", bootstrap=0, backend="auto", flip=False, model=plain_model)
     plain, _, counts = run_model(base)
     level, _, _ = run_model(dataclasses.replace(base, level_eyes=True))
     assert counts["no_face"] < len(plain.gender_probs) / 2
     assert not np.allclose(plain.gender_probs, level.gender_probs)
 
     levelled_model = tmp_path / "levelled.safetensors"
-    meta = dataclasses.replace(read_checkpoint_meta(DEFAULT_WEIGHTS), level_eyes=True)
-    save_checkpoint(load_checkpoint(DEFAULT_WEIGHTS), levelled_model, meta=meta)
+    save_checkpoint(load_checkpoint(plain_model), levelled_model, meta=dataclasses.replace(meta, level_eyes=True))
     assert read_checkpoint_meta(levelled_model).level_eyes is True
-    model = dataclasses.replace(base, model=levelled_model, backend="auto")
+    model = dataclasses.replace(base, model=levelled_model)
     by_meta, engine, _ = run_model(model)
     assert engine.meta.level_eyes is True
     np.testing.assert_allclose(by_meta.gender_probs, level.gender_probs, atol=1e-4)
