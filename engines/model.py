@@ -243,6 +243,9 @@ def _load_alike(paths: list[Path]) -> list[AgeGenderNet | Ensemble]:
         differ = [k for k in _SHARED if getattr(net.meta, k) != getattr(nets[0].meta, k)]
         if differ:
             raise RealtimeError(f"{path}: {', '.join(differ)} not the same as in {paths[0]}; they must share them")
+        if net.meta.level_eyes != nets[0].meta.level_eyes:  # allowed: chips are level either way
+            log.warning("%s: level_eyes %s, unlike %s: the result levels its crops as the first model does (%s)",
+                        path, net.meta.level_eyes, paths[0], nets[0].meta.level_eyes)
     return nets
 
 

@@ -147,3 +147,17 @@ def test_bad_soups_are_refused_in_one_line(members, tmp_path):
     assert result.exit_code == 1 and "is one of the inputs" in result.stderr and not out.exists()
     result = runner.invoke(cli, ["soup", str(a), str(b), "--weights", "0.5,0.5", "-o", str(out)])
     assert result.exit_code == 0 and "average of 2 models written to" in result.output and out.exists()
+
+
+def test_models_that_level_their_crops_and_not_combine_with_a_warning(members, tmp_path, caplog):
+    """Every member of an ensemble (and a soup) gets the same crop: the first model's
+    level_eyes is the result's, and a model that differs is named in a warning."""
+    from engines.model import save_soup
+
+    levelled = member(tmp_path / "levelled.safetensors", 1, level_eyes=True)
+    with caplog.at_level("WARNING", logger="engines.model"):
+        ens = save_ensemble([levelled, members[1]], tmp_path / "ens.safetensors")
+        soup = save_soup([members[0], levelled], None, tmp_path / "soup.safetensors")
+    assert load_checkpoint(ens).meta.level_eyes is True and load_checkpoint(soup).meta.level_eyes is False
+    warned = [r.getMessage() for r in caplog.records if "level_eyes" in r.getMessage()]
+    assert len(warned) == 2 and str(members[1]) in warned[0] and str(levelled) in warned[1]
