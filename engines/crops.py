@@ -18,6 +18,12 @@ IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".
 #: Largest eye-line tilt, in degrees, that the cropper levels: beyond it the keypoints
 #: are likelier wrong (a profile, a false detection) than the head so tilted.
 MAX_LEVEL_ANGLE = 45.0
+#: Eye-line tilts up to this many degrees are left as they are, larger ones turned by the
+#: excess (a soft dead band: continuous, so a tilt at its edge does not jump). The
+#: keypoints wobble by a few degrees from frame to frame, which turned upright faces'
+#: crops to and fro and made their labels flicker (measured in the model card's "Tilted
+#: heads"); a tilt this small costs the model nothing.
+LEVEL_DEADBAND = 10.0
 #: Smallest eye distance, as a share of the box's longer side, that the cropper levels
 #: by (closer eyes: a profile, whose eye line says little about the head's roll).
 MIN_EYE_DISTANCE = 0.15
@@ -52,15 +58,18 @@ class Cropper:
     turns each square about its centre so that the face's eyes (``Faces.eyes``) are
     level, where both are known, at least ``MIN_EYE_DISTANCE`` of the box apart and
     tilted at most ``MAX_LEVEL_ANGLE`` degrees; other faces (boxes without eyes,
-    coasting tracks) are cut as without it.
+    coasting tracks) are cut as without it. A tilt of up to ``deadband`` degrees is
+    left, a larger one turned by the excess (:data:`LEVEL_DEADBAND`).
     """
 
-    def __init__(self, meta: ModelMeta, crop_scale: float | None = None, level_eyes: bool | None = None):
+    def __init__(self, meta: ModelMeta, crop_scale: float | None = None, level_eyes: bool | None = None,
+                 deadband: float = LEVEL_DEADBAND):
         scale = meta.crop_scale if crop_scale is None else crop_scale
         if not 0.5 <= scale <= 4.0:
             raise ValueError(f"crop scale must be in [0.5, 4], got {scale}")
         self.scale = scale
         self.level_eyes = meta.level_eyes if level_eyes is None else bool(level_eyes)
+        self.deadband = float(deadband)
         self.size = meta.input_size
         self.mean = np.asarray(meta.mean, np.float32) * 255.0
         self.inv_std = 1.0 / (np.asarray(meta.std, np.float32) * 255.0)
@@ -75,7 +84,8 @@ class Cropper:
     def angles(self, boxes: np.ndarray, eyes: np.ndarray | None) -> np.ndarray:
         """(N, 4) xyxy boxes + (N, 2, 2) eyes (or None) -> (N,) float32 degrees each
         crop is turned by (the eye line's tilt, ``atan2(dy, dx)`` from the right eye to
-        the left), 0 where not levelled (off, eyes unknown or implausible)."""
+        the left, less :attr:`deadband` towards 0), 0 where not levelled (off, eyes
+        unknown or implausible, or a tilt within the dead band)."""
         if not self.level_eyes or eyes is None or len(boxes) == 0:
             return np.zeros(len(boxes), np.float32)
         d = eyes[:, 1] - eyes[:, 0]
@@ -83,7 +93,8 @@ class Cropper:
             angle = np.degrees(np.arctan2(d[:, 1], d[:, 0]))
             longer = np.maximum(boxes[:, 2] - boxes[:, 0], boxes[:, 3] - boxes[:, 1])
             ok = (np.abs(angle) <= MAX_LEVEL_ANGLE) & (np.hypot(d[:, 0], d[:, 1]) >= MIN_EYE_DISTANCE * longer)
-        return np.where(ok, angle, 0.0).astype(np.float32)
+        turn = np.sign(angle) * np.maximum(np.abs(angle) - self.deadband, 0.0)
+        return np.where(ok, turn, 0.0).astype(np.float32)
 
     def cut(self, frame: np.ndarray, faces) -> np.ndarray:
         """BGR uint8 frame (H, W, 3) + faces (``realtime.Faces`` or (N, 4) float32 xyxy

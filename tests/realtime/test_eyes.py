@@ -6,7 +6,7 @@ import cv2
 import numpy as np
 import pytest
 
-from engines.crops import MAX_LEVEL_ANGLE
+from engines.crops import LEVEL_DEADBAND, MAX_LEVEL_ANGLE
 from engines.meta import ModelMeta
 from realtime.boxes import iou_matrix
 from realtime.crops import Cropper
@@ -73,12 +73,13 @@ def test_keypoints_of_tiles_are_in_frame_coordinates(detector_models):
         assert np.abs(a.eyes[i] - b.eyes[j]).max() < 0.15 * side
 
 
-def crop_tilts(detector, image: np.ndarray, faces: Faces, level: bool) -> list[float]:
+def crop_tilts(detector, image: np.ndarray, faces: Faces, level: bool, deadband: float = 0.0) -> list[float]:
     """The eye line's tilt in each face's crop, measured by running the detector again
-    on the crop (set in a frame twice its size, as eval does); NaN where it finds none."""
+    on the crop (set in a frame twice its size, as eval does); NaN where it finds none.
+    ``deadband`` 0: levelled all the way (the geometry); the app's leaves LEVEL_DEADBAND."""
     meta = ModelMeta(input_size=160, crop_scale=2.0)
     tilts = []
-    for crop in Cropper(meta, level_eyes=level).cut(image, faces):
+    for crop in Cropper(meta, level_eyes=level, deadband=deadband).cut(image, faces):
         again = detector.detect(cv2.copyMakeBorder(np.ascontiguousarray(crop[..., ::-1]), 80, 80, 80, 80, cv2.BORDER_REPLICATE))
         tilts.append(tilt(again.eyes[[int(np.argmax(again.areas))]])[0] if len(again) else np.nan)
     return tilts
@@ -94,18 +95,21 @@ def test_photos_turned_20_degrees_give_level_crops(detector):
     turned faces are off by ~5 degrees (median; 13 at the 90th percentile), hence the
     medians."""
     images = [cv2.imread(str(SAMPLES / "people.jpg"))] + [cv2.imread(str(shared_path("media", p))) for p in PHOTOS]
-    levelled, plain = [], []
+    levelled, plain, app = [], [], []
     for image in images:
         for angle in (20, -20):
             turned = rotated(image, angle)
             faces = detector.detect(turned)
             levelled += crop_tilts(detector, turned, faces, True)
             plain += crop_tilts(detector, turned, faces, False)
-    levelled, plain = np.abs(levelled), np.abs(plain)
+            app += crop_tilts(detector, turned, faces, True, LEVEL_DEADBAND)
+    levelled, plain, app = np.abs(levelled), np.abs(plain), np.abs(app)
     assert np.isfinite(levelled).sum() >= 30
     assert np.nanmedian(levelled) < 7, levelled  # measured 5.1
     assert np.nanmedian(plain) > 14, plain  # measured 20.2
     assert np.nanmean(levelled < 10) > 0.7, levelled  # measured 0.84
+    # the app's dead band leaves up to 10 degrees: 20 degrees come out about 10 off
+    assert 5 < np.nanmedian(app) < 14, app  # measured 11.3
 
 
 def old_warp(image, cx, cy, side, size):
@@ -145,11 +149,24 @@ def test_levelling_skips_unknown_and_implausible_eyes():
         [[70, 40], [30, 40]],  # upside down
         [[48, 40], [52, 41]],  # eyes 4 px apart in a 100 px box: a profile
     ], np.float32)
-    angles = Cropper(meta).angles(boxes, eyes)
+    angles = Cropper(meta, deadband=0).angles(boxes, eyes)
     np.testing.assert_allclose(angles, [np.degrees(np.arctan2(10, 40)), 0, 0, 0, 0], atol=1e-4)
     assert MAX_LEVEL_ANGLE < 76
     assert (Cropper(meta, level_eyes=False).angles(boxes, eyes) == 0).all()
     assert Cropper(meta).level_eyes and not Cropper(ModelMeta()).level_eyes
+
+
+def test_small_tilts_are_left_and_larger_ones_turned_by_the_excess():
+    """The dead band: tilts up to LEVEL_DEADBAND degrees (the keypoints' wobble on an
+    upright face) are not turned, so an upright face's crop does not turn to and fro;
+    beyond it the turn grows from 0, continuously, by the excess."""
+    tilts = np.array([0, 4, -9.9, 10, 14, -14, 25, 40], np.float64)
+    eyes = np.stack([np.zeros((len(tilts), 2)), 40 * np.stack([np.cos(np.radians(tilts)), np.sin(np.radians(tilts))], 1)], 1)
+    boxes = np.array([[-30, -30, 70, 70]] * len(tilts), np.float32)
+    angles = Cropper(ModelMeta(level_eyes=True)).angles(boxes, eyes.astype(np.float32))
+    assert LEVEL_DEADBAND == 10
+    np.testing.assert_allclose(angles, [0, 0, 0, 0, 4, -4, 15, 30], atol=1e-3)
+    np.testing.assert_allclose(Cropper(ModelMeta(level_eyes=True), deadband=0).angles(boxes, eyes.astype(np.float32)), tilts, atol=1e-3)
 
 
 def test_level_eyes_in_the_model_meta_round_trips():

@@ -3,7 +3,8 @@
 # (2 CPU cores; the teacher cache from `realtime teach`, the LFW crops from `realtime facecrops`):
 #   realtime facecrops --data ../shared/data/lfw --format csv --out /work/data/lfw_crops
 #   realtime teach --data ../shared/data/utkface --format utkface --data /work/data/lfw_crops --format csv -o /work/data/teachers.npz
-# m and n train on crops levelled by the eyes, and their teachers ran on those:
+# m and n train on crops levelled by the eyes, and their teachers ran on those (cut all the
+# way level, before engines.crops.LEVEL_DEADBAND; the same commands now leave tilts up to 10 degrees):
 #   realtime facecrops --data ../shared/data/lfw --format csv --out /work/data/lfw_level --level-eyes
 #   realtime teach --data ../shared/data/utkface --format utkface --data /work/data/lfw_level --format csv \
 #     -o /work/data/teachers_level.npz --model /work/runs/previous_default.safetensors
