@@ -136,7 +136,7 @@ def graceful_stop(stop: threading.Event) -> Iterator[threading.Event]:
 
 
 @contextlib.contextmanager
-def finishing_signals(stop: threading.Event, signalled: threading.Event | None = None) -> Iterator[Callable[[], None]]:
+def finishing_signals(stop: threading.Event, signalled: threading.Event) -> Iterator[Callable[[], None]]:
     """SIGINT/SIGTERM as KeyboardInterrupt (start-up: nothing written yet) until the
     caller calls the yielded function; from then on they set ``stop`` (the loop ends
     after the current frame) and are otherwise only noted, so a storm of signals
@@ -149,8 +149,7 @@ def finishing_signals(stop: threading.Event, signalled: threading.Event | None =
     def handler(signum, frame) -> None:
         if not running.is_set():
             raise KeyboardInterrupt
-        if signalled is not None:
-            signalled.set()
+        signalled.set()
         request(signum, frame)
 
     with signals_to(handler):
