@@ -117,11 +117,13 @@ class Cropper:
         """BGR uint8 frame (H, W, 3) + N faces (as for :meth:`cut`) -> model input (N, 3, S, S) float32."""
         return self.normalize(self.cut(frame, faces))
 
-    def crop_whole(self, image: np.ndarray) -> np.ndarray:
+    def crop_whole(self, image: np.ndarray, framing: float | None = None) -> np.ndarray:
         """An image that already is one face crop (BGR uint8, any size) -> (1, 3, S, S).
 
-        The whole image is taken as the crop square (``crop_scale`` does not apply)."""
+        The whole image is taken as the crop square (``crop_scale`` does not apply),
+        unless ``framing`` says how many times the face box's side the image spans (a
+        wider crop): then the square of ``crop_scale`` times that box is cut from it."""
         h, w = image.shape[:2]
-        side = max(h, w) / self.scale
+        side = max(h, w) / (framing if framing and np.isfinite(framing) else self.scale)
         box = np.array([[w / 2 - side / 2, h / 2 - side / 2, w / 2 + side / 2, h / 2 + side / 2]], np.float32)
         return self.crop(image, box)

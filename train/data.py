@@ -44,6 +44,10 @@ class LabelledSet:
             read: :func:`read_images` hashes the bytes it decodes, :meth:`content_keys`
             reads only the files not hashed yet, so a run reads and hashes each file once
             (its split keys and its teacher cache's rows use the same digests).
+        framing: (N,) float32 how many times the face box's side each image spans
+            (a ``realtime facecrops`` set records its ``crop_scale``), NaN where not
+            known: the image is then taken as cut at the model's own framing (an
+            aligned chip). Readers cut each face to the framing they need from it.
         root: the data directory the files are under (for relative names).
         skipped: images listed or found but dropped (missing, unreadable, unlabelled).
     """
@@ -59,8 +63,9 @@ class LabelledSet:
     skipped: int = 0
     source: np.ndarray | None = None
     digests: np.ndarray | None = None
-    _ARRAYS: tuple[str, ...] = field(default=("age_group", "age_years", "gender", "race", "folds", "groups", "source", "digests"),
-                                     repr=False)
+    framing: np.ndarray | None = None
+    _ARRAYS: tuple[str, ...] = field(default=("age_group", "age_years", "gender", "race", "folds", "groups", "source", "digests",
+                                              "framing"), repr=False)
 
     def __post_init__(self) -> None:
         n = len(self.files)
@@ -70,6 +75,8 @@ class LabelledSet:
             self.source = np.zeros(n, np.int64)
         if self.digests is None:
             self.digests = np.full(n, "", object)
+        if self.framing is None:
+            self.framing = np.full(n, np.nan, np.float32)
         for name in self._ARRAYS:
             if getattr(self, name).shape != (n,):
                 raise ValueError(f"{name} must have shape ({n},), got {getattr(self, name).shape}")
@@ -185,13 +192,16 @@ def _key_hash(key: str) -> int:
 
 
 # ----------------------------------------------------------------------------- pixels
-def read_images(data: LabelledSet, side: int | None = None, progress: Callable[[int], None] | None = None) -> tuple[LabelledSet, np.ndarray]:
+def read_images(data: LabelledSet, side: int | None = None, progress: Callable[[int], None] | None = None,
+                crop_scale: float | None = None) -> tuple[LabelledSet, np.ndarray]:
     """Read every image into RAM as BGR uint8 ``(N, side, side, 3)``.
 
     Each image is taken whole as the crop square (as ``Cropper.crop_whole`` does:
     centred, replicated edges for non-square images) and resized to ``side``; ``None``
-    keeps the first image's size. Unreadable files are skipped and counted in the
-    returned set's ``skipped``."""
+    keeps the first image's size. With ``crop_scale`` (the model's framing), an image
+    whose ``framing`` is known gives its centre square of ``crop_scale / framing`` of
+    its side instead: the face framed as the model sees it. Unreadable files are
+    skipped and counted in the returned set's ``skipped``."""
     keep, images, digests = [], None, []  # one array filled in place: no second copy of the set in RAM
     for i, path in enumerate(data.files):
         try:
@@ -207,7 +217,8 @@ def read_images(data: LabelledSet, side: int | None = None, progress: Callable[[
         side = side or max(image.shape[:2])
         if images is None:
             images = np.empty((len(data), side, side, 3), np.uint8)
-        images[len(keep)] = square(image, side)
+        framing = float(data.framing[i])
+        images[len(keep)] = square(image, side, crop_scale / framing if crop_scale and np.isfinite(framing) else 1.0)
         keep.append(i)
         digests.append(hashlib.sha256(raw).hexdigest())  # the bytes just decoded: the file is not read again
     subset = data[np.asarray(keep, np.int64)]
@@ -232,10 +243,10 @@ class Rows:
         return self.images[self.index[i]]
 
 
-def square(image: np.ndarray, side: int) -> np.ndarray:
+def square(image: np.ndarray, side: int, zoom: float = 1.0) -> np.ndarray:
     """BGR (H, W, 3) -> (side, side, 3): the whole image centred in a square of its
-    longer side, edges replicated, resized."""
+    longer side (times ``zoom``: < 1 its centre), edges replicated, resized."""
     h, w = image.shape[:2]
-    if h == w == side:
+    if h == w == side and zoom == 1.0:
         return image
-    return warp_square(image, w / 2, h / 2, max(h, w), side)
+    return warp_square(image, w / 2, h / 2, max(h, w) * zoom, side)

@@ -192,7 +192,8 @@ def run_model(settings: EvalSettings, progress: Callable[[int, str], ContextMana
                 if image is None:
                     counts["unreadable"] += 1
                     continue
-                batch.append(_face_input(in_context(image, settings.context), cropper, detector, counts))
+                framing = float(data.framing[i]) * settings.context  # a wider crop's face, where its set records it
+                batch.append(_face_input(in_context(image, settings.context), cropper, detector, counts, framing))
                 keep.append(i)
                 if len(batch) >= settings.batch_size:
                     flush()
@@ -234,14 +235,15 @@ def in_context(image: np.ndarray, context: float) -> np.ndarray:
     return cv2.copyMakeBorder(image, dy, dy, dx, dx, cv2.BORDER_REPLICATE)
 
 
-def _face_input(image: np.ndarray, cropper: Cropper, detector, counts: dict) -> np.ndarray:
-    """One image -> (1, 3, S, S): its largest detected face, or the whole image."""
+def _face_input(image: np.ndarray, cropper: Cropper, detector, counts: dict, framing: float = float("nan")) -> np.ndarray:
+    """One image -> (1, 3, S, S): its largest detected face, or the whole image (the
+    face at the model's framing where ``framing``, the box sides the image spans, is known)."""
     if detector is None:
-        return cropper.crop_whole(image)
+        return cropper.crop_whole(image, framing)
     faces = detector.detect(image)
     if len(faces) == 0:
         counts["no_face"] += 1
-        return cropper.crop_whole(image)
+        return cropper.crop_whole(image, framing)
     return cropper.crop(image, faces[int(np.argmax(faces.areas))])
 
 

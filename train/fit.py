@@ -328,7 +328,7 @@ def cross_validate(
         data.age_group = relabel(data.age_group, data.age_years, AgeScheme.from_labels(settings.age_labels))
     check_distinct([*settings.inputs(), *data.files], settings.outputs())
     with progress(len(data), "reading images") as bar:
-        data, images = read_images(data, settings.image_side, bar.update)
+        data, images = read_images(data, settings.image_side, bar.update, settings.crop_scale)
     splits = _splits(data, settings)
     _check_splits(splits, settings)
     settings.out.mkdir(parents=True, exist_ok=True)

@@ -18,6 +18,7 @@ import numpy as np
 from engines.crops import IMAGE_SUFFIXES
 from engines.errors import RealtimeError
 from engines.meta import AGE_LABELS, GENDER_LABELS
+from train.croprecord import RECORD, read_record
 from train.data import LabelledSet
 from train.labels import age_group_of, fields, gender_index, parse_age, text_lines
 
@@ -48,8 +49,21 @@ def load_dataset(root: str | Path, fmt: str) -> LabelledSet:
     data = _LOADERS[fmt](root)
     if len(data) == 0:
         raise RealtimeError(f"{root}: no labelled images found in {fmt} layout (skipped {data.skipped}); check --format")
+    record = read_record(root)
+    if record is not None and "crop_scale" in record:  # a `realtime facecrops` set: its crops' framing
+        data.framing[:] = _recorded_scale(record, root)
     log.info("%s (%s): %s", root, fmt, data.describe())
     return data
+
+
+def _recorded_scale(record: dict, root: Path) -> float:
+    """The ``crop_scale`` a set's record says its crops were cut at, checked against the one table of limits."""
+    from engines.limits import LIMITS
+
+    problem = LIMITS["crop_scale"].problem(record["crop_scale"])
+    if problem:
+        raise RealtimeError(f"{root}: its {RECORD} gives crop_scale {record['crop_scale']!r} ({problem}); recut the set or remove the file")
+    return float(record["crop_scale"])
 
 
 def label_files(root: str | Path) -> list[Path]:

@@ -39,6 +39,7 @@ def facecrops_command(fmt, **options):
 @click.option("--model", type=click.Path(dir_okay=False, path_type=Path), default=None, help="Our teacher model (default: the default weights).")
 @click.option("--batch-size", type=Limited("batch_size", integer=True), default=64, show_default=True)
 @click.option("--threads", type=Limited("threads", integer=True), default=2, show_default=True)
+@click.option("--flip/--no-flip", default=True, show_default=True, help="faceres also sees each face mirrored (the two views averaged).")
 def teach_command(fmt, **options):
     """Run the teachers once over every training face and cache their outputs."""
     from train.teach import TeachSettings, build_cache

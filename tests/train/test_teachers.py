@@ -237,3 +237,70 @@ def test_facecrops_interrupted_leaves_nothing_and_a_rerun_completes(tmp_path):
     result = invoke("facecrops", "--data", tmp_path / "lfw", "--format", "csv", "--out", out)
     assert result.exit_code == 0, result.output
     assert len(list(csv.DictReader(open(out / "labels.csv")))) == len(list((out / "images").iterdir())) > 390
+
+
+@pytest.fixture(scope="module")
+def wide(sets):
+    """The same 16 LFW photos cut wider, as the teachers see them best: 1.5x the box at 224 px."""
+    result = invoke("facecrops", "--data", sets / "lfw", "--format", "csv", "--out", sets / "wide",
+                    "--crop-scale", 1.5, "--side", 224)
+    assert result.exit_code == 0, result.output
+    return sets / "wide"
+
+
+def test_a_wider_crop_gives_the_model_its_own_framing(sets, wide):
+    """A set cut at 1.5x records it; training's pixels and eval's `--cropped` cut the model's
+    1.15x from it, so the student sees the face as in the 1.15x crops of the same photos."""
+    from engines.crops import Cropper
+    from engines.meta import ModelMeta
+    from train.data import read_images
+    from train.formats import load_dataset
+
+    plain, wider = load_dataset(sets / "crops", "csv"), load_dataset(wide, "csv")
+    assert np.isnan(load_dataset(sets / "utk", "utkface").framing).all()  # aligned chips: no framing recorded
+    assert (plain.framing == np.float32(1.15)).all() and (wider.framing == 1.5).all()
+    _, a = read_images(plain, 128, crop_scale=1.15)
+    _, b = read_images(wider, 128, crop_scale=1.15)
+    _, whole = read_images(wider, 128)  # without the model's framing: the whole wider crop, as before
+    diff, off = np.abs(a.astype(int) - b).mean(), np.abs(a.astype(int) - whole).mean()
+    assert diff < 6 < off, (diff, off)  # the same face (measured 1.8 grey levels: two resamplings and WebP apart), not the wider view (40.6)
+    cropper = Cropper(ModelMeta(input_size=128, crop_scale=1.15))
+    chip_a, chip_b = read_image(plain.files[0]), read_image(wider.files[0])
+    assert np.abs(cropper.crop_whole(chip_a) - cropper.crop_whole(chip_b, 1.5)).mean() < 0.12  # in normalised units
+    assert np.abs(cropper.crop_whole(chip_a) - cropper.crop_whole(chip_b)).mean() > 0.3
+
+
+def test_teach_sees_the_wider_crop_whole_and_its_mirror(wide, tmp_path):
+    """faceres sees a 1.5x crop as it is (no padding), and the cache holds the mean over
+    the face and its mirror; --no-flip the face alone."""
+    from engines.meta import AGE_LABELS, GENDER_LABELS
+    from train.formats import load_dataset
+    from train.teach import _Faceres
+
+    model = shared_path("models", "teachers", "hse_faceres.onnx")
+    for flip in ("--flip", "--no-flip"):
+        result = invoke("teach", "--data", wide, "--format", "csv", "-o", tmp_path / f"{flip}.npz", "--faceres", model,
+                        "--threads", 1, flip)
+        assert result.exit_code == 0, result.output
+    data = load_dataset(wide, "csv")
+    chips = np.stack([read_image(f) for f in data.files])
+    net = _Faceres(model, 1)
+    assert (net.view(chips[0], 1.5) == chips[0]).all()  # the photo's own 1.5x: nothing replicated, nothing resampled
+    alone, mirrored = net(chips)[0], net(np.ascontiguousarray(chips[:, :, ::-1]))[0]
+    assert np.abs(alone - mirrored).max() > 1e-3  # the mirror is a second opinion
+    for flip, expected in (("--flip", (alone + mirrored) / 2), ("--no-flip", alone)):
+        teachers = TeacherCache(tmp_path / f"{flip}.npz", AGE_LABELS, GENDER_LABELS)
+        got = teachers.faceres_gender[teachers.rows(data.content_keys()), teachers.male]
+        assert np.allclose(got, expected, atol=1e-5)
+
+
+def test_a_record_with_a_bad_framing_is_refused_in_one_line(wide, tmp_path):
+    import json
+
+    copy = tmp_path / "copy"
+    shutil.copytree(wide, copy)
+    for bad in (10, "1.5", None):
+        record = json.loads((copy / "facecrops.json").read_text())
+        (copy / "facecrops.json").write_text(json.dumps({**record, "crop_scale": bad}))
+        result = invoke("eval", "--data", copy, "--format", "csv", "--cropped", "--predictions", tmp_path / "p.csv")
+        assert result.exit_code != 0 and "crop_scale" in result.output and "Traceback" not in result.output, result.output

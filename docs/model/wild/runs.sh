@@ -8,14 +8,20 @@
 #   realtime facecrops --data ../shared/data/lfw --format csv --out /work/data/lfw_level --level-eyes
 #   realtime teach --data ../shared/data/utkface --format utkface --data /work/data/lfw_level --format csv \
 #     -o /work/data/teachers_level.npz --model /work/runs/previous_default.safetensors
-# usage: runs.sh a|b|c|d|e|f|g|h|i|j|k|l|m|n   (d ran with --threads 2, the others with --threads 1;
-#   e, f, g and h ran side by side on the 2 cores; j, k and l too; m and n too)
+# o and p read LFW cut wider (1.5x the box, 224 px; training takes the model's 1.15x from it) and a
+# cache where faceres saw the photo's own 1.5x framing and its mirror (`realtime teach` since then):
+#   realtime facecrops --data ../shared/data/lfw --format csv --out /work/data/lfw_wide --crop-scale 1.5 --side 224
+#   realtime teach --data ../shared/data/utkface --format utkface --data /work/data/lfw_wide --format csv \
+#     -o /work/data/teachers_wide.npz --model /work/runs/previous_default.safetensors
+# usage: runs.sh a|b|...|p   (d ran with --threads 2, the others with --threads 1;
+#   e, f, g and h ran side by side on the 2 cores; j, k and l too; m and n too; o and p too)
 # Every run starts from the default that came before issue 17's first ship (commit 0c2ccf7):
 #   git show 0c2ccf7:engines/weights/default.safetensors > /work/runs/previous_default.safetensors
 set -e
 init=${INIT:-/work/runs/previous_default.safetensors}
 crops=/work/data/lfw_crops cache=/work/data/teachers.npz
-case $1 in m|n) crops=/work/data/lfw_level cache=/work/data/teachers_level.npz ;; esac
+case $1 in m|n) crops=/work/data/lfw_level cache=/work/data/teachers_level.npz ;;
+           o|p) crops=/work/data/lfw_wide cache=/work/data/teachers_wide.npz ;; esac
 run() {  # NAME MEMBER EXTRA...
   name=$1 member=$2; shift 2
   realtime train --data ../shared/data/utkface --format utkface --data "$crops" --format csv \
@@ -46,6 +52,9 @@ case $which in
   # i's recipe on both members, on levelled crops (the model's meta then says level_eyes):
   m) run m 0 --lr 1e-3 --threads 1 "${teachers[@]}" --calibrate-teachers --distill 0.5 --no-balance-race --epochs 8 --feature-weight 0 --level-eyes "$@" ;;
   n) run n 1 --lr 1e-3 --threads 1 "${teachers[@]}" --calibrate-teachers --distill 0.5 --no-balance-race --epochs 8 --feature-weight 0 --level-eyes "$@" ;;
-  *) echo "usage: $0 a|b|c|d|e|f|g|h|i|j|k|l|m|n" >&2; exit 2 ;;
+  # i's recipe on both members, the teachers at their own framing (the wider crops):
+  o) run o 0 --lr 1e-3 --threads 1 "${teachers[@]}" --calibrate-teachers --distill 0.5 --no-balance-race --epochs 8 --feature-weight 0 "$@" ;;
+  p) run p 1 --lr 1e-3 --threads 1 "${teachers[@]}" --calibrate-teachers --distill 0.5 --no-balance-race --epochs 8 --feature-weight 0 "$@" ;;
+  *) echo "usage: $0 a|b|c|d|e|f|g|h|i|j|k|l|m|n|o|p" >&2; exit 2 ;;
 esac
 # then: realtime ensemble X.safetensors Y.safetensors -o XY.safetensors; realtime eval ... (see the model card)
