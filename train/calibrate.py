@@ -24,7 +24,9 @@ log = logging.getLogger(__name__)
 class CalibrateSettings:
     """``realtime calibrate``: ``model`` (a .safetensors checkpoint) on the validation set
     ``eval`` (its model field is ``model``), written with its temperatures and gender
-    threshold to ``output``; ``target``: the accuracy the shown genders must reach."""
+    threshold to ``output``; ``target``: the accuracy the shown genders must reach.
+    ``eval.level_eyes`` (True / False; None: the model's own) is both how the faces are
+    cut for the fit and the ``level_eyes`` written into the output's meta."""
 
     model: Path
     output: Path
@@ -50,7 +52,8 @@ def calibrate_model(settings: CalibrateSettings, progress=None) -> dict:
     # a head whose labels the set lacks (LFW's ages) keeps the temperature it had
     age_t = fit_temperature(raw.age_probs, lab.age_group) if (lab.age_group >= 0).any() else engine.meta.temperature[0]
     temperature = (age_t, fit_temperature(raw.gender_probs, lab.gender))
-    meta = dataclasses.replace(engine.meta, temperature=temperature)
+    level = engine.meta.level_eyes if settings.eval.level_eyes is None else bool(settings.eval.level_eyes)
+    meta = dataclasses.replace(engine.meta, temperature=temperature, level_eyes=level)
     out = calibrated_outputs(raw, meta)
     threshold = round(gender_threshold(out.gender_probs, lab.gender, settings.target), 4)
     meta = dataclasses.replace(meta, min_gender_confidence=threshold)

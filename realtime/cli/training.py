@@ -241,6 +241,9 @@ def sheet_command(source, output, every, max_faces, columns, scale, blur, **opti
 @scoring_options
 @click.option("--target", type=Limited("target"), default=0.97, show_default=True,
               help="Shown genders must be right at least this often: sets the model's --min-gender-confidence.")
+@click.option("--level-eyes/--no-level-eyes", default=None,
+              help="The calibrated model levels its crops by the eyes (level_eyes in its meta), and is fitted so "
+                   "(default: MODEL's own level_eyes).")
 @path_option("--json", "json_path", default=None, help="Also write the report as JSON.")
 def calibrate_command(model, fmt, output, target, json_path, **options):
     """Fit MODEL's temperatures (gender and age) on a validation set, choose the gender

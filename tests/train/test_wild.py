@@ -238,3 +238,18 @@ def test_unsure_gender_is_a_question_mark(tmp_path):
     assert texts[0].split()[1] == "?" and texts[1].split()[1] == "male"
     colors = face_colors(faces, meta)
     assert colors[0] != colors[1]
+
+
+def test_calibrate_writes_the_level_eyes_it_was_asked_for(tmp_path):
+    """`calibrate --level-eyes/--no-level-eyes` fits with that preprocessing and writes it into
+    the copy's meta (what ship.sh did with a Python one-liner); without it the model's own stays."""
+    from engines.files import DEFAULT_WEIGHTS, read_checkpoint_meta
+
+    model = DEFAULT_WEIGHTS
+    own = read_checkpoint_meta(model).level_eyes
+    for flag, expected in (("--level-eyes", True), ("--no-level-eyes", False), (None, own)):
+        out = tmp_path / f"{flag}.safetensors"
+        result = invoke("calibrate", model, "--data", shared_path("data", "lfw"), "--format", "csv", "--limit", 40,
+                        "-o", out, *([flag] if flag else []))
+        assert result.exit_code == 0, result.output
+        assert read_checkpoint_meta(out).level_eyes is expected

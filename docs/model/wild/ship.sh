@@ -12,11 +12,11 @@ realtime ensemble "$runs/$a.safetensors" "$runs/$b.safetensors" -o "$runs/$a$b.s
 realtime soup "$previous" "$runs/$a$b.safetensors" --weights "$(python -c "print(f'{1 - $share:g},$share')")" \
   -o "$runs/shipped_uncalibrated.safetensors" --trained-on \
   "Two MobileNetV3-small networks averaged. Each is the previous default's member (trained from scratch on UTKFace aligned & cropped, 21,716 faces, 85% split by capture key) averaged in weight space ($share of the fine-tune) with its own fine-tune of $epochs epochs on UTKFace + LFW detector crops (13,167 photos, 85% of the persons), genders balanced, wild augmentation, distilling HSE faceres (Apache-2.0; learned from VGGFace2 and IMDB-WIKI) and the previous default. UTKFace, VGGFace2 and IMDB-WIKI are for non-commercial research only and this model inherits that restriction. See MODEL_CARD.md."
-realtime calibrate "$runs/shipped_uncalibrated.safetensors" --data ../shared/data/utkface --format utkface --holdout 0.15 --cropped \
-  -o engines/weights/default.safetensors --json docs/model/calibration/calibrate_utkface_holdout.json
 # the shipped model levels its crops by the eyes (it was trained on aligned chips; measured in
-# the model card's "Tilted heads": no change upright, +2 points on heads turned up to 30 degrees)
-python -c "import dataclasses; from engines.model import load_checkpoint, save_checkpoint; p = 'engines/weights/default.safetensors'; n = load_checkpoint(p); save_checkpoint(n, p, meta=dataclasses.replace(n.meta, level_eyes=True), half=True)"
+# the model card's "Tilted heads": no change upright, +2 points on heads turned up to 30 degrees):
+# calibrate fits it so and writes level_eyes into its meta
+realtime calibrate "$runs/shipped_uncalibrated.safetensors" --data ../shared/data/utkface --format utkface --holdout 0.15 --cropped \
+  --level-eyes -o engines/weights/default.safetensors --json docs/model/calibration/calibrate_utkface_holdout.json
 realtime convert --format onnx -o engines/weights/default.onnx
 realtime eval --data ../shared/data/utkface --format utkface --holdout 0.15 --cropped \
   --predictions "$evals/shipped_utk.csv" --json engines/weights/default.json
