@@ -6,7 +6,8 @@ and labels kept, the split checked to be unchanged.
 
 Works on sets described by a ``labels.csv`` (the UTKFace release, ``--format csv``).
 Each image keeps its name plus ``.webp`` (so UTKFace's capture keys survive) and its CSV
-row. Identical images stay identical (the encoder is deterministic); the split keys of
+row, and a ``realtime facecrops`` set its ``facecrops.json`` (levelled or not, framing).
+Identical images stay identical (the encoder is deterministic); the split keys of
 the copy are compared with the source's, and a copy whose split would differ (two
 different images that became byte-identical) is refused. MODEL_CARD.md's default model
 was trained from such a copy (128 px, WebP quality 85: 47 MB for 21,716 faces).
@@ -23,6 +24,7 @@ import cv2
 
 from engines.errors import RealtimeError
 from engines.images import read_image
+from train.croprecord import read_record, write_record
 from train.formats import load_dataset
 
 
@@ -64,6 +66,10 @@ def shrink(src: Path, dst: Path, fmt: str = "utkface", side: int = 128, quality:
         writer = csv.DictWriter(fh, fieldnames=fields)
         writer.writeheader()
         writer.writerows({**r, "file": r["file"] + ".webp"} for r, ok in zip(rows, written) if ok)
+    record = read_record(src)
+    if record is not None:  # a facecrops set: how its crops were cut (levelled, framing) holds for the copy
+        sides = record.get("side")
+        write_record(dst, {**record, "side": min(side, sides)} if type(sides) is int else record)
     before, after = load_dataset(src, fmt), load_dataset(dst, fmt)
     key_of = dict(zip((Path(f).name for f in before.files), before.split_keys()))
     pairs = [(key_of.get(Path(f).name[: -len(".webp")]), k) for f, k in zip(after.files, after.split_keys())]
