@@ -29,6 +29,13 @@ LEVEL_DEADBAND = 10.0
 MIN_EYE_DISTANCE = 0.15
 
 
+def framed_side(longer: float, framing: float | None, crop_scale: float) -> float:
+    """The side of the square of ``crop_scale`` face-box sides in an image whose longer
+    side ``longer`` spans ``framing`` of them (a wider crop, as its set records); an
+    unknown ``framing`` (None or NaN) is taken as the crop square already: ``longer``."""
+    return longer * crop_scale / framing if framing and np.isfinite(framing) else longer
+
+
 def warp_square(image: np.ndarray, cx: float, cy: float, side: float, size: int, angle: float = 0.0) -> np.ndarray:
     """The square of ``side`` pixels centred on (``cx``, ``cy``) of ``image`` (H, W, C)
     uint8, resized to (``size``, ``size``, C) by one affine warp; where the square
@@ -124,6 +131,6 @@ class Cropper:
         unless ``framing`` says how many times the face box's side the image spans (a
         wider crop): then the square of ``crop_scale`` times that box is cut from it."""
         h, w = image.shape[:2]
-        side = max(h, w) / (framing if framing and np.isfinite(framing) else self.scale)
+        side = framed_side(max(h, w), framing, self.scale) / self.scale  # the face box's side
         box = np.array([[w / 2 - side / 2, h / 2 - side / 2, w / 2 + side / 2, h / 2 + side / 2]], np.float32)
         return self.crop(image, box)

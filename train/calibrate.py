@@ -52,7 +52,7 @@ def calibrate_model(settings: CalibrateSettings, progress=None) -> dict:
     # a head whose labels the set lacks (LFW's ages) keeps the temperature it had
     age_t = fit_temperature(raw.age_probs, lab.age_group) if (lab.age_group >= 0).any() else engine.meta.temperature[0]
     temperature = (age_t, fit_temperature(raw.gender_probs, lab.gender))
-    level = engine.meta.level_eyes if settings.eval.level_eyes is None else bool(settings.eval.level_eyes)
+    level = engine.meta.level_eyes if settings.eval.level_eyes is None else settings.eval.level_eyes
     meta = dataclasses.replace(engine.meta, temperature=temperature, level_eyes=level)
     out = calibrated_outputs(raw, meta)
     threshold = round(gender_threshold(out.gender_probs, lab.gender, settings.target), 4)

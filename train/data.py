@@ -15,7 +15,7 @@ from typing import Callable
 
 import numpy as np
 
-from engines.crops import warp_square
+from engines.crops import framed_side, warp_square
 from engines.errors import RealtimeError
 from engines.files import file_sha256
 from engines.images import decode_image, read_bytes
@@ -217,8 +217,7 @@ def read_images(data: LabelledSet, side: int | None = None, progress: Callable[[
         side = side or max(image.shape[:2])
         if images is None:
             images = np.empty((len(data), side, side, 3), np.uint8)
-        framing = float(data.framing[i])
-        images[len(keep)] = square(image, side, crop_scale / framing if crop_scale and np.isfinite(framing) else 1.0)
+        images[len(keep)] = square(image, side, framed_side(1.0, float(data.framing[i]), crop_scale) if crop_scale else 1.0)
         keep.append(i)
         digests.append(hashlib.sha256(raw).hexdigest())  # the bytes just decoded: the file is not read again
     subset = data[np.asarray(keep, np.int64)]

@@ -17,6 +17,7 @@ import numpy as np
 
 from engines.crops import IMAGE_SUFFIXES
 from engines.errors import RealtimeError
+from engines.limits import LIMITS
 from engines.meta import AGE_LABELS, GENDER_LABELS
 from train.croprecord import RECORD, read_record
 from train.data import LabelledSet
@@ -58,8 +59,6 @@ def load_dataset(root: str | Path, fmt: str) -> LabelledSet:
 
 def _recorded_scale(record: dict, root: Path) -> float:
     """The ``crop_scale`` a set's record says its crops were cut at, checked against the one table of limits."""
-    from engines.limits import LIMITS
-
     problem = LIMITS["crop_scale"].problem(record["crop_scale"])
     if problem:
         raise RealtimeError(f"{root}: its {RECORD} gives crop_scale {record['crop_scale']!r} ({problem}); recut the set or remove the file")

@@ -32,7 +32,7 @@ from typing import Callable, ContextManager
 
 import numpy as np
 
-from engines.crops import warp_square
+from engines.crops import framed_side, warp_square
 from engines.images import decode_image, read_bytes
 from engines.writes import check_distinct, write_atomic
 from realtime.errors import RealtimeError
@@ -107,8 +107,8 @@ class _Faceres:
         """A BGR chip (H, W, 3) spanning ``framing`` face-box sides (NaN: an aligned
         chip's 1.15) -> faceres' framing, (224, 224, 3) uint8."""
         h, w = chip.shape[:2]
-        framing = framing if np.isfinite(framing) else CHIP_FRAMING
-        return warp_square(chip, w / 2, h / 2, max(h, w) * FACERES_FRAMING / framing, 224)
+        side = framed_side(max(h, w), framing if np.isfinite(framing) else CHIP_FRAMING, FACERES_FRAMING)
+        return warp_square(chip, w / 2, h / 2, side, 224)
 
     def __call__(self, views: np.ndarray, flip: bool = False) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """(N, 224, 224, 3) uint8 views -> P(male) (N,), age probabilities (N, 100),
