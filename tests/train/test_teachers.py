@@ -287,11 +287,11 @@ def test_teach_sees_the_wider_crop_whole_and_its_mirror(wide, tmp_path):
     net = _Faceres(model, 1)
     assert (net.view(chips[0], 1.5) == chips[0]).all()  # the photo's own 1.5x: nothing replicated, nothing resampled
     alone, mirrored = net(chips)[0], net(np.ascontiguousarray(chips[:, :, ::-1]))[0]
-    assert np.abs(alone - mirrored).max() > 1e-3  # the mirror is a second opinion
+    assert np.abs(alone - mirrored).max() > 1e-2  # the mirror is a second opinion (measured 0.063)
     for flip, expected in (("--flip", (alone + mirrored) / 2), ("--no-flip", alone)):
         teachers = TeacherCache(tmp_path / f"{flip}.npz", AGE_LABELS, GENDER_LABELS)
         got = teachers.faceres_gender[teachers.rows(data.content_keys()), teachers.male]
-        assert np.allclose(got, expected, atol=1e-5)
+        assert np.allclose(got, expected, atol=1e-4)  # measured 0 here; other batchings may round differently
 
 
 def test_a_record_with_a_bad_framing_is_refused_in_one_line(wide, tmp_path):
