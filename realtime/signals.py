@@ -21,6 +21,7 @@ import contextlib
 import logging
 import os
 import signal
+import sys
 import threading
 from typing import Callable, Iterator
 
@@ -84,6 +85,32 @@ def start_program() -> None:
         signal.signal(sig, interrupt_once)
     if hasattr(signal, "SIGXFSZ"):
         signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+
+
+#: Threads left inside native code that nothing can stop (FFmpeg waiting on a silent
+#: server, :func:`abandon`).
+_abandoned: list[threading.Thread] = []
+
+
+def abandon(thread: threading.Thread) -> None:
+    """``thread`` is left running inside native code (a daemon thread nobody waits for
+    any more): if it is still there when the program ends, :func:`end_program` leaves
+    without finalizing the interpreter, which such a thread can crash (seen: exit -11
+    after "interrupted" on Ctrl-C while a stream was being opened)."""
+    _abandoned.append(thread)
+
+
+def end_program(code) -> None:
+    """The `realtime` program is exiting with ``code`` (a SystemExit's; every output is
+    closed by now): with an abandoned thread still alive, logs and stdio are flushed and
+    the process ends at once with that code; otherwise this returns and Python exits as
+    usual."""
+    if any(t.is_alive() for t in _abandoned):
+        logging.shutdown()
+        for stream in (sys.stdout, sys.stderr):
+            with contextlib.suppress(Exception):
+                stream.flush()
+        os._exit(code if isinstance(code, int) else (0 if code is None else 1))
 
 
 def command_started() -> None:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import re
 import threading
 
+from realtime import signals
 from realtime.errors import RealtimeError
 
 _URL = re.compile(r"^[a-z][a-z0-9+.-]*://", re.IGNORECASE)
@@ -75,6 +76,7 @@ def open_url(spec: str, options: dict, cancel: threading.Event | None = None):
     finally:
         if opener.is_alive():
             given_up.set()
+            signals.abandon(opener)
     if "error" in done:
         raise done["error"]
     return done["container"]

@@ -127,4 +127,8 @@ except (MemoryError, OSError, RuntimeError, ImportError) as e:
 def main() -> None:
     """The `realtime` program (the installed script's entry point)."""
     signals.start_program()
-    cli(prog_name="realtime")
+    try:
+        cli(prog_name="realtime")
+    except SystemExit as e:
+        signals.end_program(e.code)  # returns unless a thread is stuck in native code
+        raise

@@ -381,6 +381,28 @@ def test_ctrl_c_while_a_stream_is_being_opened_is_prompt(tmp_path, detector_mode
     assert "Traceback" not in err and "interrupted" in err and took < 2.0, (took, err)
 
 
+def test_the_program_ends_at_once_past_a_thread_stuck_in_native_code():
+    """A thread that nothing can stop (FFmpeg waiting on a silent server) is abandoned: the
+    program then ends with its exit code and its output flushed, without finalizing the
+    interpreter (which such a thread crashed: -11 after "interrupted"); with none left,
+    end_program returns and Python exits as usual."""
+    import sys
+
+    code = (
+        "import sys, threading, time\n"
+        "from realtime import signals\n"
+        "signals.end_program(5)\n"  # nothing abandoned: returns
+        "t = threading.Thread(target=time.sleep, args=(60,), daemon=True); t.start()\n"
+        "signals.abandon(t)\n"
+        "print('summary', end='')\n"
+        "signals.end_program(7)\n"
+        "sys.exit(1)\n"
+    )
+    start = time.monotonic()
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=30)
+    assert proc.returncode == 7 and proc.stdout == "summary" and time.monotonic() - start < 20, (proc.returncode, proc.stdout, proc.stderr)
+
+
 def _annotating(tmp_path, clip):
     out, results = tmp_path / "o.mp4", tmp_path / "o.jsonl"
     proc = realtime("annotate", clip, "-o", out, "--json", results)
