@@ -27,3 +27,14 @@ def scale(probs: np.ndarray, temperature: float) -> np.ndarray:
 def calibrated(age_probs: np.ndarray, gender_probs: np.ndarray, temperature: tuple[float, float]) -> tuple[np.ndarray, np.ndarray]:
     """Age (N, A) and gender (N, G) probabilities scaled by ``(age T, gender T)``."""
     return scale(age_probs, float(temperature[0])), scale(gender_probs, float(temperature[1]))
+
+
+def logit(p: np.ndarray) -> np.ndarray:
+    """``log(p / (1 - p))`` in float64, p clipped to [1e-4, 1 - 1e-4]."""
+    p = np.clip(np.asarray(p, np.float64), 1e-4, 1 - 1e-4)
+    return np.log(p / (1 - p))
+
+
+def platt(p_positive: np.ndarray, a: float, b: float) -> np.ndarray:
+    """P(label 1) re-scaled by ``train.calibration.fit_platt``'s (a, b), float32 like the input's shape."""
+    return (1 / (1 + np.exp(-(a * logit(p_positive) + b)))).astype(np.float32)

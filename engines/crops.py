@@ -130,7 +130,12 @@ class Cropper:
         The whole image is taken as the crop square (``crop_scale`` does not apply),
         unless ``framing`` says how many times the face box's side the image spans (a
         wider crop): then the square of ``crop_scale`` times that box is cut from it."""
+        return self.crop(image, self.whole_box(image, framing)[None])
+
+    def whole_box(self, image: np.ndarray, framing: float | None = None) -> np.ndarray:
+        """The (4,) float32 xyxy face box of an image that is one face crop, as
+        :meth:`crop_whole` takes it: centred, its side the image's over ``framing``
+        (unknown: over ``crop_scale``)."""
         h, w = image.shape[:2]
         side = framed_side(max(h, w), framing, self.scale) / self.scale  # the face box's side
-        box = np.array([[w / 2 - side / 2, h / 2 - side / 2, w / 2 + side / 2, h / 2 + side / 2]], np.float32)
-        return self.crop(image, box)
+        return np.array([w / 2 - side / 2, h / 2 - side / 2, w / 2 + side / 2, h / 2 + side / 2], np.float32)

@@ -17,6 +17,8 @@ from engines.registry import Engine, Predictions, create_engine
 from realtime.crops import Cropper
 from realtime.detector import FaceDetector
 from realtime.faces import Faces
+from realtime import opinion
+from realtime.embedders import FaceresEmbedder, reid_model
 from realtime.reid import ReIdentifier, ReidSettings
 from realtime.sources import Frame, Source, open_source
 from realtime.timing import StageTimer
@@ -78,6 +80,16 @@ def make_engine(settings: AnalyzerSettings) -> Engine:
     return FlipAveraged(engine) if settings.flip else engine
 
 
+def photo_opinion(reid: ReidSettings, gender_labels: tuple[str, ...]) -> FaceresEmbedder | None:
+    """faceres for the second opinion on untracked photos: when ``reid.second_opinion``,
+    the model is labelled female/male and faceres is the identity model (given, or
+    found as re-identification finds it); else None, quietly."""
+    if not reid.second_opinion or not opinion.supported(gender_labels):
+        return None
+    found = reid_model(reid.model)
+    return FaceresEmbedder(found) if isinstance(found, Path) else None
+
+
 class Analyzer:
     """Detector + cropper + engine (+ a tracker per source): frames in, classified
     :class:`Faces` out.
@@ -98,8 +110,10 @@ class Analyzer:
             self.meta = dataclasses.replace(self.meta, min_gender_confidence=float(settings.min_gender_confidence))
         self.cropper = Cropper(self.meta, settings.crop_scale, settings.level_eyes)
         self.tracking = settings.track is not False
-        reid = ReIdentifier(settings.reid) if self.tracking and settings.reid.enabled else None
+        reid = ReIdentifier(settings.reid, gender_labels=self.meta.gender_labels) if self.tracking and settings.reid.enabled else None
         self.reid = reid if reid is not None and reid.active else None
+        # photos (not tracked): faceres, when found, gives every face its second opinion
+        self.opinion = None if self.tracking else photo_opinion(settings.reid, self.meta.gender_labels)
         # last: nothing after it can fail, so a bad model file never leaves a detector
         # to be closed by the garbage collector (inside MediaPipe that can deadlock)
         self.detector = FaceDetector(settings.detector_model, settings.detector_range, settings.min_score, tiles=settings.tiles)
@@ -113,7 +127,7 @@ class Analyzer:
         start again and no person is known, as in a new process; the models stay loaded."""
         self.trackers.clear()
         if self.reid is not None:
-            self.reid = ReIdentifier(self.reid.settings, self.reid.embedder)
+            self.reid = ReIdentifier(self.reid.settings, self.reid.embedder, self.meta.gender_labels)
 
     def tracker(self, stream: int = 0) -> Tracker:
         if stream not in self.trackers:
@@ -138,7 +152,11 @@ class Analyzer:
         splits = np.cumsum([len(c) for c in crops])[:-1]
         parts = [Predictions(*p) for p in zip(*(np.split(o, splits) for o in out))]
         if plans is None:
-            return [faces.with_predictions(*p) for faces, p in zip(found, parts)]
+            out = [faces.with_predictions(*p) for faces, p in zip(found, parts)]
+            if self.opinion is None:
+                return out
+            with timer("reid"):
+                return [self._with_opinion(f.image, faces) for (_, f), faces in zip(frames, out)]
         tracked = [
             self.tracker(k).apply(plan, part if len(part.age_probs) else None).clipped(f.image.shape[1], f.image.shape[0])
             for (k, f), plan, part in zip(frames, plans, parts)
@@ -147,6 +165,13 @@ class Analyzer:
             return tracked
         with timer("reid"):
             return [self.reid.update(k, f.image, f.time, faces, self.tracker(k)) for (k, f), faces in zip(frames, tracked)]
+
+    def _with_opinion(self, image: np.ndarray, faces: Faces) -> Faces:
+        """An untracked frame's faces with faceres' gender fused into the model's."""
+        if not len(faces):
+            return faces
+        theirs = opinion.gender_opinion(self.opinion.look(image, faces.boxes)[1], self.meta.gender_labels)
+        return dataclasses.replace(faces, gender_probs=opinion.fuse(faces.gender_probs, theirs, faces.age_years))
 
     def __call__(self, image: np.ndarray, frame_index: int = 0, timer: StageTimer | None = None) -> Faces:
         """One frame of one source."""

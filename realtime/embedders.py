@@ -32,7 +32,9 @@ class Embedder(Protocol):
     """``embed(image, boxes)``: BGR uint8 frame (H, W, 3) and (N, 4) float32 xyxy face
     boxes -> (N, D) float32 L2-normalised identity vectors (same person: high dot
     product). ``threshold``: the cosine similarity from which two faces are taken for
-    one person (chosen on LFW pairs, see the README)."""
+    one person (chosen on LFW pairs, see the README). An embedder whose network also
+    tells gender has ``look(image, boxes)`` -> (vectors, (N,) P(male)) as well
+    (faceres': the second opinion, :mod:`realtime.opinion`)."""
 
     name: str
     threshold: float
@@ -47,41 +49,48 @@ def _unit(v: np.ndarray) -> np.ndarray:
 
 class FaceresEmbedder:
     """The ``global_pooling/Mean:0`` (N, 1024) feature of ``hse_faceres.onnx``: the
-    box enlarged 1.5x to a square, 224 px, BGR minus the ImageNet means."""
+    box enlarged 1.5x to a square, 224 px, BGR minus the ImageNet means; ``option``: the
+    command-line option that named the file, for error lines."""
 
     name = "faceres"
     # LFW pairs pick 0.49 (96.2%) but let 7% of two-person pairs through; the dim
     # faces of the stage clip reach 0.62 between two people: 0.6 undercounts less
     threshold = 0.6
-    FEATURE = "global_pooling/Mean:0"
+    FEATURE, GENDER = "global_pooling/Mean:0", "gender_pred/Sigmoid:0"
     MEANS = np.array([103.939, 116.779, 123.68], np.float32)
 
-    def __init__(self, path: str | Path, threads: int = 1):
+    def __init__(self, path: str | Path, threads: int = 1, option: str = "--reid-model"):
         import onnxruntime as ort
 
         from engines.files import onnx_session
 
         path = Path(path)
         if not path.is_file():
-            raise RealtimeError(f"--reid-model {path}: no such file" if not path.exists() else f"--reid-model {path}: not a file")
+            raise RealtimeError(f"{option} {path}: no such file" if not path.exists() else f"{option} {path}: not a file")
         opts = ort.SessionOptions()
         opts.intra_op_num_threads, opts.inter_op_num_threads = threads, 1
         opts.log_severity_level = 3
         self.session = onnx_session(path, opts)
         names = [o.name for o in self.session.get_outputs()]
-        if self.FEATURE not in names:
-            raise RealtimeError(f"--reid-model {path}: not the faceres network (no {self.FEATURE} output)")
+        if self.FEATURE not in names or self.GENDER not in names:
+            raise RealtimeError(f"{option} {path}: not the faceres network (no {self.FEATURE} and {self.GENDER} outputs)")
         self.input = self.session.get_inputs()[0].name
 
     def embed(self, image: np.ndarray, boxes: np.ndarray) -> np.ndarray:
+        return self.look(image, boxes)[0]
+
+    def look(self, image: np.ndarray, boxes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """One run of the network: (N, 1024) unit identity vectors and its (N,) float32
+        P(male), raw (see :mod:`realtime.opinion`)."""
         if not len(boxes):
-            return np.zeros((0, 1024), np.float32)
+            return np.zeros((0, 1024), np.float32), np.zeros(0, np.float32)
         crops = []
         for x1, y1, x2, y2 in np.asarray(boxes, np.float32):
             side = max(x2 - x1, y2 - y1, 1.0) * 1.5
             crops.append(warp_square(image, (x1 + x2) / 2, (y1 + y2) / 2, side, 224))
         batch = np.stack(crops).astype(np.float32) - self.MEANS
-        return _unit(self.session.run([self.FEATURE], {self.input: batch})[0])
+        feature, male = self.session.run([self.FEATURE, self.GENDER], {self.input: batch})
+        return _unit(feature), np.asarray(male, np.float32).reshape(-1)
 
 
 def _package_file(package: str, name: str) -> Path | None:

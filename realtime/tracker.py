@@ -19,6 +19,7 @@ from engines.registry import Predictions
 from realtime.assignment import linear_sum_assignment
 from realtime.boxes import iou_matrix
 from realtime.faces import Faces
+from realtime.opinion import fuse
 
 Classify = Callable[[Faces], Predictions]
 
@@ -92,6 +93,8 @@ class Track:
     years_sum: float = 0.0
     age_class: int = -1
     gender_class: int = -1
+    opinion_sum: np.ndarray | None = None  # (G,) sum of the second opinions' gender probabilities
+    opinions: int = 0
 
     def predict(self) -> np.ndarray:
         """The box one frame on: the centre moves with the velocity, the size stays."""
@@ -120,13 +123,24 @@ class Track:
         self.age_class = _sticky(self.age_probs, self.age_class, hysteresis)
         self.gender_class = _sticky(self.gender_probs, self.gender_class, hysteresis)
 
+    def add_opinion(self, gender: np.ndarray, hysteresis: float = 0.0) -> None:
+        """Fold one second opinion on gender (G,) (:mod:`realtime.opinion`) into the track:
+        its gender is then the model's smoothed one fused with the opinions' mean."""
+        self.opinion_sum = gender.astype(np.float32) if self.opinion_sum is None else self.opinion_sum + gender
+        self.opinions += 1
+        if self.gender_sum is not None:
+            self.gender_class = _sticky(self.gender_probs, self.gender_class, hysteresis)
+
     @property
     def age_probs(self) -> np.ndarray | None:
         return None if self.age_sum is None else self.age_sum / self.weight
 
     @property
     def gender_probs(self) -> np.ndarray | None:
-        return None if self.gender_sum is None else self.gender_sum / self.weight
+        if self.gender_sum is None:
+            return None
+        ours = self.gender_sum / self.weight
+        return ours if not self.opinions else fuse(ours, self.opinion_sum / self.opinions, self.age_years)
 
     @property
     def age_years(self) -> float:

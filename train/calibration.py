@@ -15,7 +15,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from engines.calibration import scale
+from engines.calibration import logit as _logit
+from engines.calibration import platt, scale  # noqa: F401 (platt: re-exported for train's callers)
 from engines.meta import ModelMeta
 
 #: Shown genders must be right at least this often (issue 17: 97%).
@@ -53,11 +54,6 @@ def fit_temperature(probs: np.ndarray, labels: np.ndarray) -> float:
     return float(round(np.exp((lo + hi) / 2), 4))
 
 
-def _logit(p: np.ndarray) -> np.ndarray:
-    p = np.clip(np.asarray(p, np.float64), 1e-4, 1 - 1e-4)
-    return np.log(p / (1 - p))
-
-
 def fit_platt(p_positive: np.ndarray, labels: np.ndarray) -> tuple[float, float]:
     """(N,) P(label 1) and (N,) labels (0/1; -1 unknown, left out) -> (a, b) such that
     ``platt(p, a, b) = sigmoid(a * logit(p) + b)`` has the lowest log-loss, each class
@@ -79,11 +75,6 @@ def fit_platt(p_positive: np.ndarray, labels: np.ndarray) -> tuple[float, float]
         if np.abs(step).max() < 1e-9:
             break
     return float(theta[0]), float(theta[1])
-
-
-def platt(p_positive: np.ndarray, a: float, b: float) -> np.ndarray:
-    """P(label 1) re-scaled by :func:`fit_platt`'s (a, b), float32 like the input's shape."""
-    return (1 / (1 + np.exp(-(a * _logit(p_positive) + b)))).astype(np.float32)
 
 
 def expected_calibration_error(probs: np.ndarray, labels: np.ndarray, bins: int = ECE_BINS) -> float:

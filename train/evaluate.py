@@ -29,6 +29,8 @@ from engines.registry import Engine
 from engines.writes import check_distinct, check_outputs, json_text, write_atomic
 from realtime.analyzer import AnalyzerSettings, make_engine
 from realtime.crops import Cropper
+from realtime.opinion import FACERES_PLATT, MIN_YEARS, WEIGHT, fuse, gender_opinion, supported
+from realtime.reid import ReidSettings
 from realtime.errors import RealtimeError
 from train import metrics
 from train.ages import NAMED, AgeScheme, relabel, scheme_name
@@ -67,6 +69,12 @@ class EvalSettings:
         holdout: only the held-out share of a ``train --folds 1 --holdout`` run with this
             fraction (same deterministic split), to score a model on faces it never saw.
         bootstrap: resamples for the 95% intervals (0: none).
+        second_opinion: score the gender the app shows on a track that faceres has
+            looked at: the model's fused with faceres' own on the same face
+            (:mod:`realtime.opinion`; faceres' crop is 1.5x the detected box, or of the
+            face an image without a detected face spans).
+        faceres: ``hse_faceres.onnx`` for ``second_opinion`` (None: found as
+            re-identification finds it).
     """
 
     data: Path
@@ -85,9 +93,23 @@ class EvalSettings:
     holdout: float | None = None
     bootstrap: int = 1000
     markdown: Path | None = None
+    second_opinion: bool = False
+    faceres: Path | None = None
 
     def __post_init__(self) -> None:
         self.data = Path(self.data)
+        if self.second_opinion and self.faceres is None:
+            from realtime.embedders import find_faceres
+
+            self.faceres = find_faceres()
+            if self.faceres is None:
+                raise RealtimeError("--second-opinion needs hse_faceres.onnx: give --faceres PATH or run "
+                                    "`realtime models fetch --from ../shared/models`")
+        if self.faceres is not None:
+            self.faceres = Path(self.faceres)
+            if not self.faceres.is_file():
+                raise RealtimeError(f"--faceres {self.faceres}: no such file" if not self.faceres.exists() else
+                                    f"--faceres {self.faceres}: not a file")
         if self.predictions is not None:
             self.predictions = Path(self.predictions)
         if self.model is not None:
@@ -102,7 +124,7 @@ class EvalSettings:
 
     def inputs(self) -> list[Path]:
         """The files read besides the images: the labels and the model."""
-        return [*label_files(self.data), *([self.model] if self.model is not None else [])]
+        return [*label_files(self.data), *(p for p in (self.model, self.faceres) if p is not None)]
 
     def outputs(self) -> list[tuple[str, Path | None]]:
         return [("--predictions", self.predictions), ("--json", self.json), ("--markdown", self.markdown)]
@@ -116,6 +138,7 @@ class Outputs:
     age_probs: np.ndarray  # (M, A) float32
     gender_probs: np.ndarray  # (M, G) float32
     age_years: np.ndarray  # (M,) float32
+    opinion: np.ndarray | None = None  # (M, G) float32: faceres' re-centred gender (second_opinion)
 
 
 def evaluate(settings: EvalSettings, progress: Callable[[int, str], ContextManager] | None = None) -> dict:
@@ -124,10 +147,18 @@ def evaluate(settings: EvalSettings, progress: Callable[[int, str], ContextManag
     own probabilities and of the calibrated ones the app shows (``calibration``)."""
     raw, engine, counts = run_model(settings, progress)
     out = calibrated_outputs(raw, engine.meta)
+    if out.opinion is not None:  # the track's answer once faceres has looked
+        alone = score(dataclasses.replace(out, gender_probs=out.opinion), engine.meta, bootstrap=0)
+        out = dataclasses.replace(out, gender_probs=fuse(out.gender_probs, out.opinion, out.age_years))
     if settings.predictions is not None:
         write_predictions(out, engine.meta, settings.predictions)
     result = score(out, engine.meta, bootstrap=settings.bootstrap)
     result["calibration"] = calibration_report(raw, out, engine.meta)
+    if out.opinion is not None:
+        result["second_opinion"] = {"faceres": settings.faceres.name, "platt": list(FACERES_PLATT), "weight": WEIGHT,
+                                    "min_years": MIN_YEARS, "fused": float(np.mean(out.age_years >= MIN_YEARS)),
+                                    "faceres_alone": {k: alone["overall"][k] for k in ("gender_acc", "gender_balanced")},
+                                    "by_gender_alone": {g: row.get("gender_acc") for g, row in alone["by_gender"].items()}}
     result.update(
         {
             "model": str(settings.model) if settings.model else "default",
@@ -167,12 +198,14 @@ def run_model(settings: EvalSettings, progress: Callable[[int, str], ContextMana
         data = data[np.arange(min(settings.limit, len(data)))]
     check_distinct([*settings.inputs(), *data.files], [(w, p) for w, p in settings.outputs() if p is not None])
     app = AnalyzerSettings(model=settings.model, backend=settings.backend, detector_range=settings.detector_range,
-                           flip=settings.flip, level_eyes=settings.level_eyes, track=False)
+                           flip=settings.flip, level_eyes=settings.level_eyes, track=False,
+                           reid=ReidSettings(enabled=False, second_opinion=False))  # the opinion, if asked, is run below
     analyzer = None if settings.cropped else _analyzer(app)
     engine = analyzer.engine if analyzer is not None else make_engine(app)
     cropper = analyzer.cropper if analyzer is not None else Cropper(engine.meta)
     detector = analyzer.detector if analyzer is not None else None
-    keep, chunks, batch = [], [], []
+    faceres = _faceres(settings, engine.meta) if settings.second_opinion else None
+    keep, chunks, batch, males = [], [], [], []
     counts = {"unreadable": 0, "no_face": 0}
 
     def flush():
@@ -193,7 +226,11 @@ def run_model(settings: EvalSettings, progress: Callable[[int, str], ContextMana
                     counts["unreadable"] += 1
                     continue
                 framing = float(data.framing[i]) * settings.context  # a wider crop's face, where its set records it
-                batch.append(_face_input(in_context(image, settings.context), cropper, detector, counts, framing))
+                image = in_context(image, settings.context)
+                crop, box = _face_input(image, cropper, detector, counts, framing)
+                batch.append(crop)
+                if faceres is not None:
+                    males.append(faceres.look(image, box[None])[1])
                 keep.append(i)
                 if len(batch) >= settings.batch_size:
                     flush()
@@ -207,8 +244,18 @@ def run_model(settings: EvalSettings, progress: Callable[[int, str], ContextMana
     labels.skipped = data.skipped + counts["unreadable"]
     if engine.meta.age_labels != AGE_LABELS:  # the labels in the model's own scheme
         labels.age_group = relabel(labels.age_group, labels.age_years, AgeScheme.from_labels(engine.meta.age_labels))
-    out = Outputs(labels, *(np.concatenate([getattr(c, f) for c in chunks]) for f in ("age_probs", "gender_probs", "age_years")))
+    out = Outputs(labels, *(np.concatenate([getattr(c, f) for c in chunks]) for f in ("age_probs", "gender_probs", "age_years")),
+                  opinion=gender_opinion(np.concatenate(males), engine.meta.gender_labels) if faceres is not None else None)
     return out, engine, counts
+
+
+def _faceres(settings: EvalSettings, meta: ModelMeta):
+    """The second opinion's network (re-identification's faceres embedder)."""
+    from realtime.embedders import FaceresEmbedder
+
+    if not supported(meta.gender_labels):
+        raise RealtimeError(f"--second-opinion: the model's gender labels {list(meta.gender_labels)} are not female and male")
+    return FaceresEmbedder(settings.faceres, option="--faceres")
 
 
 def calibrated_outputs(raw: Outputs, meta: ModelMeta) -> Outputs:
@@ -235,16 +282,20 @@ def in_context(image: np.ndarray, context: float) -> np.ndarray:
     return cv2.copyMakeBorder(image, dy, dy, dx, dx, cv2.BORDER_REPLICATE)
 
 
-def _face_input(image: np.ndarray, cropper: Cropper, detector, counts: dict, framing: float = float("nan")) -> np.ndarray:
-    """One image -> (1, 3, S, S): its largest detected face, or the whole image (the
-    face at the model's framing where ``framing``, the box sides the image spans, is known)."""
-    if detector is None:
-        return cropper.crop_whole(image, framing)
-    faces = detector.detect(image)
-    if len(faces) == 0:
+def _face_input(image: np.ndarray, cropper: Cropper, detector, counts: dict,
+                framing: float = float("nan")) -> tuple[np.ndarray, np.ndarray]:
+    """One image -> its crop (1, 3, S, S) and the face's (4,) float32 xyxy box: its
+    largest detected face, or the whole image (the face at the model's framing where
+    ``framing``, the box sides the image spans, is known; else the image is the
+    crop at the model's framing)."""
+    if detector is not None:
+        faces = detector.detect(image)
+        if len(faces):
+            k = int(np.argmax(faces.areas))
+            return cropper.crop(image, faces[k]), faces.boxes[k].astype(np.float32)
         counts["no_face"] += 1
-        return cropper.crop_whole(image, framing)
-    return cropper.crop(image, faces[int(np.argmax(faces.areas))])
+    box = cropper.whole_box(image, framing)
+    return cropper.crop(image, box[None]), box
 
 
 def write_predictions(out: Outputs, meta: ModelMeta, path: Path) -> None:

@@ -98,7 +98,7 @@ class _Faceres:
     def __init__(self, path: Path, threads: int):
         from realtime.embedders import FaceresEmbedder
 
-        self.net = FaceresEmbedder(path, threads)
+        self.net = FaceresEmbedder(path, threads, option="--faceres")
         if not set(self.OUTPUTS) <= {o.name for o in self.net.session.get_outputs()}:
             raise RealtimeError(f"{path}: not the faceres network (outputs {self.OUTPUTS} expected)")
 

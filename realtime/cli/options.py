@@ -130,6 +130,9 @@ def reid_options(command):
                           "deviation is not embedded: dark or blurred (0: no contrast gate)."),
         click.option("--reid-across-sources", is_flag=True,
                      help="With several sources, a person seen by one source may be recognised by another."),
+        click.option("--second-opinion/--no-second-opinion", default=True, show_default=True,
+                     help="With faceres as the identity model, each track's gender is the model's fused half and half "
+                          "with faceres' own (re-centred), from the same run: more often right in the wild (README)."),
     ]
     return functools.reduce(lambda c, option: option(c), reversed(options), command)
 
@@ -140,7 +143,8 @@ def reid_settings(kw: dict):
 
     return ReidSettings(enabled=kw.pop("reid"), model=kw.pop("reid_model"), window=kw.pop("reid_window"),
                         threshold=kw.pop("reid_threshold"), min_side=kw.pop("reid_min_face"),
-                        min_contrast=kw.pop("reid_min_contrast"), across_sources=kw.pop("reid_across_sources"))
+                        min_contrast=kw.pop("reid_min_contrast"), across_sources=kw.pop("reid_across_sources"),
+                        second_opinion=kw.pop("second_opinion"))
 
 
 summary_option = click.option(

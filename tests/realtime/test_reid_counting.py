@@ -120,13 +120,13 @@ def test_embeddings_run_off_the_analysis_thread_and_apply_next_frame(detector_mo
     image = read_image(shared_path("media", "two_men.jpg"))
     threads = []
     with Analyzer(AnalyzerSettings(backend="onnxruntime", reid=ReidSettings(model=shared_path("models", "teachers", "hse_faceres.onnx")))) as a:
-        embed = a.reid.embedder.embed
+        look = a.reid.embedder.look  # embeddings and the second opinion on gender: one run
 
         def spy(*args):
             threads.append(threading.current_thread().name)
-            return embed(*args)
+            return look(*args)
 
-        a.reid.embedder.embed = spy
+        a.reid.embedder.look = spy
         ids = [a.analyze([(0, Frame(image.copy(), k, k / 30))])[0].person_ids.tolist() for k in range(6)]
     assert len(ids[0]) >= 2 and all(i == [-1] * len(ids[0]) for i in ids[:3])  # confirmed on frame 2, embedding then
     assert sum(i >= 1 for i in ids[3]) == min(2, len(ids[3]))  # at most 2 embeddings a frame: 2 known on frame 3
