@@ -45,7 +45,8 @@ def calibrate_model(settings: CalibrateSettings, progress=None) -> dict:
     if output.exists() and output.resolve() == model.resolve():
         raise RealtimeError(f"{output}: is the model itself; write the calibrated model to a new file")
     read_checkpoint_meta(model)  # one line before the data is read, for a file that is not a model
-    raw, engine, _ = run_model(dataclasses.replace(settings.eval, model=model), progress)
+    # the temperatures are the network's own: no second opinion in the fit
+    raw, engine, _ = run_model(dataclasses.replace(settings.eval, model=model, second_opinion=False, faceres=None), progress)
     lab = raw.labels
     if not (lab.gender >= 0).any():
         raise RealtimeError(f"{settings.eval.data}: no face with a known gender; calibrate on a set with genders")

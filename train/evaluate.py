@@ -69,11 +69,13 @@ class EvalSettings:
         holdout: only the held-out share of a ``train --folds 1 --holdout`` run with this
             fraction (same deterministic split), to score a model on faces it never saw.
         bootstrap: resamples for the 95% intervals (0: none).
-        second_opinion: score the gender the app shows on a track that faceres has
-            looked at: the model's fused with faceres' own on the same face
-            (:mod:`realtime.opinion`; faceres' crop is 1.5x the detected box, or of the
-            face an image without a detected face spans).
-        faceres: ``hse_faceres.onnx`` for ``second_opinion`` (None: found as
+        second_opinion: score the gender the app shows once faceres has looked at the
+            face (every photo's; a track's from its confirmation): the model's fused with
+            faceres' own on the same face (:mod:`realtime.opinion`; faceres' crop is 1.5x
+            the detected box, or of the face an image without a detected face spans).
+            None = as the app does: on when faceres is found (or given) and the model
+            is labelled female/male; False = the model alone.
+        faceres: ``hse_faceres.onnx`` for the second opinion (None: found as
             re-identification finds it).
     """
 
@@ -93,18 +95,20 @@ class EvalSettings:
     holdout: float | None = None
     bootstrap: int = 1000
     markdown: Path | None = None
-    second_opinion: bool = False
+    second_opinion: bool | None = None
     faceres: Path | None = None
 
     def __post_init__(self) -> None:
         self.data = Path(self.data)
-        if self.second_opinion and self.faceres is None:
+        if self.second_opinion is not False and self.faceres is None:
             from realtime.embedders import find_faceres
 
             self.faceres = find_faceres()
-            if self.faceres is None:
+            if self.faceres is None and self.second_opinion:
                 raise RealtimeError("--second-opinion needs hse_faceres.onnx: give --faceres PATH or run "
                                     "`realtime models fetch --from ../shared/models`")
+        if self.second_opinion is False:
+            self.faceres = None
         if self.faceres is not None:
             self.faceres = Path(self.faceres)
             if not self.faceres.is_file():
@@ -204,7 +208,7 @@ def run_model(settings: EvalSettings, progress: Callable[[int, str], ContextMana
     engine = analyzer.engine if analyzer is not None else make_engine(app)
     cropper = analyzer.cropper if analyzer is not None else Cropper(engine.meta)
     detector = analyzer.detector if analyzer is not None else None
-    faceres = _faceres(settings, engine.meta) if settings.second_opinion else None
+    faceres = _faceres(settings, engine.meta)
     keep, chunks, batch, males = [], [], [], []
     counts = {"unreadable": 0, "no_face": 0}
 
@@ -250,11 +254,17 @@ def run_model(settings: EvalSettings, progress: Callable[[int, str], ContextMana
 
 
 def _faceres(settings: EvalSettings, meta: ModelMeta):
-    """The second opinion's network (re-identification's faceres embedder)."""
+    """The second opinion's network (re-identification's faceres embedder), or None: not
+    asked for, or (by default) no faceres found or a model not labelled female/male."""
     from realtime.embedders import FaceresEmbedder
 
+    if settings.faceres is None:
+        return None
     if not supported(meta.gender_labels):
-        raise RealtimeError(f"--second-opinion: the model's gender labels {list(meta.gender_labels)} are not female and male")
+        if settings.second_opinion:
+            raise RealtimeError(f"--second-opinion: the model's gender labels {list(meta.gender_labels)} are not female and male")
+        return None
+    log.info("gender: the model's with faceres' second opinion (%s; --no-second-opinion: the model alone)", settings.faceres)
     return FaceresEmbedder(settings.faceres, option="--faceres")
 
 
@@ -395,6 +405,16 @@ def _by_gender(result: dict) -> list[str]:
     return [f"gender by true gender: {', '.join(parts)}; balanced {_pct(balanced)}"]
 
 
+def _opinion_note(result: dict) -> str:
+    """How the gender was scored: the model's alone, or with faceres' second opinion."""
+    so = result.get("second_opinion")
+    if not so:
+        return " (the model alone)"
+    alone = so["faceres_alone"]["gender_balanced"]
+    return (f" (with faceres' second opinion on {100 * so['fused']:.1f}% of the faces"
+            + (f"; faceres alone balanced {100 * alone:.1f}%" if alone is not None else "") + "; --no-second-opinion: the model alone)")
+
+
 def format_metrics(result: dict) -> str:
     """A few lines for the terminal."""
     o, ci = result["overall"], result.get("ci95", {})
@@ -410,7 +430,7 @@ def format_metrics(result: dict) -> str:
     lines = [
         f"{result['images']} images ({result['skipped']} skipped, {result['no_face']} without a detected face), backend {result['backend']}",
         f"age group exact {pct('age_exact')}, 1-off {pct('age_one_off')}",
-        f"gender {pct('gender_acc')}, ages 13+ {pct('gender_acc_13plus')}",
+        f"gender {pct('gender_acc')}, ages 13+ {pct('gender_acc_13plus')}" + _opinion_note(result),
         *_by_gender(result),
         f"age MAE {'n/a' if mae is None or not math.isfinite(mae) else f'{mae:.2f} years'}",
     ]

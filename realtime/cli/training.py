@@ -201,9 +201,10 @@ def _augment(no_augment: bool, wild_augment: bool):
               help="Deprecated: --detector-range.")
 @path_option("--markdown", "markdown_path", default=None, help="Also write the metric tables as Markdown.")
 @click.option("--bootstrap", type=Limited("bootstrap", integer=True), default=1000, show_default=True, help="Resamples for 95% intervals (0: none).")
-@click.option("--second-opinion", is_flag=True,
-              help="Score the gender a track shows once faceres has looked at it: the model's fused with faceres' own "
-                   "(as `realtime run` does with re-identification; README, 'A second opinion on gender').")
+@click.option("--second-opinion/--no-second-opinion", default=None,
+              help="Score the gender the app shows once faceres has looked at a face: the model's fused with faceres' "
+                   "own (README, 'A second opinion on gender'). Default: as the app, on when faceres is found; "
+                   "--no-second-opinion: the model alone.")
 @path_option("--faceres", default=None, help="hse_faceres.onnx for --second-opinion (default: from $REALTIME_MODELS or the model cache).")
 def eval_command(fmt, json_path, markdown_path, old_range, **options):
     """Score a model on a labelled set through the app's own preprocessing."""

@@ -206,3 +206,36 @@ def test_a_photos_faces_all_take_the_opinion(faceres, detector_models):
     theirs = gender_opinion(FaceresEmbedder(faceres).look(image, fused.boxes)[1], labels)
     assert np.allclose(fused.gender_probs, fuse(alone.gender_probs, theirs, alone.age_years), atol=1e-5)
     assert not np.allclose(fused.gender_probs, alone.gender_probs, atol=1e-3)
+
+
+@pytest.mark.slow
+def test_eval_follows_the_app_faceres_found_or_not(faceres, detector_models, tmp_path, monkeypatch):
+    """`realtime eval` with no flag scores what the app shows: the second opinion when
+    faceres is in the model cache (as `realtime models fetch` puts it), the network alone
+    with --no-second-opinion or when no faceres is found; it says which on its gender line."""
+    import os
+
+    from tests.helpers import subset_set
+
+    lfw = shared_path(*LFW)
+    rows = [r for r in csv.DictReader((lfw / "labels.csv").open())][:12]
+    subset_set(lfw, tmp_path / "set", rows)
+    cache = tmp_path / "cache"
+    (cache / "models").mkdir(parents=True)
+    os.symlink(faceres, cache / "models" / "hse_faceres.onnx")
+    monkeypatch.setenv("REALTIME_CACHE", str(cache))
+
+    def scored(*flags):
+        code, out, err = run_cli("eval", "--data", tmp_path / "set", "--format", "csv", "--bootstrap", "0",
+                                 "--predictions", tmp_path / "p.csv", "--json", tmp_path / "m.json", *flags)
+        assert code == 0, err
+        line = next(x for x in out.splitlines() if x.startswith("gender "))
+        return "second_opinion" in json.loads((tmp_path / "m.json").read_text()), line
+
+    found, line = scored()
+    assert found and "with faceres' second opinion" in line
+    found, line = scored("--no-second-opinion")
+    assert not found and "the model alone" in line
+    monkeypatch.setenv("REALTIME_CACHE", str(tmp_path / "empty"))
+    found, line = scored()
+    assert not found and "the model alone" in line

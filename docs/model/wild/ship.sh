@@ -18,9 +18,9 @@ realtime soup "$previous" "$runs/$a$b.safetensors" --weights "$(python -c "print
 realtime calibrate "$runs/shipped_uncalibrated.safetensors" --data ../shared/data/utkface --format utkface --holdout 0.15 --cropped \
   --level-eyes -o engines/weights/default.safetensors --json docs/model/calibration/calibrate_utkface_holdout.json
 realtime convert --format onnx -o engines/weights/default.onnx
-realtime eval --data ../shared/data/utkface --format utkface --holdout 0.15 --cropped \
+realtime eval --no-second-opinion --data ../shared/data/utkface --format utkface --holdout 0.15 --cropped \
   --predictions "$evals/shipped_utk.csv" --json engines/weights/default.json
-realtime eval --data ../shared/data/lfw --format csv --holdout 0.15 --predictions "$evals/shipped_lfw.csv" --json docs/model/wild/eval_shipped_lfw.json
-realtime eval --data ../shared/data/utkface --format utkface --holdout 0.15 --context 2 \
+realtime eval --no-second-opinion --data ../shared/data/lfw --format csv --holdout 0.15 --predictions "$evals/shipped_lfw.csv" --json docs/model/wild/eval_shipped_lfw.json
+realtime eval --no-second-opinion --data ../shared/data/utkface --format utkface --holdout 0.15 --context 2 \
   --predictions "$evals/shipped_det.csv" --json docs/model/wild/eval_shipped_det.json
-realtime eval --data ../shared/data/lfw --format csv --predictions "$evals/shipped_lfw_all.csv" --json docs/model/calibration/eval_lfw_detector.json
+realtime eval --no-second-opinion --data ../shared/data/lfw --format csv --predictions "$evals/shipped_lfw_all.csv" --json docs/model/calibration/eval_lfw_detector.json
