@@ -369,7 +369,7 @@ class ReIdentifier:
                 self._held.pop((source, track.id), None)
                 tracker.restart(track)
             elif opinions is not None and not restart:
-                track.add_opinion(opinions[k], tracker.settings.hysteresis)
+                track.add_opinion(opinions[k])
                 self.opinions += 1
 
     def _look(self, image: np.ndarray, boxes: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:

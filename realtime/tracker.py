@@ -123,13 +123,15 @@ class Track:
         self.age_class = _sticky(self.age_probs, self.age_class, hysteresis)
         self.gender_class = _sticky(self.gender_probs, self.gender_class, hysteresis)
 
-    def add_opinion(self, gender: np.ndarray, hysteresis: float = 0.0) -> None:
+    def add_opinion(self, gender: np.ndarray) -> None:
         """Fold one second opinion on gender (G,) (:mod:`realtime.opinion`) into the track:
-        its gender is then the model's smoothed one fused with the opinions' mean."""
+        its gender is then the model's smoothed one fused with the opinions' mean, and
+        the label shown is that fused answer's (new evidence, not frame-to-frame noise:
+        the hysteresis holds it against later frames, not against the opinion)."""
         self.opinion_sum = gender.astype(np.float32) if self.opinion_sum is None else self.opinion_sum + gender
         self.opinions += 1
         if self.gender_sum is not None:
-            self.gender_class = _sticky(self.gender_probs, self.gender_class, hysteresis)
+            self.gender_class = int(np.argmax(self.gender_probs))
 
     @property
     def age_probs(self) -> np.ndarray | None:

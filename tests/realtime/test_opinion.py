@@ -62,12 +62,13 @@ def test_the_opinion_is_in_the_models_label_order():
 
 def test_an_opinion_moves_a_tracks_gender_and_stays_with_its_person():
     """A track the model calls female at 0.6 becomes male when faceres says male at 0.9
-    (fused 0.35 / 0.65, past the hysteresis); the person keeps the opinion for their
-    next track, which starts from it."""
+    (fused 0.35 / 0.65); one the model calls male at 0.8 becomes female when faceres says
+    female at 0.95 (fused 0.575: the opinion is not held back by the hysteresis, later
+    frames are); the person keeps the opinion for their next track, which starts from it."""
     track = Track(1, np.zeros(4, np.float32), 0, 0)
     track.add_prediction(np.array([0.0, 1.0], np.float32), np.array([0.6, 0.4], np.float32), 30.0, 1.0, 0.8, 0, 0.15)
     assert track.gender_class == 0
-    track.add_opinion(np.array([0.1, 0.9], np.float32), 0.15)
+    track.add_opinion(np.array([0.1, 0.9], np.float32))
     assert track.gender_probs == pytest.approx([0.35, 0.65]) and track.gender_class == 1
     g, face = Gallery(0.6, ReidSettings()), np.ones(8, np.float32) / np.sqrt(8)
     g.update(0, track, face, 0.0)
@@ -76,9 +77,16 @@ def test_an_opinion_moves_a_tracks_gender_and_stays_with_its_person():
     nxt.add_prediction(np.array([0.0, 1.0], np.float32), np.array([0.6, 0.4], np.float32), 30.0, 1.0, 0.8, 5, 0.15)
     g.update(0, nxt, face, 1.0)
     assert nxt.opinions == 1 and nxt.gender_probs == pytest.approx(fuse([0.6, 0.4], [0.1, 0.9], 30.0))
+    close = Track(4, np.zeros(4, np.float32), 0, 0)
+    close.add_prediction(np.array([0.0, 1.0], np.float32), np.array([0.2, 0.8], np.float32), 80.0, 1.0, 0.8, 0, 0.15)
+    close.add_opinion(np.array([0.95, 0.05], np.float32))
+    assert close.gender_probs == pytest.approx([0.575, 0.425]) and close.gender_class == 0
+    for frame in (1, 2, 3):  # later frames all male: the fused answer leans male, by less than the hysteresis
+        close.add_prediction(np.array([0.0, 1.0], np.float32), np.array([0.0, 1.0], np.float32), 80.0, 1.0, 0.8, frame, 0.15)
+    assert 0.425 < close.gender_probs[0] < 0.5 and close.gender_class == 0
     child = Track(3, np.zeros(4, np.float32), 0, 0)  # faceres is near chance on children: the model's stands
     child.add_prediction(np.array([1.0, 0.0], np.float32), np.array([0.6, 0.4], np.float32), 8.0, 1.0, 0.8, 0, 0.15)
-    child.add_opinion(np.array([0.1, 0.9], np.float32), 0.15)
+    child.add_opinion(np.array([0.1, 0.9], np.float32))
     assert child.gender_probs == pytest.approx([0.6, 0.4]) and child.gender_class == 0
 
 
