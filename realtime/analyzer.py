@@ -110,7 +110,7 @@ class Analyzer:
             self.meta = dataclasses.replace(self.meta, min_gender_confidence=float(settings.min_gender_confidence))
         self.cropper = Cropper(self.meta, settings.crop_scale, settings.level_eyes)
         self.tracking = settings.track is not False
-        reid = ReIdentifier(settings.reid, gender_labels=self.meta.gender_labels) if self.tracking and settings.reid.enabled else None
+        reid = ReIdentifier(settings.reid, meta=self.meta) if self.tracking and settings.reid.enabled else None
         self.reid = reid if reid is not None and reid.active else None
         # photos (not tracked): faceres, when found, gives every face its second opinion
         self.opinion = None if self.tracking else photo_opinion(settings.reid, self.meta.gender_labels)
@@ -127,7 +127,7 @@ class Analyzer:
         start again and no person is known, as in a new process; the models stay loaded."""
         self.trackers.clear()
         if self.reid is not None:
-            self.reid = ReIdentifier(self.reid.settings, self.reid.embedder, self.meta.gender_labels)
+            self.reid = ReIdentifier(self.reid.settings, self.reid.embedder, self.meta)
 
     def tracker(self, stream: int = 0) -> Tracker:
         if stream not in self.trackers:
@@ -167,11 +167,13 @@ class Analyzer:
             return [self.reid.update(k, f.image, f.time, faces, self.tracker(k)) for (k, f), faces in zip(frames, tracked)]
 
     def _with_opinion(self, image: np.ndarray, faces: Faces) -> Faces:
-        """An untracked frame's faces with faceres' gender fused into the model's."""
+        """An untracked frame's faces with faceres' gender and age fused into the model's."""
         if not len(faces):
             return faces
-        theirs = opinion.gender_opinion(self.opinion.look(image, faces.boxes)[1], self.meta.gender_labels)
-        return dataclasses.replace(faces, gender_probs=opinion.fuse(faces.gender_probs, theirs, faces.age_years))
+        _, male, age = self.opinion.look(image, faces.boxes)
+        theirs = opinion.looks(male, age, self.meta.gender_labels, self.meta.age_labels)
+        gender, age, years = opinion.fuse(faces.gender_probs, faces.age_probs, faces.age_years, theirs)
+        return faces.with_predictions(age, gender, years)
 
     def __call__(self, image: np.ndarray, frame_index: int = 0, timer: StageTimer | None = None) -> Faces:
         """One frame of one source."""

@@ -33,8 +33,8 @@ class Embedder(Protocol):
     boxes -> (N, D) float32 L2-normalised identity vectors (same person: high dot
     product). ``threshold``: the cosine similarity from which two faces are taken for
     one person (chosen on LFW pairs, see the README). An embedder whose network also
-    tells gender has ``look(image, boxes)`` -> (vectors, (N,) P(male)) as well
-    (faceres': the second opinion, :mod:`realtime.opinion`)."""
+    tells gender and age has ``look(image, boxes)`` -> (vectors, (N,) P(male), (N, 100)
+    age probabilities) as well (faceres': the second opinion, :mod:`realtime.opinion`)."""
 
     name: str
     threshold: float
@@ -56,7 +56,7 @@ class FaceresEmbedder:
     # LFW pairs pick 0.49 (96.2%) but let 7% of two-person pairs through; the dim
     # faces of the stage clip reach 0.62 between two people: 0.6 undercounts less
     threshold = 0.6
-    FEATURE, GENDER = "global_pooling/Mean:0", "gender_pred/Sigmoid:0"
+    FEATURE, GENDER, AGE = "global_pooling/Mean:0", "gender_pred/Sigmoid:0", "age_pred/Softmax:0"
     MEANS = np.array([103.939, 116.779, 123.68], np.float32)
 
     def __init__(self, path: str | Path, threads: int = 1, option: str = "--reid-model"):
@@ -72,25 +72,26 @@ class FaceresEmbedder:
         opts.log_severity_level = 3
         self.session = onnx_session(path, opts)
         names = [o.name for o in self.session.get_outputs()]
-        if self.FEATURE not in names or self.GENDER not in names:
-            raise RealtimeError(f"{option} {path}: not the faceres network (no {self.FEATURE} and {self.GENDER} outputs)")
+        if not {self.FEATURE, self.GENDER, self.AGE} <= set(names):
+            raise RealtimeError(f"{option} {path}: not the faceres network (no {self.FEATURE}, {self.GENDER} and {self.AGE} outputs)")
         self.input = self.session.get_inputs()[0].name
 
     def embed(self, image: np.ndarray, boxes: np.ndarray) -> np.ndarray:
         return self.look(image, boxes)[0]
 
-    def look(self, image: np.ndarray, boxes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """One run of the network: (N, 1024) unit identity vectors and its (N,) float32
-        P(male), raw (see :mod:`realtime.opinion`)."""
+    def look(self, image: np.ndarray, boxes: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """One run of the network: (N, 1024) unit identity vectors, its (N,) float32
+        P(male) and (N, 100) float32 age probabilities (1 to 100 years), raw (see
+        :mod:`realtime.opinion`)."""
         if not len(boxes):
-            return np.zeros((0, 1024), np.float32), np.zeros(0, np.float32)
+            return np.zeros((0, 1024), np.float32), np.zeros(0, np.float32), np.zeros((0, 100), np.float32)
         crops = []
         for x1, y1, x2, y2 in np.asarray(boxes, np.float32):
             side = max(x2 - x1, y2 - y1, 1.0) * 1.5
             crops.append(warp_square(image, (x1 + x2) / 2, (y1 + y2) / 2, side, 224))
         batch = np.stack(crops).astype(np.float32) - self.MEANS
-        feature, male = self.session.run([self.FEATURE, self.GENDER], {self.input: batch})
-        return _unit(feature), np.asarray(male, np.float32).reshape(-1)
+        feature, male, age = self.session.run([self.FEATURE, self.GENDER, self.AGE], {self.input: batch})
+        return _unit(feature), np.asarray(male, np.float32).reshape(-1), np.asarray(age, np.float32)
 
 
 def _package_file(package: str, name: str) -> Path | None:

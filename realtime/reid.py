@@ -36,6 +36,7 @@ import numpy as np
 
 from engines.crops import warp_square
 from engines.limits import check
+from engines.meta import ModelMeta
 from realtime import opinion
 from realtime.embedders import Embedder, create_embedder
 from realtime.faces import Faces
@@ -64,8 +65,9 @@ class ReidSettings:
             the box, :func:`contrast`) is lower are not embedded: too dark or blurred.
             The stage clip's blurred background faces measure 4-13, its sharp ones 14.8-57
             (``--reid-min-contrast``).
-        second_opinion: fuse the embedder's own gender (faceres': :mod:`realtime.opinion`)
-            into each embedded track's (``--no-second-opinion``: the model's alone).
+        second_opinion: fuse the embedder's own gender and age (faceres':
+            :mod:`realtime.opinion`) into each embedded track's (``--no-second-opinion``:
+            the model's alone).
         stitch: seconds after a track ends in which a new track close to where it
             was last seen is the same person, without an embedding (0 = never).
         max_per_frame: embeddings computed per frame at most (the rest wait a frame).
@@ -112,7 +114,7 @@ class Person:
     vectors: np.ndarray
     last_seen: float
     track: tuple[int, int] | None = None  # (source, track id) holding the person now
-    label: tuple | None = None  # (age_sum, gender_sum, years_sum, weight, opinion_sum, opinions)
+    label: tuple | None = None  # (age_sum, gender_sum, years_sum, weight, opinion or None)
     tracks: int = 1
     box: np.ndarray | None = None  # (4,) where the person's last track ended; None after a cut
     ended: float = float("-inf")  # when it ended
@@ -175,12 +177,11 @@ class Gallery:
         person.track, person.last_seen = key, now
         person.tracks += 1
         if person.label is not None and track.age_sum is not None:  # the person's labels go on
-            a, g, y, w, o, n = person.label
+            a, g, y, w, o = person.label
             track.age_sum, track.gender_sum = track.age_sum + a, track.gender_sum + g
             track.years_sum, track.weight = track.years_sum + y, track.weight + w
-            if n:
-                track.opinion_sum = o.copy() if track.opinion_sum is None else track.opinion_sum + o
-                track.opinions += n
+            if o is not None:
+                track.opinion = o if track.opinion is None else track.opinion + o
 
     def _remember(self, person: Person, vector: np.ndarray, now: float) -> None:
         """Keep ``vector`` among the person's exemplars; when they are full, it
@@ -203,8 +204,7 @@ class Gallery:
         if track is not None:
             person.box, person.ended = track.box.copy(), self.clock.get(key[0], person.last_seen)
         if track is not None and track.age_sum is not None:
-            person.label = (track.age_sum.copy(), track.gender_sum.copy(), track.years_sum, track.weight,
-                            None if track.opinion_sum is None else track.opinion_sum.copy(), track.opinions)
+            person.label = (track.age_sum.copy(), track.gender_sum.copy(), track.years_sum, track.weight, track.opinion)
 
     def stitch(self, source: int, track: Track, now: float) -> int | None:
         """A new, unrecognised track that starts within ``stitch`` s of the end of a
@@ -274,13 +274,12 @@ class ReIdentifier:
     match (a cut ends the source's tracks), ``update(source, image, time, faces,
     tracker)`` after it."""
 
-    def __init__(self, settings: ReidSettings, embedder: Embedder | None = None, gender_labels: tuple[str, ...] | None = None):
+    def __init__(self, settings: ReidSettings, embedder: Embedder | None = None, meta: ModelMeta | None = None):
         self.settings = settings
         self.embedder = embedder if embedder is not None else create_embedder(settings.model)
-        # the second opinion on gender: the embedder's own (faceres'), for a model labelled female/male
-        self.gender_labels = gender_labels if (
-            settings.second_opinion and gender_labels is not None and opinion.supported(gender_labels)
-            and hasattr(self.embedder, "look")) else None
+        # the second opinion: the embedder's own (faceres') gender and age, for a model labelled female/male
+        self.meta = meta if (settings.second_opinion and meta is not None and opinion.supported(meta.gender_labels)
+                             and hasattr(self.embedder, "look")) else None
         self.opinions = 0
         threshold = settings.threshold if settings.threshold is not None else getattr(self.embedder, "threshold", 0.5)
         self.gallery = Gallery(threshold, settings)
@@ -372,13 +371,13 @@ class ReIdentifier:
                 track.add_opinion(opinions[k])
                 self.opinions += 1
 
-    def _look(self, image: np.ndarray, boxes: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
+    def _look(self, image: np.ndarray, boxes: np.ndarray) -> tuple[np.ndarray, opinion.Opinion | None]:
         """On the worker: the (N, D) embeddings of ``boxes`` and, with the second
-        opinion, its (N, G) gender probabilities in the model's order (else None)."""
-        if self.gender_labels is None:
+        opinion, the N faces' :class:`realtime.opinion.Opinion` (else None)."""
+        if self.meta is None:
             return self.embedder.embed(image, boxes), None
-        vectors, male = self.embedder.look(image, boxes)
-        return vectors, opinion.gender_opinion(male, self.gender_labels)
+        vectors, male, age = self.embedder.look(image, boxes)
+        return vectors, opinion.looks(male, age, self.meta.gender_labels, self.meta.age_labels)
 
     def _due(self, source: int, image: np.ndarray, faces: Faces, live: dict[int, Track], now: float,
              min_hits: int) -> list[int]:

@@ -19,7 +19,7 @@ from engines.registry import Predictions
 from realtime.assignment import linear_sum_assignment
 from realtime.boxes import iou_matrix
 from realtime.faces import Faces
-from realtime.opinion import fuse
+from realtime.opinion import Opinion, fuse
 
 Classify = Callable[[Faces], Predictions]
 
@@ -93,8 +93,7 @@ class Track:
     years_sum: float = 0.0
     age_class: int = -1
     gender_class: int = -1
-    opinion_sum: np.ndarray | None = None  # (G,) sum of the second opinions' gender probabilities
-    opinions: int = 0
+    opinion: Opinion | None = None  # the sum of faceres' looks (realtime.opinion)
 
     def predict(self) -> np.ndarray:
         """The box one frame on: the centre moves with the velocity, the size stays."""
@@ -123,30 +122,40 @@ class Track:
         self.age_class = _sticky(self.age_probs, self.age_class, hysteresis)
         self.gender_class = _sticky(self.gender_probs, self.gender_class, hysteresis)
 
-    def add_opinion(self, gender: np.ndarray) -> None:
-        """Fold one second opinion on gender (G,) (:mod:`realtime.opinion`) into the track:
-        its gender is then the model's smoothed one fused with the opinions' mean, and
-        the label shown is that fused answer's (new evidence, not frame-to-frame noise:
-        the hysteresis holds it against later frames, not against the opinion)."""
-        self.opinion_sum = gender.astype(np.float32) if self.opinion_sum is None else self.opinion_sum + gender
-        self.opinions += 1
-        if self.gender_sum is not None:
-            self.gender_class = int(np.argmax(self.gender_probs))
+    @property
+    def opinions(self) -> int:
+        """How many times faceres has looked at this track's face."""
+        return 0 if self.opinion is None else self.opinion.n
+
+    def add_opinion(self, opinion: Opinion) -> None:
+        """Fold one second opinion (one face's :class:`realtime.opinion.Opinion`) into the
+        track: its labels are then the model's smoothed ones fused with the opinions'
+        mean, and the labels shown are that fused answer's (new evidence, not
+        frame-to-frame noise: the hysteresis holds them against later frames, not
+        against the opinion)."""
+        self.opinion = opinion if self.opinion is None else self.opinion + opinion
+        if self.age_sum is not None:
+            self.age_class, self.gender_class = int(np.argmax(self.age_probs)), int(np.argmax(self.gender_probs))
+
+    def _labels(self) -> tuple[np.ndarray, np.ndarray, float]:
+        """(age (A,), gender (G,), years): the smoothed model's, fused with the opinion's mean."""
+        age, gender, years = self.age_sum / self.weight, self.gender_sum / self.weight, self.years_sum / self.weight
+        if self.opinion is None:
+            return age, gender, years
+        gender, age, years = fuse(gender, age, years, self.opinion.mean())
+        return age, gender, float(years)
 
     @property
     def age_probs(self) -> np.ndarray | None:
-        return None if self.age_sum is None else self.age_sum / self.weight
+        return None if self.age_sum is None else self._labels()[0]
 
     @property
     def gender_probs(self) -> np.ndarray | None:
-        if self.gender_sum is None:
-            return None
-        ours = self.gender_sum / self.weight
-        return ours if not self.opinions else fuse(ours, self.opinion_sum / self.opinions, self.age_years)
+        return None if self.gender_sum is None else self._labels()[1]
 
     @property
     def age_years(self) -> float:
-        return self.years_sum / self.weight if self.weight else float("nan")
+        return self._labels()[2] if self.weight and self.age_sum is not None else float("nan")
 
 
 def _sticky(probs: np.ndarray, shown: int, margin: float) -> int:

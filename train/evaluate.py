@@ -29,7 +29,7 @@ from engines.registry import Engine
 from engines.writes import check_distinct, check_outputs, json_text, write_atomic
 from realtime.analyzer import AnalyzerSettings, make_engine
 from realtime.crops import Cropper
-from realtime.opinion import FACERES_PLATT, MIN_YEARS, WEIGHT, fuse, gender_opinion, supported
+from realtime.opinion import FACERES_PLATT, MIN_YEARS, WEIGHT, Opinion, fuse, looks, supported
 from realtime.reid import ReidSettings
 from realtime.errors import RealtimeError
 from train import metrics
@@ -69,10 +69,10 @@ class EvalSettings:
         holdout: only the held-out share of a ``train --folds 1 --holdout`` run with this
             fraction (same deterministic split), to score a model on faces it never saw.
         bootstrap: resamples for the 95% intervals (0: none).
-        second_opinion: score the gender the app shows once faceres has looked at the
-            face (every photo's; a track's from its confirmation): the model's fused with
-            faceres' own on the same face (:mod:`realtime.opinion`; faceres' crop is 1.5x
-            the detected box, or of the face an image without a detected face spans).
+        second_opinion: score the gender and age the app shows once faceres has looked
+            at the face (every photo's; a track's from its confirmation): the model's fused
+            with faceres' own on the same face (:mod:`realtime.opinion`; faceres' crop is
+            1.5x the detected box, or of the face an image without a detected face spans).
             None = as the app does: on when faceres is found (or given) and the model
             is labelled female/male; False = the model alone.
         faceres: ``hse_faceres.onnx`` for the second opinion (None: found as
@@ -142,7 +142,7 @@ class Outputs:
     age_probs: np.ndarray  # (M, A) float32
     gender_probs: np.ndarray  # (M, G) float32
     age_years: np.ndarray  # (M,) float32
-    opinion: np.ndarray | None = None  # (M, G) float32: faceres' re-centred gender (second_opinion)
+    opinion: Opinion | None = None  # faceres' answers on the M faces (the second opinion)
 
 
 def evaluate(settings: EvalSettings, progress: Callable[[int, str], ContextManager] | None = None) -> dict:
@@ -151,18 +151,22 @@ def evaluate(settings: EvalSettings, progress: Callable[[int, str], ContextManag
     own probabilities and of the calibrated ones the app shows (``calibration``)."""
     raw, engine, counts = run_model(settings, progress)
     out = calibrated_outputs(raw, engine.meta)
-    if out.opinion is not None:  # the track's answer once faceres has looked
-        alone = score(dataclasses.replace(out, gender_probs=out.opinion), engine.meta, bootstrap=0)
-        out = dataclasses.replace(out, gender_probs=fuse(out.gender_probs, out.opinion, out.age_years))
+    op = out.opinion
+    if op is not None:  # the app's answer once faceres has looked
+        alone = score(dataclasses.replace(out, gender_probs=op.gender, age_probs=op.age, age_years=op.years), engine.meta, bootstrap=0)
+        gender, age, years = fuse(out.gender_probs, out.age_probs, out.age_years, op)
+        out = dataclasses.replace(out, gender_probs=gender, age_probs=age, age_years=years)
     if settings.predictions is not None:
         write_predictions(out, engine.meta, settings.predictions)
     result = score(out, engine.meta, bootstrap=settings.bootstrap)
     result["calibration"] = calibration_report(raw, out, engine.meta)
-    if out.opinion is not None:
-        result["second_opinion"] = {"faceres": settings.faceres.name, "platt": list(FACERES_PLATT), "weight": WEIGHT,
-                                    "min_years": MIN_YEARS, "fused": float(np.mean(out.age_years >= MIN_YEARS)),
-                                    "faceres_alone": {k: alone["overall"][k] for k in ("gender_acc", "gender_balanced")},
-                                    "by_gender_alone": {g: row.get("gender_acc") for g, row in alone["by_gender"].items()}}
+    if op is not None:
+        result["second_opinion"] = {
+            "faceres": settings.faceres.name, "platt": list(FACERES_PLATT), "weight": WEIGHT, "min_years": MIN_YEARS,
+            "gender_fused": float(np.mean(out.age_years >= MIN_YEARS)),  # the share of faces whose gender took it
+            "faceres_alone": {k: alone["overall"].get(k) for k in ("gender_acc", "gender_balanced", "gender_acc_13plus",
+                                                                    "age_exact", "age_one_off", "mae")},
+            "by_gender_alone": {g: row.get("gender_acc") for g, row in alone["by_gender"].items()}}
     result.update(
         {
             "model": str(settings.model) if settings.model else "default",
@@ -209,7 +213,7 @@ def run_model(settings: EvalSettings, progress: Callable[[int, str], ContextMana
     cropper = analyzer.cropper if analyzer is not None else Cropper(engine.meta)
     detector = analyzer.detector if analyzer is not None else None
     faceres = _faceres(settings, engine.meta)
-    keep, chunks, batch, males = [], [], [], []
+    keep, chunks, batch, looked = [], [], [], []
     counts = {"unreadable": 0, "no_face": 0}
 
     def flush():
@@ -234,7 +238,7 @@ def run_model(settings: EvalSettings, progress: Callable[[int, str], ContextMana
                 crop, box = _face_input(image, cropper, detector, counts, framing)
                 batch.append(crop)
                 if faceres is not None:
-                    males.append(faceres.look(image, box[None])[1])
+                    looked.append(faceres.look(image, box[None])[1:])
                 keep.append(i)
                 if len(batch) >= settings.batch_size:
                     flush()
@@ -249,7 +253,8 @@ def run_model(settings: EvalSettings, progress: Callable[[int, str], ContextMana
     if engine.meta.age_labels != AGE_LABELS:  # the labels in the model's own scheme
         labels.age_group = relabel(labels.age_group, labels.age_years, AgeScheme.from_labels(engine.meta.age_labels))
     out = Outputs(labels, *(np.concatenate([getattr(c, f) for c in chunks]) for f in ("age_probs", "gender_probs", "age_years")),
-                  opinion=gender_opinion(np.concatenate(males), engine.meta.gender_labels) if faceres is not None else None)
+                  opinion=looks(*(np.concatenate(a) for a in zip(*looked)), engine.meta.gender_labels, engine.meta.age_labels)
+                  if faceres is not None else None)
     return out, engine, counts
 
 
@@ -264,7 +269,7 @@ def _faceres(settings: EvalSettings, meta: ModelMeta):
         if settings.second_opinion:
             raise RealtimeError(f"--second-opinion: the model's gender labels {list(meta.gender_labels)} are not female and male")
         return None
-    log.info("gender: the model's with faceres' second opinion (%s; --no-second-opinion: the model alone)", settings.faceres)
+    log.info("gender and age: the model's with faceres' second opinion (%s; --no-second-opinion: the model alone)", settings.faceres)
     return FaceresEmbedder(settings.faceres, option="--faceres")
 
 
@@ -405,14 +410,16 @@ def _by_gender(result: dict) -> list[str]:
     return [f"gender by true gender: {', '.join(parts)}; balanced {_pct(balanced)}"]
 
 
-def _opinion_note(result: dict) -> str:
-    """How the gender was scored: the model's alone, or with faceres' second opinion."""
+def _scored(result: dict) -> str:
+    """What was scored: the model alone, or the app's answer with faceres' second opinion."""
     so = result.get("second_opinion")
     if not so:
-        return " (the model alone)"
-    alone = so["faceres_alone"]["gender_balanced"]
-    return (f" (with faceres' second opinion on {100 * so['fused']:.1f}% of the faces"
-            + (f"; faceres alone balanced {100 * alone:.1f}%" if alone is not None else "") + "; --no-second-opinion: the model alone)")
+        return "scored: the model alone"
+    alone = so["faceres_alone"]
+    parts = [f"{name} {_pct(alone[key])}" for name, key in (("gender", "gender_acc"), ("balanced", "gender_balanced"),
+                                                               ("age exact", "age_exact")) if alone.get(key) is not None]
+    return (f"scored: the app's answer with faceres' second opinion (gender on {100 * so['gender_fused']:.1f}% of the faces, "
+            f"age on all; faceres alone: {', '.join(parts)}); --no-second-opinion: the model alone")
 
 
 def format_metrics(result: dict) -> str:
@@ -429,8 +436,9 @@ def format_metrics(result: dict) -> str:
     mae = o.get("mae")
     lines = [
         f"{result['images']} images ({result['skipped']} skipped, {result['no_face']} without a detected face), backend {result['backend']}",
+        _scored(result),
         f"age group exact {pct('age_exact')}, 1-off {pct('age_one_off')}",
-        f"gender {pct('gender_acc')}, ages 13+ {pct('gender_acc_13plus')}" + _opinion_note(result),
+        f"gender {pct('gender_acc')}, ages 13+ {pct('gender_acc_13plus')}",
         *_by_gender(result),
         f"age MAE {'n/a' if mae is None or not math.isfinite(mae) else f'{mae:.2f} years'}",
     ]

@@ -36,11 +36,10 @@ from engines.crops import framed_side, warp_square
 from engines.images import decode_image, read_bytes
 from engines.writes import check_distinct, write_atomic
 from realtime.errors import RealtimeError
+from realtime.opinion import FACERES_AGES, age_groups
 
 log = logging.getLogger(__name__)
 
-#: Ages of faceres' 100 age bins.
-FACERES_AGES = np.arange(1, 101, dtype=np.float64)
 #: faceres' framing (face box side x 1.5), and the framing a chip is taken at when its
 #: set does not record one (an aligned UTKFace chip: 1.15, the app's default).
 FACERES_FRAMING, CHIP_FRAMING = 1.5, 1.15
@@ -195,8 +194,6 @@ class TeacherCache:
     label, ours and faceres averaged where it has none), and faceres' feature (N, 1024)."""
 
     def __init__(self, path: Path, age_labels: tuple[str, ...], gender_labels: tuple[str, ...]):
-        from train.ages import AgeScheme
-
         try:
             with np.load(path, allow_pickle=False) as z:
                 self.keys = z["keys"]
@@ -208,13 +205,9 @@ class TeacherCache:
             raise RealtimeError(f"--teacher-cache {path}: made with labels {about['age_labels']}, {about['gender_labels']}; "
                                 "the run's differ (make the cache again with a model of the run's age scheme)")
         self.index = {k: i for i, k in enumerate(self.keys.tolist())}
-        scheme = AgeScheme.from_labels(age_labels)
-        groups = scheme.group_of(FACERES_AGES)
-        to_groups = np.zeros((len(FACERES_AGES), len(age_labels)), np.float32)
-        to_groups[np.arange(len(FACERES_AGES)), groups] = 1.0
         faceres_age = arrays["faceres_age"].astype(np.float32)
         male = arrays["faceres_male"].astype(np.float32)
-        self.faceres_groups = faceres_age @ to_groups
+        self.faceres_groups = faceres_age @ age_groups(age_labels)
         self.faceres_years = faceres_age @ FACERES_AGES.astype(np.float32)
         self.male = tuple(gender_labels).index("male")  # the P(male) column of every gender array
         self.faceres_gender = np.stack([1 - male, male] if self.male == 1 else [male, 1 - male], axis=1)

@@ -131,8 +131,8 @@ def reid_options(command):
         click.option("--reid-across-sources", is_flag=True,
                      help="With several sources, a person seen by one source may be recognised by another."),
         click.option("--second-opinion/--no-second-opinion", default=True, show_default=True,
-                     help="With faceres as the identity model, each track's gender is the model's fused half and half "
-                          "with faceres' own (re-centred), from the same run: more often right in the wild (README)."),
+                     help="With faceres as the identity model, each track's gender and age are the model's fused half and "
+                          "half with faceres' own (its gender re-centred), from the same run: more often right (README)."),
     ]
     return functools.reduce(lambda c, option: option(c), reversed(options), command)
 

@@ -203,7 +203,7 @@ def _augment(no_augment: bool, wild_augment: bool):
 @click.option("--bootstrap", type=Limited("bootstrap", integer=True), default=1000, show_default=True, help="Resamples for 95% intervals (0: none).")
 @click.option("--second-opinion/--no-second-opinion", default=None,
               help="Score the gender the app shows once faceres has looked at a face: the model's fused with faceres' "
-                   "own (README, 'A second opinion on gender'). Default: as the app, on when faceres is found; "
+                   "own (README, 'A second opinion on gender and age'). Default: as the app, on when faceres is found; "
                    "--no-second-opinion: the model alone.")
 @path_option("--faceres", default=None, help="hse_faceres.onnx for --second-opinion (default: from $REALTIME_MODELS or the model cache).")
 def eval_command(fmt, json_path, markdown_path, old_range, **options):

@@ -37,7 +37,7 @@ data = data[holdout_mask(data, 0.15) & (data.gender >= 0)]
 if args.limit:
     data = data[np.arange(min(args.limit, len(data)))]
 settings = AnalyzerSettings(backend="onnxruntime", reid=ReidSettings(second_opinion=not args.no_second_opinion))
-said, looked, truth, adult = [], [], [], []
+said, looked, truth, ages = [], [], [], []
 with Analyzer(settings) as analyzer:
     assert analyzer.reid is not None, "faceres not found: realtime models fetch --from ../shared/models"
     male = analyzer.meta.gender_labels.index("male")
@@ -53,7 +53,7 @@ with Analyzer(settings) as analyzer:
         said.append(int(faces.gender_class[j]) == male)
         looked.append(track.opinions > 0)
         truth.append(int(data.gender[k]) == male)
-        adult.append(float(faces.age_years[j]) >= 13)
+        ages.append((int(faces.age_class[j]), int(data.age_group[k]), float(faces.age_years[j]), float(data.age_years[k])))
         if k % 300 == 0:
             print(f"{k}/{len(data)}", file=sys.stderr)
 said, looked, truth = map(np.array, (said, looked, truth))
@@ -61,3 +61,8 @@ women, men = (~said[~truth]).mean(), said[truth].mean()
 print(f"{len(said)} tracks of {len(data)} photos ({args.frames} frames each, context {args.context}, "
       f"second opinion {'off' if args.no_second_opinion else 'on'}): faceres looked at {100 * looked.mean():.1f}%; "
       f"women {100 * women:.1f}% men {100 * men:.1f}% balanced {100 * (women + men) / 2:.2f}% all {100 * (said == truth).mean():.2f}%")
+shown, group, years, known = (np.array(a) for a in zip(*ages))
+if (group >= 0).any():  # the model's age groups are the sets' (Adience's) here
+    g = group >= 0
+    print(f"age group exact {100 * (shown[g] == group[g]).mean():.2f}% 1-off {100 * (abs(shown[g] - group[g]) <= 1).mean():.2f}% "
+          f"MAE {np.nanmean(np.abs(years - known)):.2f}")
