@@ -13,11 +13,12 @@ import numpy as np
 
 from engines.backends import FlipAveraged
 from engines.images import DEFAULT_MAX_PIXELS
+from engines.meta import ModelMeta
 from engines.registry import Engine, Predictions, create_engine
+from realtime import opinion
 from realtime.crops import Cropper
 from realtime.detector import FaceDetector
 from realtime.faces import Faces
-from realtime import opinion
 from realtime.embedders import FaceresEmbedder, reid_model
 from realtime.reid import ReIdentifier, ReidSettings
 from realtime.sources import Frame, Source, open_source
@@ -80,11 +81,11 @@ def make_engine(settings: AnalyzerSettings) -> Engine:
     return FlipAveraged(engine) if settings.flip else engine
 
 
-def photo_opinion(reid: ReidSettings, gender_labels: tuple[str, ...]) -> FaceresEmbedder | None:
+def photo_opinion(reid: ReidSettings, meta: ModelMeta) -> FaceresEmbedder | None:
     """faceres for the second opinion on untracked photos: when ``reid.second_opinion``,
-    the model is labelled female/male and faceres is the identity model (given, or
-    found as re-identification finds it); else None, quietly."""
-    if not reid.second_opinion or not opinion.supported(gender_labels):
+    the model can take it (:func:`realtime.opinion.supported`) and faceres is the
+    identity model (given, or found as re-identification finds it); else None, quietly."""
+    if not reid.second_opinion or not opinion.supported(meta):
         return None
     found = reid_model(reid.model)
     return FaceresEmbedder(found) if isinstance(found, Path) else None
@@ -113,7 +114,7 @@ class Analyzer:
         reid = ReIdentifier(settings.reid, meta=self.meta) if self.tracking and settings.reid.enabled else None
         self.reid = reid if reid is not None and reid.active else None
         # photos (not tracked): faceres, when found, gives every face its second opinion
-        self.opinion = None if self.tracking else photo_opinion(settings.reid, self.meta.gender_labels)
+        self.opinion = None if self.tracking else photo_opinion(settings.reid, self.meta)
         # last: nothing after it can fail, so a bad model file never leaves a detector
         # to be closed by the garbage collector (inside MediaPipe that can deadlock)
         self.detector = FaceDetector(settings.detector_model, settings.detector_range, settings.min_score, tiles=settings.tiles)

@@ -72,8 +72,11 @@ class FaceresEmbedder:
         opts.log_severity_level = 3
         self.session = onnx_session(path, opts)
         names = [o.name for o in self.session.get_outputs()]
-        if not {self.FEATURE, self.GENDER, self.AGE} <= set(names):
-            raise RealtimeError(f"{option} {path}: not the faceres network (no {self.FEATURE}, {self.GENDER} and {self.AGE} outputs)")
+        last = {o.name: (o.shape or [None])[-1] for o in self.session.get_outputs()}  # an int where the file fixes it
+        if not {self.FEATURE, self.GENDER, self.AGE} <= set(names) or any(
+                isinstance(last[k], int) and last[k] != n for k, n in ((self.FEATURE, 1024), (self.AGE, 100))):
+            raise RealtimeError(f"{option} {path}: not the faceres network (no {self.FEATURE} of 1024 and {self.AGE} of 100, "
+                                f"and {self.GENDER})")
         self.input = self.session.get_inputs()[0].name
 
     def embed(self, image: np.ndarray, boxes: np.ndarray) -> np.ndarray:

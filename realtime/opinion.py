@@ -21,6 +21,8 @@ import numpy as np
 
 from engines.ages import AgeScheme
 from engines.calibration import platt
+from engines.errors import RealtimeError
+from engines.meta import ModelMeta
 
 #: Platt re-centring of faceres' P(male) at the re-identification crop (1.5x the box,
 #: 224 px, one view): fitted on 3,000 LFW photos of the training persons, each through
@@ -58,9 +60,16 @@ class Opinion:
         return Opinion(self.gender / self.n, self.age / self.n, self.years / self.n, 1)
 
 
-def supported(gender_labels: tuple[str, ...]) -> bool:
-    """Whether a model with these gender labels can take the opinion (its labels are female and male)."""
-    return sorted(gender_labels) == ["female", "male"]
+def supported(meta: ModelMeta) -> bool:
+    """Whether a model can take the opinion: its genders are female and male, and its age
+    labels are ranges of years ("25-32", "60+") faceres' ages can be put in."""
+    if sorted(meta.gender_labels) != ["female", "male"]:
+        return False
+    try:
+        AgeScheme.from_labels(meta.age_labels)
+    except RealtimeError:
+        return False
+    return True
 
 
 def age_groups(age_labels: tuple[str, ...]) -> np.ndarray:

@@ -277,8 +277,8 @@ class ReIdentifier:
     def __init__(self, settings: ReidSettings, embedder: Embedder | None = None, meta: ModelMeta | None = None):
         self.settings = settings
         self.embedder = embedder if embedder is not None else create_embedder(settings.model)
-        # the second opinion: the embedder's own (faceres') gender and age, for a model labelled female/male
-        self.meta = meta if (settings.second_opinion and meta is not None and opinion.supported(meta.gender_labels)
+        # the second opinion: the embedder's own (faceres') gender and age, for a model that can take it
+        self.meta = meta if (settings.second_opinion and meta is not None and opinion.supported(meta)
                              and hasattr(self.embedder, "look")) else None
         self.opinions = 0
         threshold = settings.threshold if settings.threshold is not None else getattr(self.embedder, "threshold", 0.5)

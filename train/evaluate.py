@@ -260,14 +260,15 @@ def run_model(settings: EvalSettings, progress: Callable[[int, str], ContextMana
 
 def _faceres(settings: EvalSettings, meta: ModelMeta):
     """The second opinion's network (re-identification's faceres embedder), or None: not
-    asked for, or (by default) no faceres found or a model not labelled female/male."""
+    asked for, or (by default) no faceres found or a model that cannot take it."""
     from realtime.embedders import FaceresEmbedder
 
     if settings.faceres is None:
         return None
-    if not supported(meta.gender_labels):
+    if not supported(meta):
         if settings.second_opinion:
-            raise RealtimeError(f"--second-opinion: the model's gender labels {list(meta.gender_labels)} are not female and male")
+            raise RealtimeError(f"--second-opinion: the model's labels ({list(meta.gender_labels)}, {list(meta.age_labels)}) "
+                                "are not female/male and ranges of years")
         return None
     log.info("gender and age: the model's with faceres' second opinion (%s; --no-second-opinion: the model alone)", settings.faceres)
     return FaceresEmbedder(settings.faceres, option="--faceres")

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from engines.calibration import platt
-from engines.meta import AGE_LABELS
+from engines.meta import AGE_LABELS, ModelMeta
 from realtime.opinion import FACERES_PLATT, Opinion, fuse, looks, supported
 from realtime.reid import Gallery, ReidSettings
 from realtime.tracker import Track
@@ -69,7 +69,8 @@ def test_the_opinion_is_in_the_models_label_order():
     assert np.allclose(fm.gender[:, 1], platt(raw, *FACERES_PLATT))
     assert fm.age.argmax(1).tolist() == [0, 4, 7] and np.allclose(fm.years, [1, 30, 70])
     assert np.allclose(mf.age, [[1, 0, 0], [0, 1, 0], [0, 0, 1]])
-    assert supported(("male", "female")) and not supported(("f", "m"))
+    assert supported(ModelMeta(gender_labels=("male", "female"))) and not supported(ModelMeta(gender_labels=("f", "m")))
+    assert not supported(ModelMeta(age_labels=("young", "old")))
 
 
 def test_an_opinion_moves_a_tracks_labels_and_stays_with_its_person():
