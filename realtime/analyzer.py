@@ -82,10 +82,11 @@ def make_engine(settings: AnalyzerSettings) -> Engine:
 
 
 def photo_opinion(reid: ReidSettings, meta: ModelMeta) -> FaceresEmbedder | None:
-    """faceres for the second opinion on untracked photos: when ``reid.second_opinion``,
-    the model can take it (:func:`realtime.opinion.supported`) and faceres is the
-    identity model (given, or found as re-identification finds it); else None, quietly."""
-    if not reid.second_opinion or not opinion.supported(meta):
+    """faceres for the second opinion on untracked photos: when re-identification is on
+    (``--no-reid``: faceres does not run at all) with ``reid.second_opinion``, the model
+    can take it (:func:`realtime.opinion.supported`) and faceres is the identity model
+    (given, or found as re-identification finds it); else None, quietly."""
+    if not (reid.enabled and reid.second_opinion) or not opinion.supported(meta):
         return None
     found = reid_model(reid.model)
     return FaceresEmbedder(found) if isinstance(found, Path) else None

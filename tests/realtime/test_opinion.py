@@ -217,7 +217,7 @@ def test_second_opinion_needs_its_network_one_line(tmp_path, detector_models, mo
 @pytest.mark.slow
 def test_a_photos_faces_all_take_the_opinion(faceres, detector_models):
     """Photos are not tracked: every face of one gets faceres' opinion fused in (the
-    model's alone with --no-second-opinion, or when faceres is not the identity model)."""
+    model's alone with --no-second-opinion or --no-reid)."""
     import cv2
 
     from realtime.embedders import FaceresEmbedder
@@ -232,6 +232,7 @@ def test_a_photos_faces_all_take_the_opinion(faceres, detector_models):
 
     fused, meta = faces()
     alone, _ = faces(second_opinion=False)
+    assert np.allclose(faces(enabled=False)[0].gender_probs, alone.gender_probs)  # --no-reid: faceres never runs
     assert len(fused) >= 2 and np.allclose(fused.boxes, alone.boxes)
     _, male, age = FaceresEmbedder(faceres).look(image, fused.boxes)
     gender, age, years = fuse(alone.gender_probs, alone.age_probs, alone.age_years, looks(male, age, meta.gender_labels, meta.age_labels))
