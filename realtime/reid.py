@@ -280,6 +280,9 @@ class ReIdentifier:
         # the second opinion: the embedder's own (faceres') gender and age, for a model that can take it
         self.meta = meta if (settings.second_opinion and meta is not None and opinion.supported(meta)
                              and hasattr(self.embedder, "look")) else None
+        if settings.second_opinion and meta is not None and self.embedder is not None and self.meta is None:
+            log.info("second opinion: off (%s)", "the model's labels cannot take it" if hasattr(self.embedder, "look")
+                     else f"the {self.embedder.name} embedder tells no gender or age")
         self.opinions = 0
         threshold = settings.threshold if settings.threshold is not None else getattr(self.embedder, "threshold", 0.5)
         self.gallery = Gallery(threshold, settings)
