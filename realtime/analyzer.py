@@ -172,8 +172,7 @@ class Analyzer:
         """An untracked frame's faces with faceres' gender and age fused into the model's."""
         if not len(faces):
             return faces
-        _, male, age = self.opinion.look(image, faces.boxes)
-        theirs = opinion.looks(male, age, self.meta.gender_labels, self.meta.age_labels)
+        _, theirs = opinion.ask(self.opinion, image, faces.boxes, self.meta)
         gender, age, years = opinion.fuse(faces.gender_probs, faces.age_probs, faces.age_years, theirs)
         return faces.with_predictions(age, gender, years)
 

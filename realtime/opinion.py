@@ -91,6 +91,18 @@ def looks(male: np.ndarray, age: np.ndarray, gender_labels: tuple[str, ...], age
                    (age @ FACERES_AGES.astype(np.float32)).astype(np.float32))
 
 
+def ask(net, image: np.ndarray, boxes: np.ndarray, meta: ModelMeta) -> tuple[np.ndarray, Opinion]:
+    """One faceres run (:meth:`realtime.embedders.FaceresEmbedder.look`) on a BGR frame's
+    (N, 4) boxes -> its (N, 1024) identity vectors and the N faces' Opinion for ``meta``'s labels."""
+    vectors, male, age = net.look(image, boxes)
+    return vectors, looks(male, age, meta.gender_labels, meta.age_labels)
+
+
+def takes_gender(years) -> np.ndarray:
+    """Whether faces of these fused ages (...) take the opinion's gender (bool, same shape)."""
+    return np.asarray(years, np.float32) >= MIN_YEARS
+
+
 def fuse(gender: np.ndarray, age: np.ndarray, years, opinion: Opinion) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """The model's gender (..., G), age (..., A) probabilities and years (...), and the
     opinion's (a mean, same shapes) -> the fused (gender, age, years), float32: each
@@ -100,5 +112,5 @@ def fuse(gender: np.ndarray, age: np.ndarray, years, opinion: Opinion) -> tuple[
     age = ((1 - w) * np.asarray(age, np.float32) + w * opinion.age).astype(np.float32)
     years = ((1 - w) * np.asarray(years, np.float32) + w * opinion.years).astype(np.float32)
     gender = np.asarray(gender, np.float32)
-    adult = (years >= MIN_YEARS)[..., None]
+    adult = takes_gender(years)[..., None]
     return np.where(adult, (1 - w) * gender + w * opinion.gender, gender).astype(np.float32), age, years

@@ -379,8 +379,7 @@ class ReIdentifier:
         opinion, the N faces' :class:`realtime.opinion.Opinion` (else None)."""
         if self.meta is None:
             return self.embedder.embed(image, boxes), None
-        vectors, male, age = self.embedder.look(image, boxes)
-        return vectors, opinion.looks(male, age, self.meta.gender_labels, self.meta.age_labels)
+        return opinion.ask(self.embedder, image, boxes, self.meta)
 
     def _due(self, source: int, image: np.ndarray, faces: Faces, live: dict[int, Track], now: float,
              min_hits: int) -> list[int]:

@@ -119,8 +119,8 @@ class Track:
         self.weight = forget * self.weight + quality
         self.observations += 1
         self.last_classified = frame_index
-        self.age_class = _sticky(self.age_probs, self.age_class, hysteresis)
-        self.gender_class = _sticky(self.gender_probs, self.gender_class, hysteresis)
+        age, gender, _ = self.labels()
+        self.age_class, self.gender_class = _sticky(age, self.age_class, hysteresis), _sticky(gender, self.gender_class, hysteresis)
 
     @property
     def opinions(self) -> int:
@@ -135,10 +135,12 @@ class Track:
         against the opinion)."""
         self.opinion = opinion if self.opinion is None else self.opinion + opinion
         if self.age_sum is not None:
-            self.age_class, self.gender_class = int(np.argmax(self.age_probs)), int(np.argmax(self.gender_probs))
+            age, gender, _ = self.labels()
+            self.age_class, self.gender_class = int(np.argmax(age)), int(np.argmax(gender))
 
-    def _labels(self) -> tuple[np.ndarray, np.ndarray, float]:
-        """(age (A,), gender (G,), years): the smoothed model's, fused with the opinion's mean."""
+    def labels(self) -> tuple[np.ndarray, np.ndarray, float]:
+        """(age (A,), gender (G,), years), once the track has a prediction: the smoothed
+        model's, fused with the opinion's mean."""
         age, gender, years = self.age_sum / self.weight, self.gender_sum / self.weight, self.years_sum / self.weight
         if self.opinion is None:
             return age, gender, years
@@ -147,15 +149,15 @@ class Track:
 
     @property
     def age_probs(self) -> np.ndarray | None:
-        return None if self.age_sum is None else self._labels()[0]
+        return None if self.age_sum is None else self.labels()[0]
 
     @property
     def gender_probs(self) -> np.ndarray | None:
-        return None if self.gender_sum is None else self._labels()[1]
+        return None if self.gender_sum is None else self.labels()[1]
 
     @property
     def age_years(self) -> float:
-        return self._labels()[2] if self.weight and self.age_sum is not None else float("nan")
+        return self.labels()[2] if self.weight and self.age_sum is not None else float("nan")
 
 
 def _sticky(probs: np.ndarray, shown: int, margin: float) -> int:
@@ -282,8 +284,8 @@ class Tracker:
         s = self.settings
         confident = (
             track.observations >= s.confident_after
-            and track.gender_probs is not None
-            and float(track.gender_probs.max()) >= s.confident_prob
+            and track.gender_sum is not None
+            and float(track.labels()[1].max()) >= s.confident_prob
         )
         return not confident or frame_index - track.last_classified >= s.reclassify_every
 
@@ -298,12 +300,13 @@ class Tracker:
         eyes = np.full((len(tracks), 2, 2), np.nan, np.float32)  # a coasting track has no fresh eyes
         if n_det and detections.eyes is not None:
             eyes[:n_det] = detections.eyes
+        age, gender, years = zip(*(t.labels() for t in tracks))  # shown tracks all have a prediction
         return Faces(
             boxes,
             scores,
-            age_probs=np.stack([t.age_probs for t in tracks]).astype(np.float32),
-            gender_probs=np.stack([t.gender_probs for t in tracks]).astype(np.float32),
-            age_years=np.array([t.age_years for t in tracks], np.float32),
+            age_probs=np.stack(age).astype(np.float32),
+            gender_probs=np.stack(gender).astype(np.float32),
+            age_years=np.array(years, np.float32),
             track_ids=np.array([t.id for t in tracks], np.int64),
             predicted=np.array(predicted, bool),
             age_class=np.array([t.age_class for t in tracks], np.int64),

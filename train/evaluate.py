@@ -29,7 +29,7 @@ from engines.registry import Engine
 from engines.writes import check_distinct, check_outputs, json_text, write_atomic
 from realtime.analyzer import AnalyzerSettings, make_engine
 from realtime.crops import Cropper
-from realtime.opinion import FACERES_PLATT, MIN_YEARS, WEIGHT, Opinion, fuse, looks, supported
+from realtime.opinion import FACERES_PLATT, MIN_YEARS, WEIGHT, Opinion, fuse, looks, supported, takes_gender
 from realtime.reid import ReidSettings
 from realtime.errors import RealtimeError
 from train import metrics
@@ -163,7 +163,7 @@ def evaluate(settings: EvalSettings, progress: Callable[[int, str], ContextManag
     if op is not None:
         result["second_opinion"] = {
             "faceres": settings.faceres.name, "platt": list(FACERES_PLATT), "weight": WEIGHT, "min_years": MIN_YEARS,
-            "gender_fused": float(np.mean(out.age_years >= MIN_YEARS)),  # the share of faces whose gender took it
+            "gender_fused": float(np.mean(takes_gender(out.age_years))),  # the share of faces whose gender took it
             "faceres_alone": {k: alone["overall"].get(k) for k in ("gender_acc", "gender_balanced", "gender_acc_13plus",
                                                                     "age_exact", "age_one_off", "mae")},
             "by_gender_alone": {g: row.get("gender_acc") for g, row in alone["by_gender"].items()}}
